@@ -1,0 +1,78 @@
+//! Server configuration: command-line flags with environment-variable fallbacks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Explicit limits on what a client may send or ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Most entries in a transaction or batch Bundle (413 above it).
+    pub max_bundle_entries: usize,
+    /// Default page size of history (and later search) Bundles.
+    pub default_page_size: usize,
+    /// Largest page size a client may ask for with `_count`.
+    pub max_page_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_bundle_entries: 10_000,
+            default_page_size: 50,
+            max_page_size: 1_000,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of `vbc-server serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "VBC_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "VBC_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Public base URL used in Location headers and fullUrls (default: http://<Host header>).
+    #[arg(long, env = "VBC_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "VBC_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Most entries in a transaction or batch Bundle.
+    #[arg(long, env = "VBC_MAX_BUNDLE_ENTRIES", default_value_t = Limits::default().max_bundle_entries)]
+    pub max_bundle_entries: usize,
+    /// Default page size for history.
+    #[arg(long, env = "VBC_DEFAULT_PAGE_SIZE", default_value_t = Limits::default().default_page_size)]
+    pub default_page_size: usize,
+    /// Largest `_count` honoured.
+    #[arg(long, env = "VBC_MAX_PAGE_SIZE", default_value_t = Limits::default().max_page_size)]
+    pub max_page_size: usize,
+    /// Log format.
+    #[arg(long, env = "VBC_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// The limits configured.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_bundle_entries: self.max_bundle_entries,
+            default_page_size: self.default_page_size.max(1),
+            max_page_size: self.max_page_size.max(1),
+        }
+    }
+}

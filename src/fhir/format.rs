@@ -1,0 +1,257 @@
+//! Reading and writing FHIR resources as JSON and XML through fhirbolt.
+//!
+//! The server's working form is a `serde_json::Value` (with `arbitrary_precision`, so decimals keep
+//! their exact text). fhirbolt checks the structure of incoming JSON and converts XML in both
+//! directions.
+
+use fhirbolt::model::r4::Resource;
+use fhirbolt::serde::{DeserializationConfig, DeserializationMode, SerializationConfig};
+use serde_json::Value;
+
+use crate::error::{FhirError, Result};
+use crate::fhir::outcome::Issue;
+use crate::fhir::resource_types::is_resource_type;
+
+/// Deepest element nesting accepted in XML input (JSON is bounded by serde_json's limit of 128).
+pub const MAX_XML_DEPTH: usize = 120;
+
+/// Wire format of a request or response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/fhir+json`
+    Json,
+    /// `application/fhir+xml`
+    Xml,
+}
+
+impl Format {
+    /// The Content-Type header value for this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/fhir+json; charset=utf-8",
+            Format::Xml => "application/fhir+xml; charset=utf-8",
+        }
+    }
+
+    /// Interpret a `_format` parameter or a media type; `None` when it names neither format.
+    pub fn from_mime(value: &str) -> Option<Format> {
+        let mime = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match mime.as_str() {
+            "json"
+            | "application/fhir+json"
+            | "application/json"
+            | "application/json+fhir"
+            | "text/json" => Some(Format::Json),
+            "xml"
+            | "application/fhir+xml"
+            | "application/xml"
+            | "application/xml+fhir"
+            | "text/xml" => Some(Format::Xml),
+            _ => None,
+        }
+    }
+
+    /// Pick the response format from an Accept header (first acceptable type wins; JSON by default).
+    pub fn from_accept(accept: &str) -> Format {
+        for part in accept.split(',') {
+            if let Some(f) = Format::from_mime(part) {
+                return f;
+            }
+        }
+        Format::Json
+    }
+}
+
+fn strict() -> Option<DeserializationConfig> {
+    Some(DeserializationConfig {
+        mode: DeserializationMode::Strict,
+    })
+}
+
+/// Parse a request body into a JSON value holding one resource, checking its structure with
+/// fhirbolt. `format` comes from the Content-Type header.
+pub fn parse_resource(body: &[u8], format: Format) -> Result<Value> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(FhirError::BadRequest("request body is empty".into()));
+    }
+    match format {
+        Format::Json => parse_json(body),
+        Format::Xml => parse_xml(body),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| FhirError::BadRequest(format!("malformed JSON: {e}")))?;
+    check_resource_type(&value)?;
+    Ok(value)
+}
+
+/// fhirbolt's strict structural check of a resource held as JSON; `Some(message)` when it fails.
+pub fn structure_error(value: &Value) -> Option<String> {
+    fhirbolt::json::from_json_value::<Resource>(value.clone(), strict())
+        .err()
+        .map(|e| e.to_string())
+}
+
+fn check_resource_type(value: &Value) -> Result<()> {
+    let obj = value.as_object().ok_or_else(|| {
+        FhirError::BadRequest("body must be a JSON object holding a resource".into())
+    })?;
+    match obj.get("resourceType") {
+        Some(Value::String(rt)) if is_resource_type(rt) => Ok(()),
+        Some(Value::String(rt)) => Err(FhirError::Invalid(vec![Issue::error(
+            "not-supported",
+            format!("unknown resourceType '{rt}'"),
+        )
+        .at("resourceType")])),
+        _ => Err(FhirError::Invalid(vec![Issue::error(
+            "required",
+            "resourceType is missing or not a string",
+        )
+        .at("resourceType")])),
+    }
+}
+
+fn parse_xml(body: &[u8]) -> Result<Value> {
+    check_xml_depth(body)?;
+    let resource: Resource = fhirbolt::xml::from_slice(body, strict())
+        .map_err(|e| FhirError::BadRequest(format!("malformed or invalid FHIR XML: {e}")))?;
+    let json = fhirbolt::json::to_vec(&resource, Some(SerializationConfig { always_sort: true }))
+        .map_err(|e| FhirError::BadRequest(format!("cannot convert XML resource: {e}")))?;
+    let value: Value = serde_json::from_slice(&json)
+        .map_err(|e| FhirError::BadRequest(format!("cannot convert XML resource: {e}")))?;
+    check_resource_type(&value)?;
+    Ok(value)
+}
+
+/// Reject XML nested deeper than [`MAX_XML_DEPTH`] before any recursive parser sees it.
+fn check_xml_depth(body: &[u8]) -> Result<()> {
+    let mut depth: usize = 0;
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'<' {
+            let next = body.get(i + 1).copied();
+            match next {
+                Some(b'/') => depth = depth.saturating_sub(1),
+                Some(b'?') | Some(b'!') => {}
+                _ => {
+                    // self-closing tags do not nest
+                    let end = body[i..].iter().position(|&b| b == b'>').map(|p| i + p);
+                    let self_closing = end.is_some_and(|e| e > 0 && body[e - 1] == b'/');
+                    if !self_closing {
+                        depth += 1;
+                        if depth > MAX_XML_DEPTH {
+                            return Err(FhirError::BadRequest(format!(
+                                "XML nested deeper than {MAX_XML_DEPTH} levels"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Serialize a resource held as JSON into the requested format.
+pub fn serialize(value: &Value, format: Format, pretty: bool) -> Result<Vec<u8>> {
+    match format {
+        Format::Json if pretty => serde_json::to_vec_pretty(value),
+        Format::Json => serde_json::to_vec(value),
+        Format::Xml => return to_xml(value),
+    }
+    .map_err(|e| FhirError::Storage(format!("serialization failed: {e}")))
+}
+
+fn to_xml(value: &Value) -> Result<Vec<u8>> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| FhirError::Storage(format!("serialization failed: {e}")))?;
+    let lax = Some(DeserializationConfig {
+        mode: DeserializationMode::Lax,
+    });
+    let resource: Resource = fhirbolt::json::from_slice(&bytes, lax)
+        .map_err(|e| FhirError::Storage(format!("XML conversion failed: {e}")))?;
+    fhirbolt::xml::to_vec(&resource, None)
+        .map_err(|e| FhirError::Storage(format!("XML conversion failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OBS: &str = r#"{"resourceType":"Observation","status":"final","code":{"text":"HbA1c"},"valueQuantity":{"value":7.20,"unit":"%"}}"#;
+
+    #[test]
+    fn json_keeps_decimal_text() {
+        let v = parse_resource(OBS.as_bytes(), Format::Json).expect("parses");
+        let out =
+            String::from_utf8(serialize(&v, Format::Json, false).expect("ser")).expect("utf8");
+        assert!(out.contains("\"value\":7.20"), "{out}");
+    }
+
+    #[test]
+    fn xml_round_trip_keeps_decimal_text() {
+        let v = parse_resource(OBS.as_bytes(), Format::Json).expect("parses");
+        let xml = serialize(&v, Format::Xml, false).expect("xml");
+        let xml_s = String::from_utf8(xml.clone()).expect("utf8");
+        assert!(xml_s.contains("value=\"7.20\""), "{xml_s}");
+        let back = parse_resource(&xml, Format::Xml).expect("parses xml");
+        assert_eq!(back["valueQuantity"]["value"].to_string(), "7.20");
+        assert_eq!(back["status"], "final");
+    }
+
+    #[test]
+    fn rejects_unknown_elements_and_types() {
+        let bad = br#"{"resourceType":"Observation","status":"final","code":{},"bogus":1}"#;
+        let v = parse_resource(bad, Format::Json).expect("well-formed JSON");
+        assert!(structure_error(&v).is_some());
+        let good = parse_resource(OBS.as_bytes(), Format::Json).expect("parses");
+        assert_eq!(structure_error(&good), None);
+        let unknown = br#"{"resourceType":"Foo"}"#;
+        assert!(matches!(
+            parse_resource(unknown, Format::Json),
+            Err(FhirError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_resource(b"[1,2]", Format::Json),
+            Err(FhirError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_resource(b"{", Format::Json),
+            Err(FhirError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_deep_nesting() {
+        let deep_json = "[".repeat(10_000);
+        assert!(parse_resource(deep_json.as_bytes(), Format::Json).is_err());
+        let deep_xml = "<a>".repeat(10_000);
+        assert!(matches!(
+            parse_resource(deep_xml.as_bytes(), Format::Xml),
+            Err(FhirError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(
+            Format::from_mime("application/fhir+xml;q=0.9"),
+            Some(Format::Xml)
+        );
+        assert_eq!(Format::from_mime("json"), Some(Format::Json));
+        assert_eq!(Format::from_mime("text/html"), None);
+        assert_eq!(
+            Format::from_accept("text/html, application/xml"),
+            Format::Xml
+        );
+        assert_eq!(Format::from_accept("*/*"), Format::Json);
+    }
+}

@@ -1,0 +1,9 @@
+//! The FHIR model layer: parsing and serialization (fhirbolt), definitions, validation,
+//! references and OperationOutcome.
+
+pub mod definitions;
+pub mod format;
+pub mod outcome;
+pub mod references;
+pub mod resource_types;
+pub mod validate;

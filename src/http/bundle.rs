@@ -1,0 +1,26 @@
+//! `POST /` with a transaction or batch Bundle.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::headers::{prefer_return, Return};
+use super::negotiate::FhirBody;
+use super::{response, AppState};
+use crate::error::Result;
+
+/// transaction / batch
+pub async fn process(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: FhirBody,
+) -> Result<Response> {
+    let bundle = body.resource()?;
+    let with_resources =
+        prefer_return(&headers) == Return::Representation && headers.contains_key("prefer");
+    let out = s
+        .services
+        .bundle(bundle, &s.base(&headers), with_resources)
+        .await?;
+    Ok(response::json(StatusCode::OK, &out))
+}

@@ -1,0 +1,136 @@
+//! The HTTP API (axum): one file per interaction or operation, a router, and the middleware stack
+//! (request ids, tracing, format negotiation, panic safety net).
+
+pub mod bundle;
+pub mod capabilities;
+pub mod create;
+pub mod delete;
+pub mod headers;
+pub mod health;
+pub mod history;
+pub mod negotiate;
+pub mod patch;
+pub mod read;
+pub mod response;
+pub mod search;
+pub mod update;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{FhirError, Result};
+use crate::fhir::resource_types::is_resource_type;
+use crate::interaction::Services;
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The interactions.
+    pub services: Services,
+    /// Configured public base URL (None: derived from the Host header).
+    pub base_url: Option<Arc<str>>,
+    /// The CapabilityStatement served at /metadata (JSON bytes).
+    pub capability: Arc<Vec<u8>>,
+}
+
+impl AppState {
+    /// The base URL for this request.
+    pub fn base(&self, headers: &HeaderMap) -> String {
+        if let Some(b) = &self.base_url {
+            return b.trim_end_matches('/').to_string();
+        }
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    }
+}
+
+/// 404 unless `rtype` is a resource type the server serves.
+pub fn check_type(rtype: &str) -> Result<()> {
+    if is_resource_type(rtype) {
+        Ok(())
+    } else {
+        Err(FhirError::NotFound(format!(
+            "unknown resource type '{rtype}'"
+        )))
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    FhirError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    FhirError::MethodNotAllowed.into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    FhirError::Storage("internal error (panic caught); the request was not applied".into())
+        .into_response()
+}
+
+/// Build the router with all routes and middleware.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/metadata", get(capabilities::metadata))
+        .route("/health", get(health::live))
+        .route("/ready", get(health::ready))
+        .route("/", post(bundle::process))
+        .route("/_history", get(history::system))
+        .route(
+            "/{rtype}",
+            get(search::search_type)
+                .post(create::create)
+                .put(update::conditional_update)
+                .delete(delete::conditional_delete),
+        )
+        .route("/{rtype}/_history", get(history::type_level))
+        .route("/{rtype}/$validate", post(validate::type_level))
+        .route(
+            "/{rtype}/{id}",
+            get(read::read)
+                .put(update::update)
+                .delete(delete::delete)
+                .patch(patch::patch),
+        )
+        .route("/{rtype}/{id}/$validate", post(validate::instance_level))
+        .route("/{rtype}/{id}/_history", get(history::instance))
+        .route("/{rtype}/{id}/_history/{vid}", get(read::vread))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(negotiate::render))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(300)))
+}

@@ -1,0 +1,735 @@
+//! `POST /` with a `transaction` or `batch` Bundle.
+//!
+//! A transaction is planned and validated in full first (every problem of every entry reported
+//! together), then runs as ONE write job: conditional creates, conditional updates and conditional
+//! references are resolved, `urn:uuid:`/`urn:oid:` fullUrls get ids and every reference to them is
+//! rewritten, and the entries are applied in the spec's order (DELETE, POST, PUT/PATCH, GET). The
+//! job's writes commit together or not at all. A batch runs its entries independently.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use super::history::now_ms;
+use super::write::{
+    check_id, check_resource, conditional_delete_in, create_in, delete_in, find, parse_patch,
+    patch_in, update_in, Written,
+};
+use super::{instant, Services};
+use crate::error::{FhirError, Result};
+use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::fhir::references::{classify, for_each_reference_mut, RefKind};
+use crate::fhir::resource_types::is_resource_type;
+use crate::fhir::validate::Context;
+use crate::search::{parse_criteria, Criterion};
+use crate::store::{self, WriteTxn};
+
+/// HTTP verb of a Bundle entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    /// Processing order in a transaction.
+    fn order(self) -> u8 {
+        match self {
+            Verb::Delete => 0,
+            Verb::Post => 1,
+            Verb::Put | Verb::Patch => 2,
+            Verb::Get => 3,
+        }
+    }
+}
+
+/// One entry, checked and parsed.
+#[derive(Debug, Clone)]
+struct Planned {
+    verb: Verb,
+    rtype: String,
+    id: Option<String>,
+    vid: Option<String>,
+    criteria: Option<Vec<Criterion>>,
+    resource: Option<Value>,
+    patch: Option<json_patch::Patch>,
+    if_none_exist: Option<Vec<Criterion>>,
+    if_match: Option<u64>,
+    full_url: Option<String>,
+}
+
+/// Parse `W/"3"` (or `3`) into a version number.
+pub fn parse_etag(s: &str) -> Option<u64> {
+    s.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+fn status_line(code: u16) -> String {
+    let reason = StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    format!("{code} {reason}")
+}
+
+fn entry_issue(i: usize, e: FhirError, field: &str) -> Vec<Issue> {
+    let prefix = format!("Bundle.entry[{i}]{field}");
+    e.issues()
+        .into_iter()
+        .map(|issue| {
+            let root = issue
+                .expression
+                .as_deref()
+                .and_then(|x| x.split('.').next())
+                .unwrap_or("")
+                .to_string();
+            if issue.expression.is_some() && field == ".resource" {
+                issue.within(&prefix, &root)
+            } else {
+                issue.at(prefix.clone())
+            }
+        })
+        .collect()
+}
+
+fn plan_entry(
+    svc: &Services,
+    base: &str,
+    entry: &Value,
+    ctx: Context,
+) -> std::result::Result<Planned, (FhirError, &'static str)> {
+    let req = &entry["request"];
+    let bad = |m: String| (FhirError::BadRequest(m), ".request");
+    let verb = match req["method"].as_str() {
+        Some("GET") | Some("HEAD") => Verb::Get,
+        Some("POST") => Verb::Post,
+        Some("PUT") => Verb::Put,
+        Some("PATCH") => Verb::Patch,
+        Some("DELETE") => Verb::Delete,
+        Some(m) => return Err(bad(format!("unsupported request.method '{m}'"))),
+        None => return Err(bad("request.method is required".into())),
+    };
+    let url = req["url"]
+        .as_str()
+        .ok_or_else(|| bad("request.url is required".into()))?;
+    let local = url
+        .strip_prefix(base)
+        .unwrap_or(url)
+        .trim_start_matches('/');
+    let (path, query) = match local.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (local, None),
+    };
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rtype = segs.first().copied().unwrap_or("");
+    if !is_resource_type(rtype) {
+        return Err((
+            FhirError::NotFound(format!("unknown resource type in request.url '{url}'")),
+            ".request.url",
+        ));
+    }
+    let (id, vid) = match segs.as_slice() {
+        [_] => (None, None),
+        [_, id] => (Some(id.to_string()), None),
+        [_, id, "_history", v] if verb == Verb::Get => (Some(id.to_string()), Some(v.to_string())),
+        _ => return Err(bad(format!("unsupported request.url '{url}'"))),
+    };
+    if let Some(id) = &id {
+        check_id(id).map_err(|e| (e, ".request.url"))?;
+    }
+    let criteria = query
+        .map(parse_criteria)
+        .transpose()
+        .map_err(|e| (e, ".request.url"))?;
+    let shape_ok = match verb {
+        Verb::Post => id.is_none(),
+        Verb::Put | Verb::Delete => id.is_some() != criteria.is_some(),
+        Verb::Patch => id.is_some(),
+        Verb::Get => id.is_some() || criteria.is_some(),
+    };
+    if !shape_ok {
+        return Err(bad(format!(
+            "request.url '{url}' does not fit method {:?}",
+            verb
+        )));
+    }
+    let if_none_exist = req["ifNoneExist"]
+        .as_str()
+        .map(|q| parse_criteria(q.trim_start_matches('?')))
+        .transpose()
+        .map_err(|e| (e, ".request.ifNoneExist"))?;
+    let if_match = match req["ifMatch"].as_str() {
+        Some(s) => Some(parse_etag(s).ok_or_else(|| bad(format!("invalid ifMatch '{s}'")))?),
+        None => None,
+    };
+    let mut resource = entry.get("resource").cloned();
+    let mut patch = None;
+    match verb {
+        Verb::Post | Verb::Put => {
+            let r = resource
+                .as_mut()
+                .ok_or_else(|| bad("this request needs a resource".into()))?;
+            if verb == Verb::Put {
+                if let Some(id) = &id {
+                    match r["id"].as_str() {
+                        Some(b) if b != id => {
+                            return Err((
+                                FhirError::BadRequest(format!(
+                                    "resource id '{b}' does not match request.url id '{id}'"
+                                )),
+                                ".resource.id",
+                            ))
+                        }
+                        Some(_) => {}
+                        None => r["id"] = json!(id),
+                    }
+                }
+            }
+            check_resource(&svc.validator, rtype, r, ctx).map_err(|e| (e, ".resource"))?;
+        }
+        Verb::Patch => {
+            let r = resource
+                .take()
+                .ok_or_else(|| bad("PATCH needs a Binary resource holding a JSON Patch".into()))?;
+            patch = Some(binary_patch(&r).map_err(|e| (e, ".resource"))?);
+        }
+        _ => {}
+    }
+    Ok(Planned {
+        verb,
+        rtype: rtype.to_string(),
+        id,
+        vid,
+        criteria,
+        resource,
+        patch,
+        if_none_exist,
+        if_match,
+        full_url: entry["fullUrl"].as_str().map(String::from),
+    })
+}
+
+/// A PATCH entry carries its JSON Patch as a Binary resource (base64 `data`).
+fn binary_patch(r: &Value) -> Result<json_patch::Patch> {
+    if r["resourceType"] != "Binary" {
+        return Err(FhirError::BadRequest("PATCH entries need a Binary resource with contentType application/json-patch+json (FHIRPath Patch is not supported)".into()));
+    }
+    let ct = r["contentType"].as_str().unwrap_or("");
+    if !ct.starts_with("application/json-patch+json") {
+        return Err(FhirError::BadRequest(format!(
+            "unsupported patch contentType '{ct}'"
+        )));
+    }
+    let data = r["data"].as_str().unwrap_or("");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| FhirError::BadRequest(format!("Binary.data is not base64: {e}")))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| FhirError::BadRequest(format!("patch is not JSON: {e}")))?;
+    parse_patch(v)
+}
+
+fn entries(bundle: &Value, max: usize) -> Result<&Vec<Value>> {
+    static EMPTY: Vec<Value> = Vec::new();
+    let list = match &bundle["entry"] {
+        Value::Array(a) => a,
+        Value::Null => &EMPTY,
+        _ => {
+            return Err(FhirError::BadRequest(
+                "Bundle.entry must be an array".into(),
+            ))
+        }
+    };
+    if list.len() > max {
+        return Err(FhirError::TooCostly(format!(
+            "the Bundle has {} entries; at most {max} are accepted",
+            list.len()
+        )));
+    }
+    Ok(list)
+}
+
+fn response_entry(base: &str, w: &Written, with_resource: bool) -> Value {
+    let mut resp = json!({"status": status_line(w.status)});
+    if let Some(v) = w.version {
+        if w.status != 204 {
+            resp["location"] = json!(format!("{base}/{}/{}/_history/{v}", w.rtype, w.id));
+        }
+        resp["etag"] = json!(format!("W/\"{v}\""));
+        resp["lastModified"] = json!(instant(w.last_updated_ms));
+    }
+    let mut e = json!({"response": resp});
+    if w.status != 204 && !w.id.is_empty() {
+        e["fullUrl"] = json!(format!("{base}/{}/{}", w.rtype, w.id));
+    }
+    if with_resource {
+        if let Some(r) = &w.resource {
+            e["resource"] = r.clone();
+        }
+    }
+    e
+}
+
+fn read_in(txn: &mut dyn WriteTxn, p: &Planned) -> Result<Written> {
+    let id = p.id.clone().unwrap_or_default();
+    let cur = match (&p.vid, txn.current(&p.rtype, &id)?) {
+        (_, None) => {
+            return Err(FhirError::NotFound(format!(
+                "{}/{id} is not known",
+                p.rtype
+            )))
+        }
+        (None, Some(c)) if c.deleted => {
+            return Err(FhirError::Gone(format!("{}/{id} was deleted", p.rtype)))
+        }
+        (Some(v), Some(c)) if v != &c.version.to_string() => {
+            return Err(FhirError::BadRequest(
+                "vread of older versions is not supported inside a transaction".into(),
+            ))
+        }
+        (_, Some(c)) => c,
+    };
+    let resource: Value = serde_json::from_slice(cur.resource.as_deref().unwrap_or_default())
+        .map_err(|e| FhirError::Storage(e.to_string()))?;
+    let last = resource["meta"]["lastUpdated"]
+        .as_str()
+        .and_then(super::parse_instant_ms)
+        .unwrap_or_default();
+    Ok(Written {
+        rtype: p.rtype.clone(),
+        id,
+        version: Some(cur.version),
+        last_updated_ms: last,
+        resource: Some(resource),
+        status: 200,
+    })
+}
+
+/// Resolve ids, rewrite references and apply the entries in order, inside one write job.
+fn run_transaction(
+    txn: &mut dyn WriteTxn,
+    svc: &Services,
+    mut plan: Vec<Planned>,
+) -> Result<Vec<Written>> {
+    let mut idmap: HashMap<String, String> = HashMap::new();
+    let mut matched: Vec<Option<String>> = vec![None; plan.len()];
+    let at = |i: usize, e: FhirError| -> FhirError {
+        let status = e.status();
+        let issues = entry_issue(i, e, "");
+        match status {
+            StatusCode::PRECONDITION_FAILED => FhirError::PreconditionFailed(
+                issues
+                    .iter()
+                    .map(|x| x.diagnostics.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+                    + &format!(" (Bundle.entry[{i}])"),
+            ),
+            StatusCode::NOT_FOUND => FhirError::NotFound(format!(
+                "{} (Bundle.entry[{i}])",
+                issues
+                    .first()
+                    .map(|x| x.diagnostics.clone())
+                    .unwrap_or_default()
+            )),
+            StatusCode::GONE => FhirError::Gone(format!(
+                "{} (Bundle.entry[{i}])",
+                issues
+                    .first()
+                    .map(|x| x.diagnostics.clone())
+                    .unwrap_or_default()
+            )),
+            StatusCode::CONFLICT => FhirError::Conflict(format!(
+                "{} (Bundle.entry[{i}])",
+                issues
+                    .first()
+                    .map(|x| x.diagnostics.clone())
+                    .unwrap_or_default()
+            )),
+            StatusCode::BAD_REQUEST => FhirError::Invalid(issues),
+            _ => FhirError::Storage(
+                issues
+                    .first()
+                    .map(|x| x.diagnostics.clone())
+                    .unwrap_or_default(),
+            ),
+        }
+    };
+    // 1. decide the id every created or updated resource will have
+    for (i, p) in plan.iter_mut().enumerate() {
+        match p.verb {
+            Verb::Post => {
+                if let Some(c) = &p.if_none_exist {
+                    let found = find(txn, &p.rtype, c).map_err(|e| at(i, e))?;
+                    match found.as_slice() {
+                        [] => {}
+                        [one] => matched[i] = Some(one.clone()),
+                        many => {
+                            return Err(at(
+                                i,
+                                FhirError::PreconditionFailed(format!(
+                                    "conditional create matched {} {} resources",
+                                    many.len(),
+                                    p.rtype
+                                )),
+                            ))
+                        }
+                    }
+                }
+                let id = matched[i]
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                p.id = Some(id);
+            }
+            Verb::Put if p.criteria.is_some() => {
+                let found = find(txn, &p.rtype, p.criteria.as_deref().unwrap_or_default())
+                    .map_err(|e| at(i, e))?;
+                let body_id = p
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r["id"].as_str())
+                    .map(String::from);
+                let id = match found.as_slice() {
+                    [] => body_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    [one] => one.clone(),
+                    many => {
+                        return Err(at(
+                            i,
+                            FhirError::PreconditionFailed(format!(
+                                "conditional update matched {} {} resources",
+                                many.len(),
+                                p.rtype
+                            )),
+                        ))
+                    }
+                };
+                if let Some(r) = p.resource.as_mut() {
+                    r["id"] = json!(id);
+                }
+                p.id = Some(id);
+            }
+            Verb::Delete if p.criteria.is_some() => {
+                let found = find(txn, &p.rtype, p.criteria.as_deref().unwrap_or_default())
+                    .map_err(|e| at(i, e))?;
+                match found.as_slice() {
+                    [] => {}
+                    [one] => p.id = Some(one.clone()),
+                    many => {
+                        return Err(at(
+                            i,
+                            FhirError::PreconditionFailed(format!(
+                                "conditional delete matched {} {} resources",
+                                many.len(),
+                                p.rtype
+                            )),
+                        ))
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let (Some(full), Some(id), Verb::Post | Verb::Put) = (&p.full_url, &p.id, p.verb) {
+            idmap.insert(full.clone(), format!("{}/{id}", p.rtype));
+        }
+    }
+    // 2. rewrite references: fullUrls, urn:uuid/urn:oid, conditional references
+    let mut conditional: HashMap<String, String> = HashMap::new();
+    for (i, p) in plan.iter_mut().enumerate() {
+        let Some(resource) = p.resource.as_mut() else {
+            continue;
+        };
+        let mut failure: Option<FhirError> = None;
+        for_each_reference_mut(resource, &mut |r: &mut String| {
+            if failure.is_some() {
+                return;
+            }
+            if let Some(target) = idmap.get(r.as_str()) {
+                *r = target.clone();
+                return;
+            }
+            match classify(r) {
+                RefKind::Urn => {
+                    failure = Some(FhirError::BadRequest(format!(
+                        "reference '{r}' matches no fullUrl in the Bundle"
+                    )))
+                }
+                RefKind::Conditional { rtype, query } => {
+                    if let Some(t) = conditional.get(r.as_str()) {
+                        *r = t.clone();
+                        return;
+                    }
+                    let resolved = parse_criteria(query).and_then(|c| find(txn, rtype, &c));
+                    match resolved.as_deref() {
+                        Ok([one]) => {
+                            let t = format!("{rtype}/{one}");
+                            conditional.insert(r.clone(), t.clone());
+                            *r = t;
+                        }
+                        Ok([]) => {
+                            failure = Some(FhirError::PreconditionFailed(format!(
+                                "conditional reference '{r}' matches no resource"
+                            )))
+                        }
+                        Ok(many) => {
+                            failure = Some(FhirError::PreconditionFailed(format!(
+                                "conditional reference '{r}' matches {} resources",
+                                many.len()
+                            )))
+                        }
+                        Err(e) => {
+                            failure = Some(FhirError::BadRequest(format!(
+                                "conditional reference '{r}': {e}"
+                            )))
+                        }
+                    }
+                }
+                _ => {}
+            }
+        });
+        if let Some(e) = failure {
+            return Err(at(i, e));
+        }
+    }
+    // 3. apply in the spec's order
+    let mut order: Vec<usize> = (0..plan.len()).collect();
+    order.sort_by_key(|&i| plan[i].verb.order());
+    let mut results: Vec<Option<Written>> = vec![None; plan.len()];
+    for i in order {
+        let p = &plan[i];
+        let id = p.id.clone().unwrap_or_default();
+        let w = match p.verb {
+            Verb::Delete if p.id.is_none() => conditional_delete_in(txn, &p.rtype, &[]),
+            Verb::Delete => delete_in(txn, &p.rtype, &id, p.if_match),
+            Verb::Post => match &matched[i] {
+                Some(existing) => read_in(
+                    txn,
+                    &Planned {
+                        id: Some(existing.clone()),
+                        vid: None,
+                        ..p.clone()
+                    },
+                )
+                .map(|mut w| {
+                    w.status = 200;
+                    w
+                }),
+                None => create_in(
+                    txn,
+                    &p.rtype,
+                    p.resource.clone().unwrap_or_default(),
+                    Some(id),
+                    None,
+                ),
+            },
+            Verb::Put => update_in(
+                txn,
+                &p.rtype,
+                &id,
+                p.resource.clone().unwrap_or_default(),
+                p.if_match,
+            ),
+            Verb::Patch => match &p.patch {
+                Some(patch) => patch_in(txn, &svc.validator, &p.rtype, &id, patch, p.if_match),
+                None => Err(FhirError::BadRequest("missing patch".into())),
+            },
+            Verb::Get if p.id.is_some() => read_in(txn, p),
+            Verb::Get => Err(FhirError::BadRequest(
+                "searches inside a transaction are not supported; use a batch".into(),
+            )),
+        }
+        .map_err(|e| at(i, e))?;
+        results[i] = Some(w);
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+impl Services {
+    /// Process a transaction or batch Bundle and return the response Bundle.
+    pub async fn bundle(&self, bundle: Value, base: &str, return_resources: bool) -> Result<Value> {
+        if bundle["resourceType"] != "Bundle" {
+            return Err(FhirError::BadRequest(
+                "POST to the base URL takes a transaction or batch Bundle".into(),
+            ));
+        }
+        match bundle["type"].as_str() {
+            Some("transaction") => self.transaction(bundle, base, return_resources).await,
+            Some("batch") => self.batch(bundle, base, return_resources).await,
+            Some(t) => Err(FhirError::BadRequest(format!(
+                "Bundle.type '{t}' cannot be processed; use transaction or batch"
+            ))),
+            None => Err(FhirError::Invalid(vec![Issue::error(
+                "required",
+                "Bundle.type is required",
+            )
+            .at("Bundle.type")])),
+        }
+    }
+
+    async fn transaction(
+        &self,
+        bundle: Value,
+        base: &str,
+        return_resources: bool,
+    ) -> Result<Value> {
+        let list = entries(&bundle, self.limits.max_bundle_entries)?;
+        let ctx = Context {
+            in_transaction: true,
+        };
+        let mut issues = Vec::new();
+        let mut plan = Vec::with_capacity(list.len());
+        let mut seen_full: HashMap<&str, usize> = HashMap::new();
+        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        for (i, entry) in list.iter().enumerate() {
+            if let Some(full) = entry["fullUrl"].as_str() {
+                if let Some(first) = seen_full.insert(full, i) {
+                    issues.push(
+                        Issue::error(
+                            "duplicate",
+                            format!("fullUrl '{full}' also used by entry {first}"),
+                        )
+                        .at(format!("Bundle.entry[{i}].fullUrl")),
+                    );
+                }
+            }
+            match plan_entry(self, base, entry, ctx) {
+                Ok(p) => {
+                    if let (Some(id), Verb::Put | Verb::Delete | Verb::Patch) = (&p.id, p.verb) {
+                        let key = format!("{}/{id}", p.rtype);
+                        if let Some(first) = seen_ids.insert(key.clone(), i) {
+                            issues.push(
+                                Issue::error(
+                                    "duplicate",
+                                    format!("{key} is also changed by entry {first}"),
+                                )
+                                .at(format!("Bundle.entry[{i}].request.url")),
+                            );
+                        }
+                    }
+                    plan.push(p)
+                }
+                Err((e, field)) => issues.extend(entry_issue(i, e, field)),
+            }
+        }
+        if !issues.is_empty() {
+            return Err(FhirError::Invalid(issues));
+        }
+        let svc = self.clone();
+        let results = store::write(self.store.as_ref(), move |txn| {
+            run_transaction(txn, &svc, plan)
+        })
+        .await?;
+        let entries: Vec<Value> = results
+            .iter()
+            .map(|w| response_entry(base, w, return_resources))
+            .collect();
+        Ok(json!({
+            "resourceType": "Bundle",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "type": "transaction-response",
+            "meta": {"lastUpdated": instant(now_ms())},
+            "entry": entries,
+        }))
+    }
+
+    async fn batch(&self, bundle: Value, base: &str, return_resources: bool) -> Result<Value> {
+        let list = entries(&bundle, self.limits.max_bundle_entries)?;
+        let futures = list.iter().enumerate().map(|(i, entry)| async move {
+            let outcome = match plan_entry(self, base, entry, Context::default()) {
+                Err((e, field)) => Err((e, field)),
+                Ok(p) => self.batch_entry(p).await.map_err(|e| (e, "")),
+            };
+            match outcome {
+                Ok(w) => response_entry(base, &w, return_resources),
+                Err((e, field)) => {
+                    let status = e.status().as_u16();
+                    let issues = entry_issue(i, e, field);
+                    json!({"response": {"status": status_line(status), "outcome": operation_outcome(&issues)}})
+                }
+            }
+        });
+        let entries = join_all(futures).await;
+        Ok(json!({
+            "resourceType": "Bundle",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "type": "batch-response",
+            "meta": {"lastUpdated": instant(now_ms())},
+            "entry": entries,
+        }))
+    }
+
+    async fn batch_entry(&self, p: Planned) -> Result<Written> {
+        let id = p.id.clone().unwrap_or_default();
+        match p.verb {
+            Verb::Get => {
+                let found = match &p.vid {
+                    Some(v) => self.vread(&p.rtype, &id, v)?,
+                    None if p.id.is_some() => self.read(&p.rtype, &id)?,
+                    None => {
+                        return Err(FhirError::BadRequest(
+                            "search entries in batches are not supported yet".into(),
+                        ))
+                    }
+                };
+                Ok(Written {
+                    rtype: p.rtype,
+                    id,
+                    version: Some(found.record.version),
+                    last_updated_ms: found.record.last_updated_ms,
+                    resource: Some(found.resource),
+                    status: 200,
+                })
+            }
+            Verb::Post => {
+                let resource = p.resource.unwrap_or_default();
+                let crit = p.if_none_exist;
+                let rtype = p.rtype.clone();
+                store::write(self.store.as_ref(), move |txn| {
+                    create_in(txn, &rtype, resource, None, crit.as_deref())
+                })
+                .await
+            }
+            Verb::Put => {
+                let resource = p.resource.unwrap_or_default();
+                let rtype = p.rtype.clone();
+                let crit = p.criteria;
+                let if_match = p.if_match;
+                store::write(self.store.as_ref(), move |txn| match crit {
+                    Some(c) => super::write::conditional_update_in(txn, &rtype, &c, resource),
+                    None => update_in(txn, &rtype, &id, resource, if_match),
+                })
+                .await
+            }
+            Verb::Delete => {
+                let rtype = p.rtype.clone();
+                let crit = p.criteria;
+                let if_match = p.if_match;
+                store::write(self.store.as_ref(), move |txn| match crit {
+                    Some(c) => conditional_delete_in(txn, &rtype, &c),
+                    None => delete_in(txn, &rtype, &id, if_match),
+                })
+                .await
+            }
+            Verb::Patch => {
+                let validator = self.validator.clone();
+                let rtype = p.rtype.clone();
+                let patch = p
+                    .patch
+                    .ok_or_else(|| FhirError::BadRequest("missing patch".into()))?;
+                let if_match = p.if_match;
+                store::write(self.store.as_ref(), move |txn| {
+                    patch_in(txn, &validator, &rtype, &id, &patch, if_match)
+                })
+                .await
+            }
+        }
+    }
+}

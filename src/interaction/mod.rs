@@ -1,0 +1,94 @@
+//! The FHIR interactions, independent of HTTP: what create, read, update, delete, patch, history
+//! and Bundles do to the store. HTTP handlers and Bundle processing both call these.
+
+pub mod bundle;
+pub mod history;
+pub mod read;
+pub mod write;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::config::Limits;
+use crate::fhir::validate::Validator;
+use crate::store::SharedStore;
+
+/// What the interactions need: the store, the validator and the limits.
+#[derive(Clone)]
+pub struct Services {
+    /// The storage engine.
+    pub store: SharedStore,
+    /// The validator (shared with write jobs).
+    pub validator: Arc<Validator>,
+    /// Configured limits.
+    pub limits: Limits,
+}
+
+/// Format milliseconds since the epoch as a FHIR instant (UTC, millisecond precision).
+pub fn instant(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
+}
+
+/// Set `id`, `meta.versionId` and `meta.lastUpdated`, putting resourceType, id and meta first.
+pub fn stamp(resource: &mut Value, id: &str, version: u64, last_updated_ms: i64) {
+    let Value::Object(old) = std::mem::take(resource) else {
+        return;
+    };
+    let mut out = Map::with_capacity(old.len() + 2);
+    let mut rest = old;
+    out.insert(
+        "resourceType".into(),
+        rest.remove("resourceType").unwrap_or(Value::Null),
+    );
+    out.insert("id".into(), Value::String(id.to_string()));
+    rest.remove("id");
+    let mut meta = match rest.remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    meta.remove("versionId");
+    meta.remove("lastUpdated");
+    let mut new_meta = Map::with_capacity(meta.len() + 2);
+    new_meta.insert("versionId".into(), Value::String(version.to_string()));
+    new_meta.insert(
+        "lastUpdated".into(),
+        Value::String(instant(last_updated_ms)),
+    );
+    new_meta.extend(meta);
+    out.insert("meta".into(), Value::Object(new_meta));
+    out.extend(rest);
+    *resource = Value::Object(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stamp_orders_and_overwrites_meta() {
+        let mut r = json!({"status": "final", "resourceType": "Observation", "id": "old",
+            "meta": {"versionId": "9", "profile": ["p"]}});
+        stamp(&mut r, "new", 3, 1_700_000_000_005);
+        let keys: Vec<&String> = r
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, vec!["resourceType", "id", "meta", "status"]);
+        assert_eq!(r["meta"]["versionId"], "3");
+        assert_eq!(r["meta"]["lastUpdated"], "2023-11-14T22:13:20.005Z");
+        assert_eq!(r["meta"]["profile"][0], "p");
+    }
+}
+
+/// Parse a FHIR instant / dateTime with time and zone into ms since the epoch.
+pub fn parse_instant_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}

@@ -1,0 +1,434 @@
+//! Create, update, patch and delete (plain and conditional) as steps a write job runs on the
+//! store's writer, so that checks (versions, conditional matches) and writes are atomic.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{stamp, Services};
+use crate::error::{FhirError, Result};
+use crate::fhir::outcome::Issue;
+use crate::fhir::references::valid_id;
+use crate::fhir::validate::{Context, Validator};
+use crate::search::{index_entries, matching_ids, parse_criteria, Criterion};
+use crate::store::{self, Method, StagedWrite, WriteTxn};
+
+/// The result of a write interaction.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Resource type.
+    pub rtype: String,
+    /// Logical id.
+    pub id: String,
+    /// Version now current (None when a delete found nothing to delete).
+    pub version: Option<u64>,
+    /// Timestamp of that version (ms since epoch).
+    pub last_updated_ms: i64,
+    /// The resource as stored (None for deletes).
+    pub resource: Option<Value>,
+    /// HTTP status: 201 created, 200 updated/matched, 204 deleted.
+    pub status: u16,
+}
+
+/// Check an id from a URL.
+pub fn check_id(id: &str) -> Result<()> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::BadRequest(format!(
+            "'{id}' is not a valid id (1-64 characters of A-Z, a-z, 0-9, '-' and '.')"
+        )))
+    }
+}
+
+/// Validate a resource for writing as `rtype`; errors carry every problem.
+pub fn check_resource(
+    validator: &Validator,
+    rtype: &str,
+    resource: &Value,
+    ctx: Context,
+) -> Result<Vec<Issue>> {
+    let actual = resource["resourceType"].as_str().unwrap_or("");
+    if actual != rtype {
+        return Err(FhirError::BadRequest(format!(
+            "resourceType '{actual}' does not match the type '{rtype}' in the URL"
+        )));
+    }
+    let issues = validator.validate(resource, ctx);
+    if issues.iter().any(Issue::is_error) {
+        return Err(FhirError::Invalid(issues));
+    }
+    Ok(issues)
+}
+
+fn stage(
+    txn: &mut dyn WriteTxn,
+    rtype: &str,
+    id: &str,
+    version: u64,
+    method: Method,
+    mut resource: Value,
+) -> Result<Written> {
+    let now = txn.now_ms();
+    stamp(&mut resource, id, version, now);
+    let bytes = serde_json::to_vec(&resource).map_err(|e| FhirError::Storage(e.to_string()))?;
+    txn.put(StagedWrite {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version,
+        method,
+        index: index_entries(&resource),
+        resource: Some(bytes),
+    })?;
+    Ok(Written {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version: Some(version),
+        last_updated_ms: now,
+        resource: Some(resource),
+        status: if method == Method::Create { 201 } else { 200 },
+    })
+}
+
+/// Ids of live `rtype` resources matching `criteria`, as the writer sees them.
+pub fn find(txn: &mut dyn WriteTxn, rtype: &str, criteria: &[Criterion]) -> Result<Vec<String>> {
+    let txn = std::cell::RefCell::new(txn);
+    matching_ids(
+        criteria,
+        &mut |param, value| txn.borrow_mut().lookup(rtype, param, value),
+        &mut |id| {
+            Ok(txn
+                .borrow_mut()
+                .current(rtype, id)?
+                .is_some_and(|c| !c.deleted))
+        },
+    )
+}
+
+fn existing(txn: &mut dyn WriteTxn, rtype: &str, id: &str, status: u16) -> Result<Written> {
+    let cur = txn
+        .current(rtype, id)?
+        .ok_or_else(|| FhirError::Storage("matched resource vanished".into()))?;
+    let resource: Option<Value> = match &cur.resource {
+        Some(b) => Some(serde_json::from_slice(b).map_err(|e| FhirError::Storage(e.to_string()))?),
+        None => None,
+    };
+    let last = resource
+        .as_ref()
+        .and_then(|r| r["meta"]["lastUpdated"].as_str())
+        .and_then(super::parse_instant_ms)
+        .unwrap_or_default();
+    Ok(Written {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version: Some(cur.version),
+        last_updated_ms: last,
+        resource,
+        status,
+    })
+}
+
+/// Create with a new id (or `id` when the caller already assigned one), unless `if_none_exist`
+/// matches: one match returns it (200), several fail (412).
+pub fn create_in(
+    txn: &mut dyn WriteTxn,
+    rtype: &str,
+    resource: Value,
+    id: Option<String>,
+    if_none_exist: Option<&[Criterion]>,
+) -> Result<Written> {
+    if let Some(criteria) = if_none_exist {
+        let found = find(txn, rtype, criteria)?;
+        match found.as_slice() {
+            [] => {}
+            [one] => return existing(txn, rtype, one, 200),
+            many => {
+                return Err(FhirError::PreconditionFailed(format!(
+                    "conditional create matched {} {rtype} resources",
+                    many.len()
+                )))
+            }
+        }
+    }
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let version = match txn.current(rtype, &id)? {
+        Some(c) if c.deleted => c.version + 1,
+        Some(_) => return Err(FhirError::Conflict(format!("{rtype}/{id} already exists"))),
+        None => 1,
+    };
+    stage(txn, rtype, &id, version, Method::Create, resource)
+}
+
+/// Update (or create with the client's id). `if_match` demands the current version.
+pub fn update_in(
+    txn: &mut dyn WriteTxn,
+    rtype: &str,
+    id: &str,
+    resource: Value,
+    if_match: Option<u64>,
+) -> Result<Written> {
+    let cur = txn.current(rtype, id)?;
+    if let Some(want) = if_match {
+        let have = cur.as_ref().filter(|c| !c.deleted).map(|c| c.version);
+        if have != Some(want) {
+            return Err(FhirError::PreconditionFailed(format!(
+                "If-Match version {want} does not match the current version of {rtype}/{id} ({})",
+                have.map_or("none".to_string(), |v| v.to_string())
+            )));
+        }
+    }
+    match cur {
+        Some(c) if !c.deleted => stage(txn, rtype, id, c.version + 1, Method::Update, resource),
+        Some(c) => {
+            let mut w = stage(txn, rtype, id, c.version + 1, Method::Update, resource)?;
+            w.status = 201;
+            Ok(w)
+        }
+        None => {
+            let mut w = stage(txn, rtype, id, 1, Method::Update, resource)?;
+            w.status = 201;
+            Ok(w)
+        }
+    }
+}
+
+/// Conditional update (`PUT [type]?criteria`).
+pub fn conditional_update_in(
+    txn: &mut dyn WriteTxn,
+    rtype: &str,
+    criteria: &[Criterion],
+    resource: Value,
+) -> Result<Written> {
+    let body_id = resource["id"].as_str().map(String::from);
+    let found = find(txn, rtype, criteria)?;
+    match found.as_slice() {
+        [] => match body_id {
+            Some(id) => update_in(txn, rtype, &id, resource, None),
+            None => create_in(txn, rtype, resource, None, None),
+        },
+        [one] => {
+            if body_id.as_deref().is_some_and(|b| b != one) {
+                return Err(FhirError::BadRequest(format!(
+                    "the resource id does not match the matched resource {rtype}/{one}"
+                )));
+            }
+            let one = one.clone();
+            update_in(txn, rtype, &one, resource, None)
+        }
+        many => Err(FhirError::PreconditionFailed(format!(
+            "conditional update matched {} {rtype} resources",
+            many.len()
+        ))),
+    }
+}
+
+/// Delete (a versioned tombstone). Deleting what does not exist (or is gone) succeeds with no write.
+pub fn delete_in(
+    txn: &mut dyn WriteTxn,
+    rtype: &str,
+    id: &str,
+    if_match: Option<u64>,
+) -> Result<Written> {
+    let cur = txn.current(rtype, id)?;
+    if let Some(want) = if_match {
+        if cur.as_ref().filter(|c| !c.deleted).map(|c| c.version) != Some(want) {
+            return Err(FhirError::PreconditionFailed(format!(
+                "If-Match version {want} does not match the current version of {rtype}/{id}"
+            )));
+        }
+    }
+    let now = txn.now_ms();
+    let version = match cur {
+        Some(c) if !c.deleted => {
+            txn.put(StagedWrite {
+                rtype: rtype.to_string(),
+                id: id.to_string(),
+                version: c.version + 1,
+                method: Method::Delete,
+                resource: None,
+                index: Vec::new(),
+            })?;
+            Some(c.version + 1)
+        }
+        _ => None,
+    };
+    Ok(Written {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version,
+        last_updated_ms: now,
+        resource: None,
+        status: 204,
+    })
+}
+
+/// Conditional delete (`DELETE [type]?criteria`): one match at most.
+pub fn conditional_delete_in(
+    txn: &mut dyn WriteTxn,
+    rtype: &str,
+    criteria: &[Criterion],
+) -> Result<Written> {
+    let found = find(txn, rtype, criteria)?;
+    match found.as_slice() {
+        [] => Ok(Written {
+            rtype: rtype.to_string(),
+            id: String::new(),
+            version: None,
+            last_updated_ms: txn.now_ms(),
+            resource: None,
+            status: 204,
+        }),
+        [one] => {
+            let one = one.clone();
+            delete_in(txn, rtype, &one, None)
+        }
+        many => Err(FhirError::PreconditionFailed(format!(
+            "conditional delete matched {} {rtype} resources; only single deletes are supported",
+            many.len()
+        ))),
+    }
+}
+
+/// Apply a JSON Patch to the current version, validate the result and store it.
+pub fn patch_in(
+    txn: &mut dyn WriteTxn,
+    validator: &Validator,
+    rtype: &str,
+    id: &str,
+    patch: &json_patch::Patch,
+    if_match: Option<u64>,
+) -> Result<Written> {
+    let cur = match txn.current(rtype, id)? {
+        None => return Err(FhirError::NotFound(format!("{rtype}/{id} is not known"))),
+        Some(c) if c.deleted => return Err(FhirError::Gone(format!("{rtype}/{id} was deleted"))),
+        Some(c) => c,
+    };
+    if let Some(want) = if_match {
+        if cur.version != want {
+            return Err(FhirError::PreconditionFailed(format!(
+                "If-Match version {want} does not match the current version {} of {rtype}/{id}",
+                cur.version
+            )));
+        }
+    }
+    let bytes = cur.resource.as_deref().unwrap_or_default();
+    let mut doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| FhirError::Storage(e.to_string()))?;
+    json_patch::patch(&mut doc, patch)
+        .map_err(|e| FhirError::BadRequest(format!("JSON Patch failed: {e}")))?;
+    if doc["resourceType"].as_str() != Some(rtype) || doc["id"].as_str() != Some(id) {
+        return Err(FhirError::BadRequest(
+            "a patch may not change resourceType or id".into(),
+        ));
+    }
+    check_resource(validator, rtype, &doc, Context::default())?;
+    stage(txn, rtype, id, cur.version + 1, Method::Patch, doc)
+}
+
+/// Parse a JSON Patch document.
+pub fn parse_patch(value: Value) -> Result<json_patch::Patch> {
+    serde_json::from_value(value)
+        .map_err(|e| FhirError::BadRequest(format!("invalid JSON Patch document: {e}")))
+}
+
+impl Services {
+    /// `POST [type]`.
+    pub async fn create(
+        &self,
+        rtype: &str,
+        resource: Value,
+        if_none_exist: Option<&str>,
+    ) -> Result<Written> {
+        check_resource(&self.validator, rtype, &resource, Context::default())?;
+        let criteria = if_none_exist.map(parse_criteria).transpose()?;
+        let rtype = rtype.to_string();
+        store::write(self.store.as_ref(), move |txn| {
+            create_in(txn, &rtype, resource, None, criteria.as_deref())
+        })
+        .await
+    }
+
+    /// `PUT [type]/[id]`.
+    pub async fn update(
+        &self,
+        rtype: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<u64>,
+    ) -> Result<Written> {
+        check_id(id)?;
+        match resource["id"].as_str() {
+            Some(body_id) if body_id == id => {}
+            Some(body_id) => {
+                return Err(FhirError::BadRequest(format!(
+                    "the resource id '{body_id}' does not match the id '{id}' in the URL"
+                )))
+            }
+            None => {
+                return Err(FhirError::BadRequest(
+                    "the resource to update must carry its id".into(),
+                ))
+            }
+        }
+        check_resource(&self.validator, rtype, &resource, Context::default())?;
+        let (rtype, id) = (rtype.to_string(), id.to_string());
+        store::write(self.store.as_ref(), move |txn| {
+            update_in(txn, &rtype, &id, resource, if_match)
+        })
+        .await
+    }
+
+    /// `PUT [type]?criteria`.
+    pub async fn conditional_update(
+        &self,
+        rtype: &str,
+        query: &str,
+        resource: Value,
+    ) -> Result<Written> {
+        let criteria = parse_criteria(query)?;
+        check_resource(&self.validator, rtype, &resource, Context::default())?;
+        let rtype = rtype.to_string();
+        store::write(self.store.as_ref(), move |txn| {
+            conditional_update_in(txn, &rtype, &criteria, resource)
+        })
+        .await
+    }
+
+    /// `DELETE [type]/[id]`.
+    pub async fn delete(&self, rtype: &str, id: &str, if_match: Option<u64>) -> Result<Written> {
+        check_id(id)?;
+        let (rtype, id) = (rtype.to_string(), id.to_string());
+        store::write(self.store.as_ref(), move |txn| {
+            delete_in(txn, &rtype, &id, if_match)
+        })
+        .await
+    }
+
+    /// `DELETE [type]?criteria`.
+    pub async fn conditional_delete(&self, rtype: &str, query: &str) -> Result<Written> {
+        let criteria = parse_criteria(query)?;
+        let rtype = rtype.to_string();
+        store::write(self.store.as_ref(), move |txn| {
+            conditional_delete_in(txn, &rtype, &criteria)
+        })
+        .await
+    }
+
+    /// `PATCH [type]/[id]` with a JSON Patch.
+    pub async fn patch(
+        &self,
+        rtype: &str,
+        id: &str,
+        patch: Value,
+        if_match: Option<u64>,
+    ) -> Result<Written> {
+        check_id(id)?;
+        let patch = parse_patch(patch)?;
+        let validator: Arc<Validator> = self.validator.clone();
+        let (rtype, id) = (rtype.to_string(), id.to_string());
+        store::write(self.store.as_ref(), move |txn| {
+            patch_in(txn, &validator, &rtype, &id, &patch, if_match)
+        })
+        .await
+    }
+}

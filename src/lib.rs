@@ -1,0 +1,15 @@
+//! vbc-server: a FHIR R4 server for outcomes-based drug contracts.
+//!
+//! Requests flow one way: [`http`] (axum handlers) -> [`interaction`] (what each FHIR interaction
+//! does) -> [`fhir`] (parsing, validation) and [`search`] (index entries, criteria) -> [`store`]
+//! (the storage trait and its sled engine). Errors are [`error::FhirError`], turned into
+//! OperationOutcome responses in one place.
+
+pub mod config;
+pub mod error;
+pub mod fhir;
+pub mod http;
+pub mod interaction;
+pub mod search;
+pub mod server;
+pub mod store;

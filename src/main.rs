@@ -1,0 +1,47 @@
+//! The `vbc-server` command line.
+
+use clap::{Parser, Subcommand};
+
+use vbc_server::config::ServeConfig;
+use vbc_server::server;
+
+/// FHIR R4 server for outcomes-based drug contracts.
+#[derive(Parser)]
+#[command(name = "vbc-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server on the embedded store.
+    Serve(ServeConfig),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(cfg) => {
+            server::init_logging(cfg.log_format);
+            runtime.block_on(server::serve(cfg))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vbc-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

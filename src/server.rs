@@ -1,0 +1,88 @@
+//! Starting and stopping the server: logging, the store, the router, graceful shutdown.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::{LogFormat, ServeConfig};
+use crate::error::{FhirError, Result};
+use crate::fhir::validate::Validator;
+use crate::http::{self, AppState};
+use crate::interaction::Services;
+use crate::store::sled_store::SledStore;
+use crate::store::SharedStore;
+
+/// Install the tracing subscriber (RUST_LOG filters; default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Build the application state over an open store.
+pub fn state(store: SharedStore, cfg: &ServeConfig) -> Result<AppState> {
+    let capability = http::capabilities::build(cfg.base_url.as_deref())?;
+    Ok(AppState {
+        services: Services {
+            store,
+            validator: Arc::new(Validator::new()?),
+            limits: cfg.limits(),
+        },
+        base_url: cfg.base_url.as_deref().map(Arc::from),
+        capability: Arc::new(
+            serde_json::to_vec(&capability).map_err(|e| FhirError::Storage(e.to_string()))?,
+        ),
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+/// Run the server until SIGTERM/SIGINT, then finish in-flight requests and flush the store.
+pub async fn serve(cfg: ServeConfig) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        FhirError::Storage(format!("cannot create {}: {e}", cfg.data_dir.display()))
+    })?;
+    let store: SharedStore = Arc::new(SledStore::open(&cfg.data_dir)?);
+    let app = http::router(state(store.clone(), &cfg)?);
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| FhirError::Storage(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| FhirError::Storage(e.to_string()))?;
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "vbc-server listening");
+    println!("vbc-server listening on http://{addr}");
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| FhirError::Storage(e.to_string()));
+    let closed = tokio::task::spawn_blocking(move || store.shutdown())
+        .await
+        .map_err(|e| FhirError::Storage(e.to_string()))?;
+    tracing::info!("store flushed; bye");
+    result.and(closed)
+}
