@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::AppState;
@@ -82,6 +83,22 @@ pub async fn render(req: Request, next: Next) -> Response {
     }
 }
 
+/// Most bytes read and discarded from an oversized body so that the client gets to read the 413.
+const DRAIN_CAP: usize = 256 * 1024 * 1024;
+
+/// Read and discard the rest of a body (up to [`DRAIN_CAP`]).
+async fn drain(mut body: Body) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > DRAIN_CAP {
+                break;
+            }
+        }
+    }
+}
+
 /// A request body: its bytes and the format its Content-Type names.
 pub struct FhirBody {
     /// Raw bytes.
@@ -121,6 +138,7 @@ impl FromRequest<AppState> for FhirBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared_len.is_some_and(|n| n > limit) {
+            drain(req.into_body()).await;
             return Err(FhirError::PayloadTooLarge(limit));
         }
         let mut json_patch = false;

