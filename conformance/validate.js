@@ -14,7 +14,7 @@
 //     returns the (warning) issues.
 //
 // Usage: node validate.js PATH... (files or directories; directories are
-// scanned recursively for *.json). Prints one JSON object per line:
+// scanned recursively for *.json and *.xml; XML is read with fhir.js). Prints one JSON object per line:
 //   {"file": ..., "fhir": [errors], "medplum": [errors], "ignored": [...], "warnings": [...]}
 // "fhir" and "medplum" hold only error/fatal messages that are not whitelisted
 // below; "ignored" lists the whitelisted ones (for transparency) and "warnings"
@@ -127,12 +127,22 @@ function runMedplum(resource) {
   return { errors, ignored, warnings };
 }
 
+function readResource(file) {
+  const text = fs.readFileSync(file, 'utf8');
+  if (file.endsWith('.xml')) {
+    // FHIR XML is turned into FHIR JSON by fhir.js (xmlToJson keeps decimals as
+    // JSON numbers, which xmlToObj would not), then both validators check it.
+    return JSON.parse(lantana.xmlToJson(text));
+  }
+  return JSON.parse(text);
+}
+
 function validateFile(file) {
   let resource;
   try {
-    resource = JSON.parse(fs.readFileSync(file, 'utf8'));
+    resource = readResource(file);
   } catch (e) {
-    const err = [{ severity: 'fatal', location: '', message: 'not readable JSON: ' + e.message }];
+    const err = [{ severity: 'fatal', location: '', message: 'not readable ' + (file.endsWith('.xml') ? 'FHIR XML' : 'JSON') + ': ' + e.message }];
     return { file, fhir: err, medplum: err, ignored: [], warnings: [] };
   }
   if (!resource || typeof resource !== 'object' || Array.isArray(resource) || typeof resource.resourceType !== 'string') {
@@ -157,7 +167,7 @@ function collect(p, out) {
     for (const name of fs.readdirSync(p).sort()) {
       collect(path.join(p, name), out);
     }
-  } else if (p.endsWith('.json') || out.explicit) {
+  } else if (p.endsWith('.json') || p.endsWith('.xml') || out.explicit) {
     out.files.push(p);
   }
 }

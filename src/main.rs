@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP server on the embedded store.
     Serve(ServeConfig),
+    /// Load realistic patient Bundles with concurrent clients and print throughput and latency.
+    Bench(vbc_server::bench::BenchConfig),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +38,7 @@ fn main() -> std::process::ExitCode {
             server::init_logging(cfg.log_format);
             runtime.block_on(server::serve(cfg))
         }
+        Command::Bench(cfg) => runtime.block_on(vbc_server::bench::run(cfg)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -130,32 +130,78 @@ fn parse_xml(body: &[u8]) -> Result<Value> {
     Ok(value)
 }
 
-/// Reject XML nested deeper than [`MAX_XML_DEPTH`] before any recursive parser sees it.
+/// Scan XML before any recursive parser sees it: reject nesting deeper than [`MAX_XML_DEPTH`]
+/// and documents whose elements are not all closed (a body cut short at an element boundary).
 fn check_xml_depth(body: &[u8]) -> Result<()> {
+    let find = |from: usize, pat: &[u8]| -> Option<usize> {
+        body.get(from..)?
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map(|p| from + p)
+    };
     let mut depth: usize = 0;
+    let mut seen_root = false;
     let mut i = 0;
     while i < body.len() {
-        if body[i] == b'<' {
-            let next = body.get(i + 1).copied();
-            match next {
-                Some(b'/') => depth = depth.saturating_sub(1),
-                Some(b'?') | Some(b'!') => {}
-                _ => {
-                    // self-closing tags do not nest
-                    let end = body[i..].iter().position(|&b| b == b'>').map(|p| i + p);
-                    let self_closing = end.is_some_and(|e| e > 0 && body[e - 1] == b'/');
-                    if !self_closing {
-                        depth += 1;
-                        if depth > MAX_XML_DEPTH {
-                            return Err(FhirError::BadRequest(format!(
-                                "XML nested deeper than {MAX_XML_DEPTH} levels"
-                            )));
-                        }
-                    }
+        if body[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &body[i..];
+        let skip_to = if rest.starts_with(b"<!--") {
+            find(i + 4, b"-->").map(|p| p + 3)
+        } else if rest.starts_with(b"<![CDATA[") {
+            find(i + 9, b"]]>").map(|p| p + 3)
+        } else if rest.starts_with(b"<?") {
+            find(i + 2, b"?>").map(|p| p + 2)
+        } else if rest.starts_with(b"<!") {
+            find(i + 2, b">").map(|p| p + 1)
+        } else {
+            // an element tag: find its real end, skipping quoted attribute values
+            let mut j = i + 1;
+            let mut quote: Option<u8> = None;
+            while j < body.len() {
+                match (quote, body[j]) {
+                    (None, b'"' | b'\'') => quote = Some(body[j]),
+                    (Some(q), c) if c == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
                 }
+                j += 1;
+            }
+            if j >= body.len() {
+                return Err(FhirError::BadRequest("XML ends inside a tag".into()));
+            }
+            if body.get(i + 1) == Some(&b'/') {
+                depth = depth.checked_sub(1).ok_or_else(|| {
+                    FhirError::BadRequest("XML has an end tag without a start tag".into())
+                })?;
+            } else if body[j - 1] != b'/' {
+                depth += 1;
+                seen_root = true;
+                if depth > MAX_XML_DEPTH {
+                    return Err(FhirError::BadRequest(format!(
+                        "XML nested deeper than {MAX_XML_DEPTH} levels"
+                    )));
+                }
+            } else {
+                seen_root = true;
+            }
+            Some(j + 1)
+        };
+        match skip_to {
+            Some(n) => i = n,
+            None => {
+                return Err(FhirError::BadRequest(
+                    "XML ends inside a comment or declaration".into(),
+                ))
             }
         }
-        i += 1;
+    }
+    if depth != 0 || !seen_root {
+        return Err(FhirError::BadRequest(format!(
+            "XML document is incomplete: {depth} element(s) not closed"
+        )));
     }
     Ok(())
 }
@@ -233,6 +279,13 @@ mod tests {
     fn rejects_deep_nesting() {
         let deep_json = "[".repeat(10_000);
         assert!(parse_resource(deep_json.as_bytes(), Format::Json).is_err());
+        let cut = br#"<Patient xmlns="http://hl7.org/fhir"><gender value="female"/>"#;
+        assert!(matches!(
+            parse_resource(cut, Format::Xml),
+            Err(FhirError::BadRequest(_))
+        ));
+        let ok = br#"<?xml version="1.0"?><!-- a > b --><Patient xmlns="http://hl7.org/fhir"><gender value="fe>male"/></Patient>"#;
+        assert!(check_xml_depth(ok).is_ok());
         let deep_xml = "<a>".repeat(10_000);
         assert!(matches!(
             parse_resource(deep_xml.as_bytes(), Format::Xml),

@@ -62,13 +62,25 @@ pub async fn search_type(
             &mut |id| Ok(store.current(&rtype, id)?.is_some_and(|r| !r.deleted())),
         )?;
         let total = ids.len();
+        let after = param(&query, "_cursor");
+        let page: Vec<&String> = ids
+            .iter()
+            .filter(|id| after.as_ref().is_none_or(|a| *id > a))
+            .take(count + 1)
+            .collect();
+        let more = page.len() > count;
         let mut recs = Vec::new();
-        for id in ids.iter().take(count) {
+        for id in page.iter().take(count) {
             if let Some(r) = store.current(&rtype, id)? {
                 recs.push(r);
             }
         }
-        (recs, Some(total), None)
+        let next = if more {
+            recs.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        (recs, Some(total), next)
     };
     let entries = records
         .iter()
@@ -82,7 +94,12 @@ pub async fn search_type(
         .collect::<Result<Vec<Value>>>()?;
     let mut links = vec![json!({"relation": "self", "url": format!("{base}/{rtype}?{query}")})];
     if let Some(n) = next {
-        links.push(json!({"relation": "next", "url": format!("{base}/{rtype}?_count={count}&_cursor={n}")}));
+        let kept: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(filtering.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .append_pair("_count", &count.to_string())
+            .append_pair("_cursor", &n)
+            .finish();
+        links.push(json!({"relation": "next", "url": format!("{base}/{rtype}?{kept}")}));
     }
     let mut bundle = json!({
         "resourceType": "Bundle",

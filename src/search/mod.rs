@@ -58,6 +58,7 @@ fn is_result_param(name: &str) -> bool {
     matches!(
         name,
         "_count"
+            | "_cursor"
             | "_format"
             | "_pretty"
             | "_summary"
