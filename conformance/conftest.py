@@ -17,8 +17,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fhirtest  # noqa: E402
+from fhirtest import check, check_xml, validated  # noqa: E402,F401  (helpers for the test modules)
 
 AREA_BY_NODEID: dict[str, str] = {}
+
+
+def pytest_sessionstart(session):
+    """Fail fast, with one clear message, when the server is not reachable."""
+    if session.config.option.collectonly:
+        return
+    import httpx
+    try:
+        with httpx.Client(timeout=15) as c:
+            c.get(fhirtest.BASE_URL + "/metadata")
+    except httpx.TransportError as e:
+        pytest.exit(f"cannot reach the FHIR server at {fhirtest.BASE_URL} ({e!r}); set FHIR_BASE_URL", returncode=3)
 
 
 def pytest_configure(config):

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 import fhirgen
-from fhirtest import (BASE_URL, FHIR_JSON, FHIR_XML, JSON_PATCH, check, create, describe, expect_outcome,
+from fhirtest import (BASE_URL, FHIR_JSON, FHIR_XML, JSON_PATCH, create, describe, expect_outcome,
                       fhir_json, fhir_xml, unique)
 
 pytestmark = pytest.mark.area("capability")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from fhirtest import (BASE_URL, FHIR_JSON, FHIR_XML, JSON_PATCH, create, describe, expect_outcome, fhir_json,
+from fhirtest import (FHIR_JSON, FHIR_XML, JSON_PATCH, create, describe, expect_outcome, fhir_json,
                       fhir_xml, unique)
 
 pytestmark = pytest.mark.area("read/write")

@@ -6,7 +6,7 @@ import urllib.parse
 
 import pytest
 
-from fhirtest import FHIR_JSON, FHIR_XML, create, describe, expect_outcome, fhir_json, fhir_xml, unique
+from fhirtest import FHIR_JSON, create, expect_outcome, fhir_json, fhir_xml, unique
 
 pytestmark = pytest.mark.area("search")
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fhirtest import FHIR_JSON, FHIR_XML, create, describe, expect_outcome, fhir_json, unique
+from fhirtest import FHIR_JSON, FHIR_XML, expect_outcome, fhir_json, unique
 
 pytestmark = pytest.mark.area("validation")
 

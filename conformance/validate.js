@@ -46,8 +46,50 @@ medplum.indexSearchParameterBundle(definitions.readJson('fhir/r4/search-paramete
 // Whitelist of known validator limitations (NOT server problems).
 // Each entry: {validator, test(message, resource) -> bool, why}.
 // ---------------------------------------------------------------------------
+const VERSIONED_REF = /^((?:.*\/)?[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})\/_history\/[A-Za-z0-9\-.]{1,64}$/;
+
+// A copy of the resource with every versioned reference made unversioned.
+function unversioned(value) {
+  if (Array.isArray(value)) {
+    return value.map(unversioned);
+  }
+  if (value && typeof value === 'object') {
+    const out = {};
+    for (const [k, v] of Object.entries(value)) {
+      out[k] = k === 'reference' && typeof v === 'string' && VERSIONED_REF.test(v) ? v.replace(VERSIONED_REF, '$1') : unversioned(v);
+    }
+    return out;
+  }
+  return value;
+}
+
 const WHITELIST = [
-  // (entries are added below with a justification each)
+  {
+    validator: 'fhir',
+    // fhir.js 4.12.0 takes the path segment before the id as the reference's
+    // type, so for a versioned reference "Patient/45/_history/2" it checks the
+    // type "_history" and always reports "Invalid type for reference".
+    // Versioned references are valid R4 (references.html#literal). The message
+    // is ignored only if fhir.js accepts the same reference once unversioned,
+    // so the target type is still checked.
+    test: (m, resource) => {
+      if (!/^Invalid type for reference /.test(m.message || '')) {
+        return false;
+      }
+      let ref;
+      try {
+        ref = JSON.parse(m.message.replace(/^Invalid type for reference /, ''));
+      } catch (e) {
+        return false;
+      }
+      if (!ref || typeof ref.reference !== 'string' || !VERSIONED_REF.test(ref.reference)) {
+        return false;
+      }
+      const again = lantana.validate(unversioned(resource), { errorOnUnexpected: true });
+      return !again.messages.some((x) => x.location === m.location && /^Invalid type for reference /.test(x.message || ''));
+    },
+    why: 'fhir.js mis-reads the type of versioned references (Type/id/_history/vid)',
+  },
 ];
 
 function whitelisted(validator, msg, resource) {
@@ -127,20 +169,56 @@ function runMedplum(resource) {
   return { errors, ignored, warnings };
 }
 
-function readResource(file) {
+// FHIR R4 decimal: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+const FHIR_DECIMAL_WITH_EXPONENT = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?[eE][+-]?[0-9]+$/;
+
+// "1.50E-3" -> "0.00150": same digits, plain notation.
+function plainDecimal(lit) {
+  const m = /^(-?)(\d+)(?:\.(\d+))?[eE]([+-]?\d+)$/.exec(lit);
+  const [, sign, intPart, frac = '', expText] = m;
+  const digits = intPart + frac;
+  const point = intPart.length + parseInt(expText, 10);
+  let out;
+  if (point <= 0) {
+    out = '0.' + '0'.repeat(-point) + digits;
+  } else if (point >= digits.length) {
+    out = digits + '0'.repeat(point - digits.length);
+  } else {
+    out = digits.slice(0, point) + '.' + digits.slice(point);
+  }
+  out = out.replace(/^0+(?=\d)/, '');
+  return sign + out;
+}
+
+function readResource(file, notes) {
   const text = fs.readFileSync(file, 'utf8');
   if (file.endsWith('.xml')) {
     // FHIR XML is turned into FHIR JSON by fhir.js (xmlToJson keeps decimals as
     // JSON numbers, which xmlToObj would not), then both validators check it.
-    return JSON.parse(lantana.xmlToJson(text));
+    try {
+      return JSON.parse(lantana.xmlToJson(text));
+    } catch (e) {
+      // Validator limitation: fhir.js's XML reader only accepts decimals
+      // without exponent, while the R4 decimal type allows one ("1e-22",
+      // see the official example Observation-decimal). Rewrite such values in
+      // plain notation (same digits) and read again.
+      const m = /Value should be a decimal number but got: (\S+)/.exec(String(e && e.message));
+      if (!m || !FHIR_DECIMAL_WITH_EXPONENT.test(m[1])) {
+        throw e;
+      }
+      notes.push({ validator: 'fhir', message: 'decimal(s) with exponent rewritten in plain notation for the fhir.js XML reader', why: 'fhir.js 4.12.0 XML reader rejects R4 decimals with an exponent' });
+      const fixed = text.replace(/value="(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?[eE][+-]?[0-9]+)"/g, (all, lit) => `value="${plainDecimal(lit)}"`);
+      return JSON.parse(lantana.xmlToJson(fixed));
+    }
   }
   return JSON.parse(text);
 }
 
 function validateFile(file) {
   let resource;
+  const notes = [];
   try {
-    resource = readResource(file);
+    resource = readResource(file, notes);
   } catch (e) {
     const err = [{ severity: 'fatal', location: '', message: 'not readable ' + (file.endsWith('.xml') ? 'FHIR XML' : 'JSON') + ': ' + e.message }];
     return { file, fhir: err, medplum: err, ignored: [], warnings: [] };
@@ -156,7 +234,7 @@ function validateFile(file) {
     resourceType: resource.resourceType,
     fhir: a.errors,
     medplum: b.errors,
-    ignored: a.ignored.map((x) => ({ validator: 'fhir', ...x })).concat(b.ignored.map((x) => ({ validator: 'medplum', ...x }))),
+    ignored: notes.concat(a.ignored.map((x) => ({ validator: 'fhir', ...x })), b.ignored.map((x) => ({ validator: 'medplum', ...x }))),
     warnings: a.warnings.concat(b.warnings),
   };
 }
