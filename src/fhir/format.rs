@@ -9,6 +9,7 @@ use fhirbolt::serde::{DeserializationConfig, DeserializationMode, SerializationC
 use serde_json::Value;
 
 use crate::error::{FhirError, Result};
+use crate::fhir::narrative;
 use crate::fhir::outcome::Issue;
 use crate::fhir::resource_types::is_resource_type;
 
@@ -88,15 +89,82 @@ pub fn parse_resource(body: &[u8], format: Format) -> Result<Value> {
 fn parse_json(body: &[u8]) -> Result<Value> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| FhirError::BadRequest(format!("malformed JSON: {e}")))?;
+    reject_duplicate_keys(body)?;
     check_resource_type(&value)?;
     Ok(value)
 }
 
+/// JSON objects with a repeated key are ambiguous (parsers keep either value): reject them.
+fn reject_duplicate_keys(body: &[u8]) -> Result<()> {
+    use serde::de::{Deserializer as _, MapAccess, SeqAccess, Visitor};
+    struct Check;
+    impl<'de> serde::de::DeserializeSeed<'de> for Check {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(Check)
+        }
+    }
+    impl<'de> Visitor<'de> for Check {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if !keys.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!("duplicate key '{k}'")));
+                }
+                map.next_value_seed(Check)?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while seq.next_element_seed(Check)?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> std::result::Result<(), E> {
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_any(Check)
+        .map_err(|e| FhirError::BadRequest(format!("malformed JSON: {e}")))
+}
+
 /// fhirbolt's strict structural check of a resource held as JSON; `Some(message)` when it fails.
 pub fn structure_error(value: &Value) -> Option<String> {
-    fhirbolt::json::from_json_value::<Resource>(value.clone(), strict())
+    guarded(|| fhirbolt::json::from_json_value::<Resource>(value.clone(), strict()).map(|_| ()))
         .err()
-        .map(|e| e.to_string())
+}
+
+/// Run a fhirbolt call, turning its errors and any panic inside it into a message.
+fn guarded<T, E: std::fmt::Display>(
+    f: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the FHIR parser could not process this content".to_string()),
+    }
 }
 
 fn check_resource_type(value: &Value) -> Result<()> {
@@ -120,12 +188,18 @@ fn check_resource_type(value: &Value) -> Result<()> {
 
 fn parse_xml(body: &[u8]) -> Result<Value> {
     check_xml_depth(body)?;
-    let resource: Resource = fhirbolt::xml::from_slice(body, strict())
+    let text = std::str::from_utf8(body)
+        .map_err(|e| FhirError::BadRequest(format!("XML is not UTF-8: {e}")))?;
+    let (safe, protected) = narrative::protect_xml(text);
+    let resource: Resource = guarded(|| fhirbolt::xml::from_slice(safe.as_bytes(), strict()))
         .map_err(|e| FhirError::BadRequest(format!("malformed or invalid FHIR XML: {e}")))?;
-    let json = fhirbolt::json::to_vec(&resource, Some(SerializationConfig { always_sort: true }))
+    let json = guarded(|| {
+        fhirbolt::json::to_vec(&resource, Some(SerializationConfig { always_sort: true }))
+    })
+    .map_err(|e| FhirError::BadRequest(format!("cannot convert XML resource: {e}")))?;
+    let mut value: Value = serde_json::from_slice(&json)
         .map_err(|e| FhirError::BadRequest(format!("cannot convert XML resource: {e}")))?;
-    let value: Value = serde_json::from_slice(&json)
-        .map_err(|e| FhirError::BadRequest(format!("cannot convert XML resource: {e}")))?;
+    narrative::restore_json(&mut value, &protected);
     check_resource_type(&value)?;
     Ok(value)
 }
@@ -217,15 +291,18 @@ pub fn serialize(value: &Value, format: Format, pretty: bool) -> Result<Vec<u8>>
 }
 
 fn to_xml(value: &Value) -> Result<Vec<u8>> {
-    let bytes = serde_json::to_vec(value)
+    let mut value = value.clone();
+    let protected = narrative::protect_json(&mut value);
+    let bytes = serde_json::to_vec(&value)
         .map_err(|e| FhirError::Storage(format!("serialization failed: {e}")))?;
     let lax = Some(DeserializationConfig {
         mode: DeserializationMode::Lax,
     });
-    let resource: Resource = fhirbolt::json::from_slice(&bytes, lax)
+    let resource: Resource = guarded(|| fhirbolt::json::from_slice(&bytes, lax))
         .map_err(|e| FhirError::Storage(format!("XML conversion failed: {e}")))?;
-    fhirbolt::xml::to_vec(&resource, None)
-        .map_err(|e| FhirError::Storage(format!("XML conversion failed: {e}")))
+    let xml = guarded(|| fhirbolt::xml::to_string(&resource, None))
+        .map_err(|e| FhirError::Storage(format!("XML conversion failed: {e}")))?;
+    Ok(narrative::restore_xml(&xml, &protected).into_bytes())
 }
 
 #[cfg(test)]
@@ -291,6 +368,34 @@ mod tests {
             parse_resource(deep_xml.as_bytes(), Format::Xml),
             Err(FhirError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn narrative_whitespace_survives_xml_both_ways() {
+        let div = r#"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>Peter James <b>Chalmers</b> (Jim)</p></div>"#;
+        let json = format!(
+            r#"{{"resourceType":"Patient","text":{{"status":"generated","div":"{div}"}}}}"#
+        );
+        let v = parse_resource(json.as_bytes(), Format::Json).expect("json");
+        let xml = serialize(&v, Format::Xml, false).expect("xml");
+        let xml_s = String::from_utf8(xml.clone()).expect("utf8");
+        assert!(
+            xml_s.contains("Peter James <b>Chalmers</b> (Jim)"),
+            "{xml_s}"
+        );
+        let back = parse_resource(&xml, Format::Xml).expect("back");
+        assert_eq!(back["text"]["div"], v["text"]["div"]);
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        let dup =
+            br#"{"resourceType":"Patient","active":true,"name":[{"family":"a","family":"b"}]}"#;
+        assert!(matches!(
+            parse_resource(dup, Format::Json),
+            Err(FhirError::BadRequest(_))
+        ));
+        assert!(reject_duplicate_keys(OBS.as_bytes()).is_ok());
     }
 
     #[test]

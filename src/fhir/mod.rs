@@ -3,6 +3,8 @@
 
 pub mod definitions;
 pub mod format;
+pub mod invariants;
+pub mod narrative;
 pub mod outcome;
 pub mod references;
 pub mod resource_types;

@@ -97,14 +97,30 @@ pub fn operation_outcome(issues: &[Issue]) -> Value {
     json!({"resourceType": "OperationOutcome", "issue": list})
 }
 
+/// Escape control characters so that echoed client input cannot make the outcome invalid.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') || c == '\u{7f}' {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
 fn issue_json(issue: &Issue) -> Value {
     let mut v = json!({
         "severity": issue.severity.code(),
         "code": issue.code,
-        "diagnostics": issue.diagnostics,
+        "diagnostics": printable(&issue.diagnostics),
     });
     if let Some(expr) = &issue.expression {
-        v["expression"] = json!([expr]);
+        v["expression"] = json!([printable(expr)]);
     }
     v
 }
@@ -136,6 +152,12 @@ mod tests {
         );
         let j = Issue::error("required", "x").within("Bundle.entry[0]", "Patient");
         assert_eq!(j.expression.as_deref(), Some("Bundle.entry[0]"));
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let oo = operation_outcome(&[Issue::error("invalid", "bad id a\u{0}b")]);
+        assert_eq!(oo["issue"][0]["diagnostics"], "bad id a\\u{0000}b");
     }
 
     #[test]

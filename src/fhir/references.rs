@@ -32,8 +32,10 @@ pub enum RefKind<'a> {
 }
 
 /// True if `id` is a valid FHIR logical id.
+/// Ids made only of dots (`.`, `..`) are refused: URL dot-segment rules would rewrite them.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
+        && !id.bytes().all(|b| b == b'.')
         && id.len() <= 64
         && id
             .bytes()

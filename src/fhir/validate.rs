@@ -78,6 +78,7 @@ impl Validator {
             .unwrap_or("Resource")
             .to_string();
         self.resource(resource, &rt, ctx, &mut issues);
+        crate::fhir::invariants::check(resource, &rt, &mut issues);
         if issues.iter().all(|i| !i.is_error()) {
             if let Some(e) = crate::fhir::format::structure_error(resource) {
                 issues.push(
@@ -242,6 +243,18 @@ impl Validator {
                     }
                 };
                 match val {
+                    Value::Array(items) if items.is_empty() => {
+                        issues.push(
+                            Issue::error(
+                                "structure",
+                                format!(
+                                    "{} is an empty array; leave the element out instead",
+                                    def.path
+                                ),
+                            )
+                            .at(&here),
+                        );
+                    }
                     Value::Array(items) => {
                         for (i, item) in items.iter().enumerate() {
                             if !item.is_null() {
@@ -364,6 +377,22 @@ impl Validator {
                 return;
             }
         };
+        if text
+            .chars()
+            .any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            issues.push(
+                Issue::error(
+                    "value",
+                    format!(
+                        "{} contains control characters, which FHIR strings may not",
+                        def.path
+                    ),
+                )
+                .at(expr),
+            );
+            return;
+        }
         if let Some(re) = &tdef.regex {
             if !re.is_match(&text) {
                 issues.push(
@@ -618,7 +647,7 @@ fn child_values<'v>(obj: &'v Value, name: &str) -> Vec<(String, &'v Value)> {
     out
 }
 
-fn flatten<'v>(expr: String, v: &'v Value) -> Vec<(String, &'v Value)> {
+fn flatten(expr: String, v: &Value) -> Vec<(String, &Value)> {
     match v {
         Value::Array(items) => items
             .iter()
@@ -844,6 +873,13 @@ mod tests {
             )
             .iter()
             .any(Issue::is_error));
+    }
+
+    #[test]
+    fn empty_arrays_are_errors_not_panics() {
+        let e =
+            errors(json!({"resourceType": "Patient", "name": [], "identifier": [{"value": "1"}]}));
+        assert_eq!(exprs(&e), vec!["Patient.name".to_string()]);
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete::conditional_delete),
         )
         .route("/{rtype}/_history", get(history::type_level))
+        .route("/{rtype}/_search", post(search::search_post))
         .route("/{rtype}/$validate", post(validate::type_level))
         .route(
             "/{rtype}/{id}",

@@ -51,7 +51,7 @@ pub async fn render(req: Request, next: Next) -> Response {
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    let resp = next.run(req).await;
+    let resp = ensure_outcome(next.run(req).await).await;
     let is_fhir_json = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -97,6 +97,46 @@ async fn drain(mut body: Body) {
             }
         }
     }
+}
+
+/// Error responses produced outside the handlers (extractor rejections, timeouts) become
+/// OperationOutcomes too.
+async fn ensure_outcome(resp: Response) -> Response {
+    let status = resp.status();
+    let is_fhir = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/fhir+"));
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let message = if message.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        message
+    };
+    let issue = crate::fhir::outcome::Issue::error(
+        if status.is_server_error() {
+            "exception"
+        } else {
+            "invalid"
+        },
+        message,
+    );
+    let mut out =
+        crate::http::response::json(status, &crate::fhir::outcome::operation_outcome(&[issue]));
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// A request body: its bytes and the format its Content-Type names.

@@ -1,24 +1,12 @@
-//! `GET [type]?...`: the search available before the full search engine lands: `_id` and
-//! `identifier` criteria (ANDed, comma-separated values ORed), or all resources of the type, paged
-//! by id with `_count`.
+//! `GET [type]?...` and `POST [type]/_search` (form body): identical results.
 
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use serde_json::{json, Value};
 
 use super::{check_type, response, AppState};
 use crate::error::{FhirError, Result};
-use crate::interaction::history::now_ms;
-use crate::interaction::instant;
-use crate::interaction::read::resource_of;
-use crate::search::{matching_ids, parse_criteria};
-
-fn param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
 
 /// search on a type
 pub async fn search_type(
@@ -28,91 +16,37 @@ pub async fn search_type(
     headers: HeaderMap,
 ) -> Result<Response> {
     check_type(&rtype)?;
-    let query = query.unwrap_or_default();
-    let base = s.base(&headers);
-    let limits = s.services.limits;
-    let count = match param(&query, "_count") {
-        Some(c) => c.parse::<usize>().map_err(|_| {
-            FhirError::BadRequest(format!("_count must be a non-negative integer, got '{c}'"))
-        })?,
-        None => limits.default_page_size,
+    let bundle = s
+        .services
+        .search(&rtype, query.as_deref().unwrap_or(""), &s.base(&headers))?;
+    Ok(response::json(StatusCode::OK, &bundle))
+}
+
+/// `POST [type]/_search` with `application/x-www-form-urlencoded` parameters (URL query too).
+pub async fn search_post(
+    State(s): State<AppState>,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    check_type(&rtype)?;
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !body.is_empty() && !ctype.starts_with("application/x-www-form-urlencoded") {
+        return Err(FhirError::UnsupportedMediaType(format!(
+            "_search takes application/x-www-form-urlencoded, not '{ctype}'"
+        )));
     }
-    .min(limits.max_page_size);
-    let store = &s.services.store;
-    let filtering: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| !matches!(k.as_ref(), "_count" | "_format" | "_pretty" | "_cursor"))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let (records, total, next) = if filtering.is_empty() {
-        let after = param(&query, "_cursor");
-        let mut recs = store.list(&rtype, after.as_deref(), count + 1)?;
-        let more = recs.len() > count;
-        recs.truncate(count);
-        let next = if more {
-            recs.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
-        (recs, None, next)
-    } else {
-        let criteria = parse_criteria(&query)?;
-        let ids = matching_ids(
-            &criteria,
-            &mut |p, v| store.lookup(&rtype, p, v),
-            &mut |id| Ok(store.current(&rtype, id)?.is_some_and(|r| !r.deleted())),
-        )?;
-        let total = ids.len();
-        let after = param(&query, "_cursor");
-        let page: Vec<&String> = ids
-            .iter()
-            .filter(|id| after.as_ref().is_none_or(|a| *id > a))
-            .take(count + 1)
-            .collect();
-        let more = page.len() > count;
-        let mut recs = Vec::new();
-        for id in page.iter().take(count) {
-            if let Some(r) = store.current(&rtype, id)? {
-                recs.push(r);
-            }
-        }
-        let next = if more {
-            recs.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
-        (recs, Some(total), next)
-    };
-    let entries = records
-        .iter()
-        .map(|r| {
-            Ok(json!({
-                "fullUrl": format!("{base}/{rtype}/{}", r.id),
-                "resource": resource_of(r)?,
-                "search": {"mode": "match"}
-            }))
-        })
-        .collect::<Result<Vec<Value>>>()?;
-    let mut links = vec![json!({"relation": "self", "url": format!("{base}/{rtype}?{query}")})];
-    if let Some(n) = next {
-        let kept: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(filtering.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .append_pair("_count", &count.to_string())
-            .append_pair("_cursor", &n)
-            .finish();
-        links.push(json!({"relation": "next", "url": format!("{base}/{rtype}?{kept}")}));
-    }
-    let mut bundle = json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "meta": {"lastUpdated": instant(now_ms())},
-        "type": "searchset",
-        "link": links,
-    });
-    if let Some(t) = total {
-        bundle["total"] = json!(t);
-    }
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
-    }
+    let form = std::str::from_utf8(&body)
+        .map_err(|_| FhirError::BadRequest("form body is not UTF-8".into()))?;
+    let combined = [query.unwrap_or_default(), form.to_string()]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("&");
+    let bundle = s.services.search(&rtype, &combined, &s.base(&headers))?;
     Ok(response::json(StatusCode::OK, &bundle))
 }

@@ -57,6 +57,7 @@ struct Planned {
     id: Option<String>,
     vid: Option<String>,
     criteria: Option<Vec<Criterion>>,
+    query: Option<String>,
     resource: Option<Value>,
     patch: Option<json_patch::Patch>,
     if_none_exist: Option<Vec<Criterion>>,
@@ -210,6 +211,7 @@ fn plan_entry(
         id,
         vid,
         criteria,
+        query: query.map(str::to_string),
         resource,
         patch,
         if_none_exist,
@@ -645,10 +647,13 @@ impl Services {
         let futures = list.iter().enumerate().map(|(i, entry)| async move {
             let outcome = match plan_entry(self, base, entry, Context::default()) {
                 Err((e, field)) => Err((e, field)),
-                Ok(p) => self.batch_entry(p).await.map_err(|e| (e, "")),
+                Ok(p) => {
+                    let read = p.verb == Verb::Get;
+                    self.batch_entry(p, base).await.map(|w| (w, read)).map_err(|e| (e, ""))
+                }
             };
             match outcome {
-                Ok(w) => response_entry(base, &w, return_resources),
+                Ok((w, read)) => response_entry(base, &w, return_resources || read),
                 Err((e, field)) => {
                     let status = e.status().as_u16();
                     let issues = entry_issue(i, e, field);
@@ -666,7 +671,7 @@ impl Services {
         }))
     }
 
-    async fn batch_entry(&self, p: Planned) -> Result<Written> {
+    async fn batch_entry(&self, p: Planned, base: &str) -> Result<Written> {
         let id = p.id.clone().unwrap_or_default();
         match p.verb {
             Verb::Get => {
@@ -674,9 +679,16 @@ impl Services {
                     Some(v) => self.vread(&p.rtype, &id, v)?,
                     None if p.id.is_some() => self.read(&p.rtype, &id)?,
                     None => {
-                        return Err(FhirError::BadRequest(
-                            "search entries in batches are not supported yet".into(),
-                        ))
+                        let query = p.query.clone().unwrap_or_default();
+                        let bundle = self.search(&p.rtype, &query, base)?;
+                        return Ok(Written {
+                            rtype: p.rtype,
+                            id: String::new(),
+                            version: None,
+                            last_updated_ms: 0,
+                            resource: Some(bundle),
+                            status: 200,
+                        });
                     }
                 };
                 Ok(Written {

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod history;
 pub mod read;
+pub mod search;
 pub mod write;
 
 use std::sync::Arc;
@@ -66,6 +67,12 @@ pub fn stamp(resource: &mut Value, id: &str, version: u64, last_updated_ms: i64)
     *resource = Value::Object(out);
 }
 
+/// Parse a FHIR instant / dateTime with time and zone into ms since the epoch.
+pub fn parse_instant_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,10 +92,4 @@ mod tests {
         assert_eq!(r["meta"]["lastUpdated"], "2023-11-14T22:13:20.005Z");
         assert_eq!(r["meta"]["profile"][0], "p");
     }
-}
-
-/// Parse a FHIR instant / dateTime with time and zone into ms since the epoch.
-pub fn parse_instant_ms(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }

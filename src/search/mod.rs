@@ -38,6 +38,12 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
             param: "identifier".into(),
             value: format!("*|{value}"),
         });
+        if !system.is_empty() {
+            out.push(IndexEntry {
+                param: "identifier".into(),
+                value: format!("{system}|"),
+            });
+        }
     }
     out.sort();
     out.dedup();
@@ -151,7 +157,7 @@ mod tests {
             &json!({"identifier": [{"system": "http://h", "value": "1"}, {"value": "2"}]}),
         );
         let vals: Vec<&str> = e.iter().map(|x| x.value.as_str()).collect();
-        assert_eq!(vals, vec!["*|1", "*|2", "http://h|1", "|2"]);
+        assert_eq!(vals, vec!["*|1", "*|2", "http://h|", "http://h|1", "|2"]);
         let c = parse_criteria("identifier=http://h|1&_count=5").expect("ok");
         assert_eq!(c, vec![Criterion::Identifier(vec!["http://h|1".into()])]);
         let c = parse_criteria("identifier=2,|2").expect("ok");
