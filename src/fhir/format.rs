@@ -192,7 +192,13 @@ fn parse_xml(body: &[u8]) -> Result<Value> {
         .map_err(|e| FhirError::BadRequest(format!("XML is not UTF-8: {e}")))?;
     let (safe, protected) = narrative::protect_xml(text);
     let resource: Resource = guarded(|| fhirbolt::xml::from_slice(safe.as_bytes(), strict()))
-        .map_err(|e| FhirError::BadRequest(format!("malformed or invalid FHIR XML: {e}")))?;
+        .map_err(|e| {
+            FhirError::Invalid(vec![Issue::error(
+                "structure",
+                format!("malformed or invalid FHIR XML: {e}"),
+            )
+            .at(root_element(text))])
+        })?;
     let json = guarded(|| {
         fhirbolt::json::to_vec(&resource, Some(SerializationConfig { always_sort: true }))
     })
@@ -202,6 +208,25 @@ fn parse_xml(body: &[u8]) -> Result<Value> {
     narrative::restore_json(&mut value, &protected);
     check_resource_type(&value)?;
     Ok(value)
+}
+
+/// Name of the root element of an XML document (the resource type), for error locations.
+fn root_element(xml: &str) -> String {
+    let mut rest = xml;
+    while let Some(p) = rest.find('<') {
+        rest = &rest[p + 1..];
+        if rest.starts_with('?') || rest.starts_with('!') {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    "Resource".to_string()
 }
 
 /// Scan XML before any recursive parser sees it: reject nesting deeper than [`MAX_XML_DEPTH`]

@@ -260,7 +260,17 @@ fn entries(bundle: &Value, max: usize) -> Result<&Vec<Value>> {
     Ok(list)
 }
 
-fn response_entry(base: &str, w: &Written, with_resource: bool) -> Value {
+/// What a response entry carries.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A write: fullUrl, response, and the resource when asked for.
+    Write(bool),
+    /// A read: the resource and response (no fullUrl, so that a read of a resource written in
+    /// the same Bundle does not repeat its fullUrl; bdl-7).
+    Read,
+}
+
+fn response_entry(base: &str, w: &Written, shape: Shape) -> Value {
     let mut resp = json!({"status": status_line(w.status)});
     if let Some(v) = w.version {
         if w.status != 204 {
@@ -270,9 +280,15 @@ fn response_entry(base: &str, w: &Written, with_resource: bool) -> Value {
         resp["lastModified"] = json!(instant(w.last_updated_ms));
     }
     let mut e = json!({"response": resp});
-    if w.status != 204 && !w.id.is_empty() {
-        e["fullUrl"] = json!(format!("{base}/{}/{}", w.rtype, w.id));
-    }
+    let with_resource = match shape {
+        Shape::Write(with) => {
+            if w.status != 204 && !w.id.is_empty() {
+                e["fullUrl"] = json!(format!("{base}/{}/{}", w.rtype, w.id));
+            }
+            with
+        }
+        Shape::Read => true,
+    };
     if with_resource {
         if let Some(r) = &w.resource {
             e["resource"] = r.clone();
@@ -625,13 +641,25 @@ impl Services {
             return Err(FhirError::Invalid(issues));
         }
         let svc = self.clone();
+        let reads: Vec<bool> = plan.iter().map(|p| p.verb == Verb::Get).collect();
         let results = store::write(self.store.as_ref(), move |txn| {
             run_transaction(txn, &svc, plan)
         })
         .await?;
         let entries: Vec<Value> = results
             .iter()
-            .map(|w| response_entry(base, w, return_resources))
+            .zip(reads)
+            .map(|(w, read)| {
+                response_entry(
+                    base,
+                    w,
+                    if read {
+                        Shape::Read
+                    } else {
+                        Shape::Write(return_resources)
+                    },
+                )
+            })
             .collect();
         Ok(json!({
             "resourceType": "Bundle",
@@ -653,7 +681,7 @@ impl Services {
                 }
             };
             match outcome {
-                Ok((w, read)) => response_entry(base, &w, return_resources || read),
+                Ok((w, read)) => response_entry(base, &w, if read { Shape::Read } else { Shape::Write(return_resources) }),
                 Err((e, field)) => {
                     let status = e.status().as_u16();
                     let issues = entry_issue(i, e, field);
