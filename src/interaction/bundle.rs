@@ -332,6 +332,21 @@ fn read_in(txn: &mut dyn WriteTxn, p: &Planned) -> Result<Written> {
     })
 }
 
+/// Locate an error that happened while applying entry `i`, keeping its status.
+fn at_entry(i: usize, e: FhirError) -> FhirError {
+    let loc = format!("Bundle.entry[{i}]");
+    match e {
+        FhirError::Invalid(_) | FhirError::BadRequest(_) => {
+            FhirError::Invalid(entry_issue(i, e, ""))
+        }
+        FhirError::PreconditionFailed(m) => FhirError::PreconditionFailed(format!("{m} ({loc})")),
+        FhirError::NotFound(m) => FhirError::NotFound(format!("{m} ({loc})")),
+        FhirError::Gone(m) => FhirError::Gone(format!("{m} ({loc})")),
+        FhirError::Conflict(m) => FhirError::Conflict(format!("{m} ({loc})")),
+        other => other,
+    }
+}
+
 /// Resolve ids, rewrite references and apply the entries in order, inside one write job.
 fn run_transaction(
     txn: &mut dyn WriteTxn,
@@ -340,59 +355,17 @@ fn run_transaction(
 ) -> Result<Vec<Written>> {
     let mut idmap: HashMap<String, String> = HashMap::new();
     let mut matched: Vec<Option<String>> = vec![None; plan.len()];
-    let at = |i: usize, e: FhirError| -> FhirError {
-        let status = e.status();
-        let issues = entry_issue(i, e, "");
-        match status {
-            StatusCode::PRECONDITION_FAILED => FhirError::PreconditionFailed(
-                issues
-                    .iter()
-                    .map(|x| x.diagnostics.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-                    + &format!(" (Bundle.entry[{i}])"),
-            ),
-            StatusCode::NOT_FOUND => FhirError::NotFound(format!(
-                "{} (Bundle.entry[{i}])",
-                issues
-                    .first()
-                    .map(|x| x.diagnostics.clone())
-                    .unwrap_or_default()
-            )),
-            StatusCode::GONE => FhirError::Gone(format!(
-                "{} (Bundle.entry[{i}])",
-                issues
-                    .first()
-                    .map(|x| x.diagnostics.clone())
-                    .unwrap_or_default()
-            )),
-            StatusCode::CONFLICT => FhirError::Conflict(format!(
-                "{} (Bundle.entry[{i}])",
-                issues
-                    .first()
-                    .map(|x| x.diagnostics.clone())
-                    .unwrap_or_default()
-            )),
-            StatusCode::BAD_REQUEST => FhirError::Invalid(issues),
-            _ => FhirError::Storage(
-                issues
-                    .first()
-                    .map(|x| x.diagnostics.clone())
-                    .unwrap_or_default(),
-            ),
-        }
-    };
     // 1. decide the id every created or updated resource will have
     for (i, p) in plan.iter_mut().enumerate() {
         match p.verb {
             Verb::Post => {
                 if let Some(c) = &p.if_none_exist {
-                    let found = find(txn, &p.rtype, c).map_err(|e| at(i, e))?;
+                    let found = find(txn, &p.rtype, c).map_err(|e| at_entry(i, e))?;
                     match found.as_slice() {
                         [] => {}
                         [one] => matched[i] = Some(one.clone()),
                         many => {
-                            return Err(at(
+                            return Err(at_entry(
                                 i,
                                 FhirError::PreconditionFailed(format!(
                                     "conditional create matched {} {} resources",
@@ -410,7 +383,7 @@ fn run_transaction(
             }
             Verb::Put if p.criteria.is_some() => {
                 let found = find(txn, &p.rtype, p.criteria.as_deref().unwrap_or_default())
-                    .map_err(|e| at(i, e))?;
+                    .map_err(|e| at_entry(i, e))?;
                 let body_id = p
                     .resource
                     .as_ref()
@@ -420,7 +393,7 @@ fn run_transaction(
                     [] => body_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                     [one] => one.clone(),
                     many => {
-                        return Err(at(
+                        return Err(at_entry(
                             i,
                             FhirError::PreconditionFailed(format!(
                                 "conditional update matched {} {} resources",
@@ -437,12 +410,12 @@ fn run_transaction(
             }
             Verb::Delete if p.criteria.is_some() => {
                 let found = find(txn, &p.rtype, p.criteria.as_deref().unwrap_or_default())
-                    .map_err(|e| at(i, e))?;
+                    .map_err(|e| at_entry(i, e))?;
                 match found.as_slice() {
                     [] => {}
                     [one] => p.id = Some(one.clone()),
                     many => {
-                        return Err(at(
+                        return Err(at_entry(
                             i,
                             FhirError::PreconditionFailed(format!(
                                 "conditional delete matched {} {} resources",
@@ -514,7 +487,7 @@ fn run_transaction(
             }
         });
         if let Some(e) = failure {
-            return Err(at(i, e));
+            return Err(at_entry(i, e));
         }
     }
     // 3. apply in the spec's order
@@ -564,7 +537,7 @@ fn run_transaction(
                 "searches inside a transaction are not supported; use a batch".into(),
             )),
         }
-        .map_err(|e| at(i, e))?;
+        .map_err(|e| at_entry(i, e))?;
         results[i] = Some(w);
     }
     Ok(results.into_iter().flatten().collect())

@@ -70,6 +70,17 @@ fn reverse_index_key(rtype: &str, id: &str) -> Vec<u8> {
     key(&[b"x", rtype.as_bytes(), id.as_bytes()])
 }
 
+/// Committed ids with index entry `param` = `value`.
+fn indexed_ids(db: &sled::Db, rtype: &str, param: &str, value: &str) -> Result<Vec<String>> {
+    let prefix = index_prefix(rtype, param, value);
+    let mut ids = Vec::new();
+    for item in db.scan_prefix(&prefix) {
+        let (k, _) = item?;
+        ids.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+    }
+    Ok(ids)
+}
+
 fn u64_from(bytes: &[u8]) -> Option<u64> {
     let b: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(u64::from_be_bytes(b))
@@ -221,13 +232,7 @@ impl Store for SledStore {
     }
 
     fn lookup(&self, rtype: &str, param: &str, value: &str) -> Result<Vec<String>> {
-        let prefix = index_prefix(rtype, param, value);
-        let mut ids = Vec::new();
-        for item in self.db.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            ids.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
-        }
-        Ok(ids)
+        indexed_ids(&self.db, rtype, param, value)
     }
 
     fn list(&self, rtype: &str, after: Option<&str>, limit: usize) -> Result<Vec<VersionRecord>> {
@@ -373,12 +378,7 @@ impl Group<'_> {
     }
 
     fn lookup(&self, rtype: &str, param: &str, value: &str) -> Result<Vec<String>> {
-        let prefix = index_prefix(rtype, param, value);
-        let mut ids = Vec::new();
-        for item in self.db.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            ids.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
-        }
+        let mut ids = indexed_ids(self.db, rtype, param, value)?;
         self.overlay.adjust(&mut ids, rtype, param, value);
         Ok(ids)
     }

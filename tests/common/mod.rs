@@ -150,3 +150,76 @@ pub fn assert_outcome(v: &serde_json::Value) -> &serde_json::Value {
 }
 
 pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// The Content-Type of a response.
+pub fn content_type(resp: &reqwest::blocking::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// GET a path.
+pub fn get(s: &Server, c: &reqwest::blocking::Client, path: &str) -> reqwest::blocking::Response {
+    c.get(s.url(path)).send().expect("GET")
+}
+
+/// GET a path, expect 200, return the JSON body.
+pub fn get_json(s: &Server, c: &reqwest::blocking::Client, path: &str) -> serde_json::Value {
+    let r = get(s, c, path);
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "GET {path}");
+    body_json(r)
+}
+
+/// `total` of a search.
+pub fn search_total(s: &Server, c: &reqwest::blocking::Client, rtype: &str, query: &str) -> u64 {
+    let b = get_json(s, c, &format!("{rtype}?{query}"));
+    assert_eq!(b["type"], "searchset", "{b}");
+    b["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total: {b}"))
+}
+
+/// Assert an error response: exact status, FHIR JSON content type, an OperationOutcome with an
+/// error issue. Returns the OperationOutcome.
+pub fn expect_error(
+    resp: reqwest::blocking::Response,
+    status: reqwest::StatusCode,
+) -> serde_json::Value {
+    let got = resp.status();
+    let ct = content_type(&resp);
+    let text = resp.text().expect("body");
+    assert_eq!(got, status, "body: {text}");
+    assert!(
+        ct.starts_with(FHIR_JSON),
+        "content-type '{ct}' for {got}: {text}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_outcome(&v);
+    v
+}
+
+/// FHIRPath expressions of the error issues of an OperationOutcome.
+pub fn error_expressions(oo: &serde_json::Value) -> Vec<String> {
+    oo["issue"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .filter(|i| i["severity"] == "error")
+        .flat_map(|i| {
+            i["expression"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e.as_str().map(String::from))
+        })
+        .collect()
+}
+
+/// The entries of a Bundle.
+pub fn entries(bundle: &serde_json::Value) -> Vec<serde_json::Value> {
+    bundle["entry"].as_array().cloned().unwrap_or_default()
+}
