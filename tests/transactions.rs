@@ -781,3 +781,34 @@ fn urn_oid_full_urls_are_rewritten() {
     let obs = get_json(&s, &c, &format!("Observation/{obs_id}"));
     assert_eq!(obs["subject"]["reference"], format!("Patient/{patient_id}"));
 }
+
+#[test]
+fn urn_reference_to_a_disallowed_type_is_400() {
+    let s = Server::start();
+    let c = client();
+    let enc = urn();
+    let mut obs = heart_rate(&urn());
+    obs["performer"] = json!([{"reference": enc}]);
+    let pid = obs["subject"]["reference"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let b = bundle(
+        "transaction",
+        vec![
+            post_entry(&pid, patient("Target")),
+            post_entry(
+                &enc,
+                json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}}),
+            ),
+            post_entry(&urn(), obs),
+        ],
+    );
+    let oo = expect_error(post_bundle(&s, &c, &b), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error_expressions(&oo),
+        vec!["Bundle.entry[2].resource.performer[0].reference".to_string()]
+    );
+    assert_eq!(system_history_len(&s, &c), 0);
+}

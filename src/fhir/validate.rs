@@ -13,9 +13,12 @@ use crate::fhir::resource_types::is_resource_type;
 
 /// Where a resource is being validated.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Context {
+pub struct Context<'a> {
     /// Inside a transaction: conditional references (`Type?query`) are allowed.
     pub in_transaction: bool,
+    /// Inside a Bundle: the resource type behind each entry's fullUrl, so that references to
+    /// `urn:uuid:`/`urn:oid:` fullUrls are checked against the allowed target types too.
+    pub full_urls: Option<&'a std::collections::HashMap<String, String>>,
 }
 
 /// The validator, over the shipped definitions.
@@ -71,7 +74,7 @@ impl Validator {
     }
 
     /// Validate one resource; returns all issues (errors and warnings).
-    pub fn validate(&self, resource: &Value, ctx: Context) -> Vec<Issue> {
+    pub fn validate(&self, resource: &Value, ctx: Context<'_>) -> Vec<Issue> {
         let mut issues = Vec::new();
         let rt = resource["resourceType"]
             .as_str()
@@ -92,7 +95,7 @@ impl Validator {
         issues
     }
 
-    fn resource(&self, v: &Value, expr: &str, ctx: Context, issues: &mut Vec<Issue>) {
+    fn resource(&self, v: &Value, expr: &str, ctx: Context<'_>, issues: &mut Vec<Issue>) {
         let Some(obj) = v.as_object() else {
             issues.push(Issue::error("structure", "a resource must be a JSON object").at(expr));
             return;
@@ -136,7 +139,7 @@ impl Validator {
         prefix: &str,
         expr: &str,
         is_root: bool,
-        ctx: Context,
+        ctx: Context<'_>,
         issues: &mut Vec<Issue>,
     ) {
         let empty = Vec::new();
@@ -278,7 +281,7 @@ impl Validator {
         def: &ElementDef,
         owner: &TypeDef,
         at: &At,
-        ctx: Context,
+        ctx: Context<'_>,
         issues: &mut Vec<Issue>,
     ) {
         if let Some(target) = &def.content_ref {
@@ -499,7 +502,7 @@ impl Validator {
         o: &Map<String, Value>,
         def: &ElementDef,
         expr: &str,
-        ctx: Context,
+        ctx: Context<'_>,
         issues: &mut Vec<Issue>,
     ) {
         let Some(r) = o.get("reference").and_then(Value::as_str) else {
@@ -507,6 +510,9 @@ impl Validator {
         };
         let at = format!("{expr}.reference");
         let rtype = match classify(r) {
+            _ if ctx.full_urls.is_some_and(|m| m.contains_key(r)) => {
+                ctx.full_urls.and_then(|m| m.get(r)).map(String::as_str)
+            }
             RefKind::Relative { rtype, .. } => Some(rtype),
             RefKind::Conditional { rtype, .. } if ctx.in_transaction => Some(rtype),
             RefKind::Conditional { .. } => {
@@ -913,7 +919,8 @@ mod tests {
             .validate(
                 &obs,
                 Context {
-                    in_transaction: true
+                    in_transaction: true,
+                    full_urls: None,
                 }
             )
             .iter()
@@ -925,6 +932,39 @@ mod tests {
         let e =
             errors(json!({"resourceType": "Patient", "name": [], "identifier": [{"value": "1"}]}));
         assert_eq!(exprs(&e), vec!["Patient.name".to_string()]);
+    }
+
+    #[test]
+    fn bundle_urn_references_are_checked_against_targets() {
+        let v = Validator::new().expect("defs");
+        let urn = "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0";
+        let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": urn}, "performer": [{"reference": urn}]});
+        let mut map = std::collections::HashMap::new();
+        map.insert(urn.to_string(), "Encounter".to_string());
+        let ctx = Context {
+            in_transaction: true,
+            full_urls: Some(&map),
+        };
+        let e: Vec<String> = v
+            .validate(&obs, ctx)
+            .into_iter()
+            .filter(Issue::is_error)
+            .filter_map(|i| i.expression)
+            .collect();
+        assert_eq!(
+            e,
+            vec![
+                "Observation.subject.reference".to_string(),
+                "Observation.performer[0].reference".to_string()
+            ]
+        );
+        map.insert(urn.to_string(), "Patient".to_string());
+        let ctx = Context {
+            in_transaction: true,
+            full_urls: Some(&map),
+        };
+        assert!(!v.validate(&obs, ctx).iter().any(Issue::is_error));
     }
 
     #[test]

@@ -106,7 +106,7 @@ fn plan_entry(
     svc: &Services,
     base: &str,
     entry: &Value,
-    ctx: Context,
+    ctx: Context<'_>,
 ) -> std::result::Result<Planned, (FhirError, &'static str)> {
     let req = &entry["request"];
     let bad = |m: String| (FhirError::BadRequest(m), ".request");
@@ -572,8 +572,18 @@ impl Services {
         return_resources: bool,
     ) -> Result<Value> {
         let list = entries(&bundle, self.limits.max_bundle_entries)?;
+        // the type behind every fullUrl, so references to them are checked like literal ones
+        let full_urls: HashMap<String, String> = list
+            .iter()
+            .filter_map(|e| {
+                let full = e["fullUrl"].as_str()?;
+                let rtype = e["resource"]["resourceType"].as_str()?;
+                Some((full.to_string(), rtype.to_string()))
+            })
+            .collect();
         let ctx = Context {
             in_transaction: true,
+            full_urls: Some(&full_urls),
         };
         let mut issues = Vec::new();
         let mut plan = Vec::with_capacity(list.len());

@@ -46,7 +46,7 @@ pub fn check_resource(
     validator: &Validator,
     rtype: &str,
     resource: &Value,
-    ctx: Context,
+    ctx: Context<'_>,
 ) -> Result<Vec<Issue>> {
     let actual = resource["resourceType"].as_str().unwrap_or("");
     if actual != rtype {
