@@ -23,43 +23,78 @@ fn error(key: &str, msg: &str, at: String) -> Issue {
 
 /// ext-1: an extension has either nested extensions or a value, not both and not neither.
 fn extensions(v: &Value, expr: &str, issues: &mut Vec<Issue>) {
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                if k == "contained" || (k == "resource" && child.get("resourceType").is_some()) {
-                    continue; // checked with their own resource
-                }
-                let field = k.as_str();
-                let items: Vec<(String, &Value)> = match child {
-                    Value::Array(a) => a
-                        .iter()
-                        .enumerate()
-                        .map(|(i, x)| (format!("{expr}.{field}[{i}]"), x))
-                        .collect(),
-                    other => vec![(format!("{expr}.{field}"), other)],
-                };
-                for (at, item) in items {
-                    if matches!(field, "extension" | "modifierExtension") {
-                        if let Some(ext) = item.as_object() {
-                            let has_value = ext.keys().any(|k| k.starts_with("value"));
-                            let has_nested = ext
-                                .get("extension")
-                                .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()));
-                            if has_value == has_nested {
-                                issues.push(error("ext-1", "an extension must have either extensions or a value[x], not both", at.clone()));
-                            }
-                        }
+    let mut path = Vec::new();
+    walk_extensions(v, expr, &mut path, issues);
+}
+
+/// A step from the resource root; rendered into FHIRPath only when an issue needs it.
+enum Step<'a> {
+    Field(&'a str),
+    Index(usize),
+}
+
+fn render(expr: &str, path: &[Step<'_>]) -> String {
+    let mut out = expr.to_string();
+    for step in path {
+        match step {
+            Step::Field(f) => {
+                out.push('.');
+                out.push_str(f);
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn walk_extensions<'v>(
+    v: &'v Value,
+    expr: &str,
+    path: &mut Vec<Step<'v>>,
+    issues: &mut Vec<Issue>,
+) {
+    let Value::Object(map) = v else { return };
+    for (k, child) in map {
+        if k == "contained" || (k == "resource" && child.get("resourceType").is_some()) {
+            continue; // checked with their own resource
+        }
+        let is_extension = matches!(k.as_str(), "extension" | "modifierExtension");
+        path.push(Step::Field(k));
+        match child {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Step::Index(i));
+                    if is_extension {
+                        check_extension(item, expr, path, issues);
                     }
-                    extensions(item, &at, issues);
+                    walk_extensions(item, expr, path, issues);
+                    path.pop();
                 }
             }
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                extensions(item, &format!("{expr}[{i}]"), issues);
+            Value::Object(_) => {
+                if is_extension {
+                    check_extension(child, expr, path, issues);
+                }
+                walk_extensions(child, expr, path, issues);
             }
+            _ => {}
         }
-        _ => {}
+        path.pop();
+    }
+}
+
+fn check_extension(ext: &Value, expr: &str, path: &[Step<'_>], issues: &mut Vec<Issue>) {
+    let Some(ext) = ext.as_object() else { return };
+    let has_value = ext.keys().any(|k| k.starts_with("value"));
+    let has_nested = ext
+        .get("extension")
+        .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()));
+    if has_value == has_nested {
+        issues.push(error(
+            "ext-1",
+            "an extension must have either extensions or a value[x], not both",
+            render(expr, path),
+        ));
     }
 }
 

@@ -105,9 +105,10 @@ fn entry_issue(i: usize, e: FhirError, field: &str) -> Vec<Issue> {
 fn plan_entry(
     svc: &Services,
     base: &str,
-    entry: &Value,
+    mut entry: Value,
     ctx: Context<'_>,
 ) -> std::result::Result<Planned, (FhirError, &'static str)> {
+    let mut resource = entry.get_mut("resource").map(Value::take);
     let req = &entry["request"];
     let bad = |m: String| (FhirError::BadRequest(m), ".request");
     let verb = match req["method"].as_str() {
@@ -172,7 +173,6 @@ fn plan_entry(
         Some(s) => Some(parse_etag(s).ok_or_else(|| bad(format!("invalid ifMatch '{s}'")))?),
         None => None,
     };
-    let mut resource = entry.get("resource").cloned();
     let mut patch = None;
     match verb {
         Verb::Post | Verb::Put => {
@@ -240,12 +240,11 @@ fn binary_patch(r: &Value) -> Result<json_patch::Patch> {
     parse_patch(v)
 }
 
-fn entries(bundle: &Value, max: usize) -> Result<&Vec<Value>> {
-    static EMPTY: Vec<Value> = Vec::new();
-    let list = match &bundle["entry"] {
-        Value::Array(a) => a,
-        Value::Null => &EMPTY,
-        _ => {
+fn entries(mut bundle: Value, max: usize) -> Result<Vec<Value>> {
+    let list = match bundle.get_mut("entry").map(Value::take) {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => {
             return Err(FhirError::BadRequest(
                 "Bundle.entry must be an array".into(),
             ))
@@ -495,6 +494,7 @@ fn run_transaction(
     order.sort_by_key(|&i| plan[i].verb.order());
     let mut results: Vec<Option<Written>> = vec![None; plan.len()];
     for i in order {
+        let resource = plan[i].resource.take().unwrap_or_default();
         let p = &plan[i];
         let id = p.id.clone().unwrap_or_default();
         let w = match p.verb {
@@ -513,21 +513,9 @@ fn run_transaction(
                     w.status = 200;
                     w
                 }),
-                None => create_in(
-                    txn,
-                    &p.rtype,
-                    p.resource.clone().unwrap_or_default(),
-                    Some(id),
-                    None,
-                ),
+                None => create_in(txn, &p.rtype, resource, Some(id), None),
             },
-            Verb::Put => update_in(
-                txn,
-                &p.rtype,
-                &id,
-                p.resource.clone().unwrap_or_default(),
-                p.if_match,
-            ),
+            Verb::Put => update_in(txn, &p.rtype, &id, resource, p.if_match),
             Verb::Patch => match &p.patch {
                 Some(patch) => patch_in(txn, &svc.validator, &p.rtype, &id, patch, p.if_match),
                 None => Err(FhirError::BadRequest("missing patch".into())),
@@ -571,7 +559,7 @@ impl Services {
         base: &str,
         return_resources: bool,
     ) -> Result<Value> {
-        let list = entries(&bundle, self.limits.max_bundle_entries)?;
+        let list = entries(bundle, self.limits.max_bundle_entries)?;
         // the type behind every fullUrl, so references to them are checked like literal ones
         let full_urls: HashMap<String, String> = list
             .iter()
@@ -587,11 +575,11 @@ impl Services {
         };
         let mut issues = Vec::new();
         let mut plan = Vec::with_capacity(list.len());
-        let mut seen_full: HashMap<&str, usize> = HashMap::new();
+        let mut seen_full: HashMap<String, usize> = HashMap::new();
         let mut seen_ids: HashMap<String, usize> = HashMap::new();
-        for (i, entry) in list.iter().enumerate() {
+        for (i, entry) in list.into_iter().enumerate() {
             if let Some(full) = entry["fullUrl"].as_str() {
-                if let Some(first) = seen_full.insert(full, i) {
+                if let Some(first) = seen_full.insert(full.to_string(), i) {
                     issues.push(
                         Issue::error(
                             "duplicate",
@@ -654,8 +642,8 @@ impl Services {
     }
 
     async fn batch(&self, bundle: Value, base: &str, return_resources: bool) -> Result<Value> {
-        let list = entries(&bundle, self.limits.max_bundle_entries)?;
-        let futures = list.iter().enumerate().map(|(i, entry)| async move {
+        let list = entries(bundle, self.limits.max_bundle_entries)?;
+        let futures = list.into_iter().enumerate().map(|(i, entry)| async move {
             let outcome = match plan_entry(self, base, entry, Context::default()) {
                 Err((e, field)) => Err((e, field)),
                 Ok(p) => {
