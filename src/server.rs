@@ -66,7 +66,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         FhirError::Storage(format!("cannot create {}: {e}", cfg.data_dir.display()))
     })?;
-    let store: SharedStore = Arc::new(SledStore::open(&cfg.data_dir)?);
+    let store: SharedStore = Arc::new(SledStore::open_with_cache(
+        &cfg.data_dir,
+        cfg.cache_mb.saturating_mul(1024 * 1024),
+    )?);
     let app = http::router(state(store.clone(), &cfg)?);
     let listener = TcpListener::bind(cfg.listen)
         .await

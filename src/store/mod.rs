@@ -114,6 +114,7 @@ where
         }
     });
     store.submit(job)?;
-    rx.await
-        .map_err(|_| FhirError::Unavailable("the store writer stopped".into()))?
+    rx.await.map_err(|_| {
+        FhirError::Storage("the write was not applied: the store writer failed it".into())
+    })?
 }

@@ -103,10 +103,16 @@ fn decode_entries(bytes: &[u8]) -> Vec<IndexEntry> {
 }
 
 impl SledStore {
-    /// Open (or create) the store in `dir` and start its writer thread.
+    /// Open (or create) the store in `dir` with sled's default cache and start its writer.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_cache(dir, 1024 * 1024 * 1024)
+    }
+
+    /// Open (or create) the store in `dir` with a page cache of `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()?;
@@ -505,9 +511,16 @@ fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>) {
                 overlay: Overlay::default(),
                 staged: Vec::new(),
             };
-            let outcome: JobOutcome = job(&mut txn);
+            // a panicking job must not take the writer down: it fails alone (its caller gets
+            // "writer stopped" from the dropped reply channel) and its staged writes are dropped
+            let outcome: Option<JobOutcome> =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut txn))).ok();
             let staged = std::mem::take(&mut txn.staged);
             drop(txn);
+            let Some(outcome) = outcome else {
+                tracing::error!("a write job panicked; its writes were discarded");
+                continue;
+            };
             if outcome.keep {
                 for w in staged {
                     if let Err(e) = group.commit_write(w) {
@@ -626,6 +639,23 @@ mod tests {
             .expect("h");
         assert_eq!(hist.len(), 3);
         assert!(hist[0].seq > hist[1].seq);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SledStore::open(dir.path()).expect("open");
+        let r: Result<()> = write(&store, |t| {
+            t.put(staged("a", 1, "x"))?;
+            panic!("bug in a job");
+        })
+        .await;
+        assert!(matches!(r, Err(FhirError::Storage(_))));
+        assert!(store.current("Patient", "a").expect("r").is_none());
+        write(&store, |t| t.put(staged("b", 1, "y")))
+            .await
+            .expect("writer still works");
+        assert!(store.current("Patient", "b").expect("r").is_some());
     }
 
     #[tokio::test]
