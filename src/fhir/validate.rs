@@ -401,27 +401,16 @@ impl Validator {
             );
             return;
         }
-        if let Some(re) = &tdef.regex {
-            if !re.is_match(&text) {
-                issues.push(
-                    Issue::error(
-                        "value",
-                        format!("'{}' is not a valid {ty}", truncate(&text)),
-                    )
-                    .at(at.render()),
-                );
-                return;
-            }
-        }
-        let ok = match ty {
-            "date" | "dateTime" | "instant" => valid_calendar_day(&text),
-            "integer" => text.parse::<i32>().is_ok(),
-            "positiveInt" | "unsignedInt" => {
-                text.parse::<u32>().is_ok()
-                    && text.parse::<i64>().is_ok_and(|n| n <= i32::MAX as i64)
-            }
-            _ => true,
-        };
+        let ok = tdef.regex.as_ref().is_none_or(|re| re.is_match(&text))
+            && match ty {
+                "date" | "dateTime" | "instant" => valid_calendar_day(&text),
+                "integer" => text.parse::<i32>().is_ok(),
+                "positiveInt" | "unsignedInt" => {
+                    text.parse::<u32>().is_ok()
+                        && text.parse::<i64>().is_ok_and(|n| n <= i32::MAX as i64)
+                }
+                _ => true,
+            };
         if !ok {
             issues.push(
                 Issue::error(

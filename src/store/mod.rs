@@ -63,6 +63,22 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+impl HistoryQuery {
+    /// Offer the next version (newest first) to a page: keeps it if it is in range, and returns
+    /// false once the page is full or the versions are older than `_since`.
+    pub fn admit(&self, rec: VersionRecord, page: &mut Vec<VersionRecord>) -> bool {
+        if self.since_ms.is_some_and(|s| rec.last_updated_ms < s) {
+            return false;
+        }
+        let excluded = self.before_seq.is_some_and(|b| rec.seq >= b)
+            || self.at_ms.is_some_and(|a| rec.last_updated_ms > a);
+        if !excluded {
+            page.push(rec);
+        }
+        page.len() < self.limit
+    }
+}
+
 /// A storage engine.
 pub trait Store: Send + Sync + 'static {
     /// Latest version of a resource (including tombstones).

@@ -166,16 +166,7 @@ impl Store for SledStore {
         for item in self.db.scan_prefix(&prefix).rev() {
             let (_, bytes) = item?;
             let rec = decode(rtype, id, &bytes)?;
-            if q.before_seq.is_some_and(|b| rec.seq >= b)
-                || q.at_ms.is_some_and(|a| rec.last_updated_ms > a)
-            {
-                continue;
-            }
-            if q.since_ms.is_some_and(|s| rec.last_updated_ms < s) {
-                break;
-            }
-            out.push(rec);
-            if out.len() >= q.limit {
+            if !q.admit(rec, &mut out) {
                 break;
             }
         }
@@ -223,14 +214,7 @@ impl Store for SledStore {
             let Some(rec) = self.read_version(&t, &id, version)? else {
                 continue;
             };
-            if q.at_ms.is_some_and(|a| rec.last_updated_ms > a) {
-                continue;
-            }
-            if q.since_ms.is_some_and(|s| rec.last_updated_ms < s) {
-                break;
-            }
-            out.push(rec);
-            if out.len() >= q.limit {
+            if !q.admit(rec, &mut out) {
                 break;
             }
         }
