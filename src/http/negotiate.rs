@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::AppState;
 use crate::error::FhirError;
 use crate::fhir::format::{parse_resource, serialize, Format};
+use crate::search::query_param;
 
 /// The requested response format and whether to pretty-print.
 #[derive(Debug, Clone, Copy)]
@@ -21,12 +22,6 @@ pub struct Wanted {
     pub format: Format,
     /// `_pretty=true`.
     pub pretty: bool,
-}
-
-fn query_param<'a>(query: &'a str, name: &str) -> Option<std::borrow::Cow<'a, str>> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
 }
 
 /// Work out what the client wants; an unusable `_format` is a 406.

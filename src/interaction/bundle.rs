@@ -13,12 +13,11 @@ use base64::Engine as _;
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use super::history::now_ms;
 use super::write::{
-    check_id, check_resource, conditional_delete_in, create_in, delete_in, find, parse_patch,
-    patch_in, update_in, Written,
+    check_id, check_resource, conditional_delete_in, create_in, current_as_written, delete_in,
+    find, nothing_deleted, parse_patch, patch_in, update_in, Written,
 };
-use super::{instant, Services};
+use super::{instant, new_bundle, Services};
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::references::{classify, for_each_reference_mut, RefKind};
@@ -315,20 +314,7 @@ fn read_in(txn: &mut dyn WriteTxn, p: &Planned) -> Result<Written> {
         }
         (_, Some(c)) => c,
     };
-    let resource: Value = serde_json::from_slice(cur.resource.as_deref().unwrap_or_default())
-        .map_err(|e| FhirError::Storage(e.to_string()))?;
-    let last = resource["meta"]["lastUpdated"]
-        .as_str()
-        .and_then(super::parse_instant_ms)
-        .unwrap_or_default();
-    Ok(Written {
-        rtype: p.rtype.clone(),
-        id,
-        version: Some(cur.version),
-        last_updated_ms: last,
-        resource: Some(resource),
-        status: 200,
-    })
+    current_as_written(&p.rtype, &id, cur, 200)
 }
 
 /// Locate an error that happened while applying entry `i`, keeping its status.
@@ -498,7 +484,7 @@ fn run_transaction(
         let p = &plan[i];
         let id = p.id.clone().unwrap_or_default();
         let w = match p.verb {
-            Verb::Delete if p.id.is_none() => conditional_delete_in(txn, &p.rtype, &[]),
+            Verb::Delete if p.id.is_none() => Ok(nothing_deleted(txn, &p.rtype, "")),
             Verb::Delete => delete_in(txn, &p.rtype, &id, p.if_match),
             Verb::Post => match &matched[i] {
                 Some(existing) => read_in(
@@ -632,13 +618,7 @@ impl Services {
                 )
             })
             .collect();
-        Ok(json!({
-            "resourceType": "Bundle",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "type": "transaction-response",
-            "meta": {"lastUpdated": instant(now_ms())},
-            "entry": entries,
-        }))
+        Ok(new_bundle("transaction-response", Vec::new(), entries))
     }
 
     async fn batch(&self, bundle: Value, base: &str, return_resources: bool) -> Result<Value> {
@@ -661,13 +641,7 @@ impl Services {
             }
         });
         let entries = join_all(futures).await;
-        Ok(json!({
-            "resourceType": "Bundle",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "type": "batch-response",
-            "meta": {"lastUpdated": instant(now_ms())},
-            "entry": entries,
-        }))
+        Ok(new_bundle("batch-response", Vec::new(), entries))
     }
 
     async fn batch_entry(&self, p: Planned, base: &str) -> Result<Written> {

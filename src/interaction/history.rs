@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{instant, read::resource_of, Services};
+use super::{instant, new_bundle, read::resource_of, Services};
 use crate::error::{FhirError, Result};
 use crate::store::{HistoryQuery, VersionRecord};
 
@@ -147,29 +147,11 @@ impl Services {
             .iter()
             .map(|r| entry(base, r))
             .collect::<Result<Vec<_>>>()?;
-        let mut bundle = json!({
-            "resourceType": "Bundle",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "meta": {"lastUpdated": instant(now_ms())},
-            "type": "history",
-            "link": links,
-            "entry": entries,
-        });
-        if let Scope::Instance(..) = scope {
-            if !more && params.cursor.is_none() {
-                bundle["total"] = json!(bundle["entry"].as_array().map_or(0, |a| a.len()));
-            }
-        }
-        if bundle["entry"].as_array().is_some_and(|a| a.is_empty()) {
-            if let Some(m) = bundle.as_object_mut() {
-                m.remove("entry");
-            }
+        let complete = !more && params.cursor.is_none();
+        let mut bundle = new_bundle("history", links, entries);
+        if let (Scope::Instance(..), true) = (scope, complete) {
+            bundle["total"] = json!(records.len());
         }
         Ok(bundle)
     }
-}
-
-/// Current time in ms since the epoch.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

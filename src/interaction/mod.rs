@@ -26,6 +26,30 @@ pub struct Services {
     pub limits: Limits,
 }
 
+/// Current time in ms since the epoch.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A Bundle of `kind` with a fresh id, `meta.lastUpdated` now, and its links and entries (empty
+/// lists are left out: FHIR allows no empty arrays).
+pub fn new_bundle(kind: &str, links: Vec<Value>, entries: Vec<Value>) -> Value {
+    let mut b = Map::new();
+    b.insert("resourceType".into(), Value::from("Bundle"));
+    b.insert("id".into(), Value::from(uuid::Uuid::new_v4().to_string()));
+    let mut meta = Map::new();
+    meta.insert("lastUpdated".into(), Value::from(instant(now_ms())));
+    b.insert("meta".into(), Value::Object(meta));
+    b.insert("type".into(), Value::from(kind));
+    if !links.is_empty() {
+        b.insert("link".into(), Value::Array(links));
+    }
+    if !entries.is_empty() {
+        b.insert("entry".into(), Value::Array(entries));
+    }
+    Value::Object(b)
+}
+
 /// Format milliseconds since the epoch as a FHIR instant (UTC, millisecond precision).
 pub fn instant(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)

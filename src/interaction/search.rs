@@ -3,17 +3,10 @@
 
 use serde_json::{json, Value};
 
-use super::history::now_ms;
 use super::read::resource_of;
-use super::{instant, Services};
+use super::{new_bundle, Services};
 use crate::error::{FhirError, Result};
-use crate::search::{matching_ids, parse_criteria};
-
-fn param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
+use crate::search::{matching_ids, parse_criteria, query_param as param};
 
 impl Services {
     /// `GET [type]?query`: a searchset Bundle.
@@ -89,18 +82,9 @@ impl Services {
                 .finish();
             links.push(json!({"relation": "next", "url": format!("{base}/{rtype}?{kept}")}));
         }
-        let mut bundle = json!({
-            "resourceType": "Bundle",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "meta": {"lastUpdated": instant(now_ms())},
-            "type": "searchset",
-            "link": links,
-        });
+        let mut bundle = new_bundle("searchset", links, entries);
         if let Some(t) = total {
             bundle["total"] = json!(t);
-        }
-        if !entries.is_empty() {
-            bundle["entry"] = Value::Array(entries);
         }
         Ok(bundle)
     }

@@ -11,7 +11,7 @@ use crate::fhir::outcome::Issue;
 use crate::fhir::references::valid_id;
 use crate::fhir::validate::{Context, Validator};
 use crate::search::{index_entries, matching_ids, parse_criteria, Criterion};
-use crate::store::{self, Method, StagedWrite, WriteTxn};
+use crate::store::{self, Current, Method, StagedWrite, WriteTxn};
 
 /// The result of a write interaction.
 #[derive(Debug, Clone)]
@@ -105,27 +105,40 @@ pub fn find(txn: &mut dyn WriteTxn, rtype: &str, criteria: &[Criterion]) -> Resu
     )
 }
 
-fn existing(txn: &mut dyn WriteTxn, rtype: &str, id: &str, status: u16) -> Result<Written> {
-    let cur = txn
-        .current(rtype, id)?
-        .ok_or_else(|| FhirError::Storage("matched resource vanished".into()))?;
-    let resource: Option<Value> = match &cur.resource {
+/// The current version of a resource as the result of an interaction (a read, or a conditional
+/// create that matched).
+pub fn current_as_written(rtype: &str, id: &str, cur: Current, status: u16) -> Result<Written> {
+    let resource = match &cur.resource {
         Some(b) => Some(serde_json::from_slice(b).map_err(|e| FhirError::Storage(e.to_string()))?),
         None => None,
     };
-    let last = resource
-        .as_ref()
-        .and_then(|r| r["meta"]["lastUpdated"].as_str())
-        .and_then(super::parse_instant_ms)
-        .unwrap_or_default();
     Ok(Written {
         rtype: rtype.to_string(),
         id: id.to_string(),
         version: Some(cur.version),
-        last_updated_ms: last,
+        last_updated_ms: cur.last_updated_ms,
         resource,
         status,
     })
+}
+
+fn existing(txn: &mut dyn WriteTxn, rtype: &str, id: &str, status: u16) -> Result<Written> {
+    let cur = txn
+        .current(rtype, id)?
+        .ok_or_else(|| FhirError::Storage("matched resource vanished".into()))?;
+    current_as_written(rtype, id, cur, status)
+}
+
+/// A delete that found nothing to delete (204, no new version).
+pub fn nothing_deleted(txn: &dyn WriteTxn, rtype: &str, id: &str) -> Written {
+    Written {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version: None,
+        last_updated_ms: txn.now_ms(),
+        resource: None,
+        status: 204,
+    }
 }
 
 /// Create with a new id (or `id` when the caller already assigned one), unless `if_none_exist`
@@ -237,29 +250,19 @@ pub fn delete_in(
             )));
         }
     }
-    let now = txn.now_ms();
-    let version = match cur {
-        Some(c) if !c.deleted => {
-            txn.put(StagedWrite {
-                rtype: rtype.to_string(),
-                id: id.to_string(),
-                version: c.version + 1,
-                method: Method::Delete,
-                resource: None,
-                index: Vec::new(),
-            })?;
-            Some(c.version + 1)
-        }
-        _ => None,
-    };
-    Ok(Written {
-        rtype: rtype.to_string(),
-        id: id.to_string(),
-        version,
-        last_updated_ms: now,
-        resource: None,
-        status: 204,
-    })
+    let mut w = nothing_deleted(txn, rtype, id);
+    if let Some(c) = cur.filter(|c| !c.deleted) {
+        txn.put(StagedWrite {
+            rtype: rtype.to_string(),
+            id: id.to_string(),
+            version: c.version + 1,
+            method: Method::Delete,
+            resource: None,
+            index: Vec::new(),
+        })?;
+        w.version = Some(c.version + 1);
+    }
+    Ok(w)
 }
 
 /// Conditional delete (`DELETE [type]?criteria`): one match at most.
@@ -270,14 +273,7 @@ pub fn conditional_delete_in(
 ) -> Result<Written> {
     let found = find(txn, rtype, criteria)?;
     match found.as_slice() {
-        [] => Ok(Written {
-            rtype: rtype.to_string(),
-            id: String::new(),
-            version: None,
-            last_updated_ms: txn.now_ms(),
-            resource: None,
-            status: 204,
-        }),
+        [] => Ok(nothing_deleted(txn, rtype, "")),
         [one] => {
             let one = one.clone();
             delete_in(txn, rtype, &one, None)

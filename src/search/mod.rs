@@ -50,6 +50,13 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
     out
 }
 
+/// The first value of a query-string parameter, decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// One parsed criterion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Criterion {

@@ -23,6 +23,8 @@ pub struct Current {
     pub deleted: bool,
     /// The resource JSON of the latest version (None when deleted).
     pub resource: Option<Vec<u8>>,
+    /// When the latest version was written (ms since the epoch).
+    pub last_updated_ms: i64,
 }
 
 /// What a write closure can see and do. Reads include earlier writes of the same commit group.

@@ -297,7 +297,7 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn apply(&mut self, w: &StagedWrite) {
+    fn apply(&mut self, w: &StagedWrite, now_ms: i64) {
         let k = (w.rtype.clone(), w.id.clone());
         self.current.insert(
             k.clone(),
@@ -305,6 +305,7 @@ impl Overlay {
                 version: w.version,
                 deleted: w.method == Method::Delete,
                 resource: w.resource.clone(),
+                last_updated_ms: now_ms,
             },
         );
         self.entries.insert(k, w.index.clone());
@@ -352,6 +353,7 @@ impl Group<'_> {
         Ok(Some(Current {
             version,
             deleted: rec.deleted(),
+            last_updated_ms: rec.last_updated_ms,
             resource: rec.resource,
         }))
     }
@@ -414,7 +416,7 @@ impl Group<'_> {
         t.push(SEP);
         t.extend_from_slice(&seq.to_be_bytes());
         self.batch.insert(t, key(&[w.id.as_bytes(), &vbytes]));
-        self.overlay.apply(&w);
+        self.overlay.apply(&w, self.now_ms);
         Ok(())
     }
 }
@@ -448,7 +450,7 @@ impl WriteTxn for JobTxn<'_, '_> {
     }
 
     fn put(&mut self, write: StagedWrite) -> Result<()> {
-        self.overlay.apply(&write);
+        self.overlay.apply(&write, self.group.now_ms);
         self.staged.push(write);
         Ok(())
     }
