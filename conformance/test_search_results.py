@@ -51,7 +51,8 @@ def test_paging_every_match_once(client, pool):
     first = search(client, "Observation", [("_tag", t.token), ("_count", "4")])
     assert first.total == 13, f"{first.url}: total {first.total}"
     pages = walk(client, first)
-    assert [len(p.ids) for p in pages] == [4, 4, 4, 1], [len(p.ids) for p in pages]
+    # R4 search.html#count: never more than _count a page (fewer is allowed)
+    assert all(len(p.ids) <= 4 for p in pages) and len(pages) >= 4, [len(p.ids) for p in pages]
     seen = [i for p in pages for i in p.ids]
     assert sorted(seen) == sorted(m["id"] for m in pool["made"]), "every match exactly once"
     for p in pages:
@@ -63,15 +64,14 @@ def test_paging_every_match_once(client, pool):
 def test_paging_previous_link_leads_back(client, pool):
     t = pool["t"]
     first = search(client, "Observation", [("_tag", t.token), ("_count", "5"), ("_sort", "date")])
-    second = follow(client, first.link("next"))
-    third = follow(client, second.link("next"))
-    prev = second.link("previous")
-    assert prev, f"{second.url}: the second page has no previous link: {second.bundle.get('link')}"
-    back = follow(client, prev)
-    assert back.ids == first.ids, f"previous of page 2 {back.ids} is not page 1 {first.ids}"
-    back2 = follow(client, third.link("previous"))
-    assert back2.ids == second.ids
-    assert not third.link("next"), "13 matches, 5 a page: three pages"
+    pages = walk(client, first)
+    assert len(pages) >= 3, [p.ids for p in pages]
+    assert not first.link("previous"), "the first page has no previous link"
+    for k in range(1, len(pages)):
+        prev = pages[k].link("previous")
+        assert prev, f"{pages[k].url}: page {k + 1} has no previous link: {pages[k].bundle.get('link')}"
+        back = follow(client, prev)
+        assert back.ids == pages[k - 1].ids, f"previous of page {k + 1} is {back.ids}, not page {k}: {pages[k - 1].ids}"
     if first.link("first"):
         assert follow(client, first.link("first")).ids == first.ids
 
@@ -178,7 +178,7 @@ def test_total_none_and_accurate(client, pool):
     t = pool["t"]
     res = search(client, "Observation", [("_tag", t.token), ("_total", "none"), ("_count", "5")])
     assert "total" not in res.bundle, f"{res.url}: _total=none but total {res.total}"
-    assert len(res.ids) == 5
+    assert 0 < len(res.ids) <= 5
     res = search(client, "Observation", [("_tag", t.token), ("_total", "accurate"), ("_count", "5")])
     assert res.total == 13
 
