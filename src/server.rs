@@ -25,6 +25,7 @@ pub fn init_logging(format: LogFormat) {
 
 /// Build the application state over an open store.
 pub fn state(store: SharedStore, cfg: &ServeConfig) -> Result<AppState> {
+    crate::search::init(cfg.base_url.as_deref())?;
     let capability = http::capabilities::build(cfg.base_url.as_deref())?;
     Ok(AppState {
         services: Services {

@@ -228,6 +228,15 @@ fn load_profile(sd: &Value) -> Option<Profile> {
 }
 
 impl Definitions {
+    /// The definitions, loaded once per process and shared (validator and search engine).
+    pub fn shared() -> Result<std::sync::Arc<Self>> {
+        static SHARED: once_cell::sync::OnceCell<std::sync::Arc<Definitions>> =
+            once_cell::sync::OnceCell::new();
+        SHARED
+            .get_or_try_init(|| Definitions::load().map(std::sync::Arc::new))
+            .cloned()
+    }
+
     /// Load the definitions compiled into the binary.
     pub fn load() -> Result<Self> {
         let parse = |s: &str| -> Result<Value> {

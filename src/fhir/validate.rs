@@ -23,7 +23,7 @@ pub struct Context<'a> {
 
 /// The validator, over the shipped definitions.
 pub struct Validator {
-    defs: Definitions,
+    defs: std::sync::Arc<Definitions>,
 }
 
 const SYSTEM_TYPE_PREFIX: &str = "http://hl7.org/fhirpath/System.";
@@ -64,7 +64,7 @@ impl Validator {
     /// Build a validator over the definitions compiled into the binary.
     pub fn new() -> crate::error::Result<Self> {
         Ok(Validator {
-            defs: Definitions::load()?,
+            defs: Definitions::shared()?,
         })
     }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{response, AppState};
 use crate::error::{FhirError, Result};
 use crate::fhir::resource_types::RESOURCE_TYPES;
-use crate::search::SUPPORTED_PARAMS;
+use crate::search::params::ParamType;
 
 const TEMPLATE: &str = include_str!("../../capability/CapabilityStatement-vbc-server.json");
 
@@ -32,10 +32,61 @@ pub fn build(base_url: Option<&str>) -> Result<Value> {
     if let Some(b) = base_url {
         cs["implementation"]["url"] = json!(b);
     }
+    let engine = crate::search::init(base_url)?;
+    let reg = &engine.registry;
+    let compartment = reg.compartment_types();
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
-            json!({
+            let mut params: Vec<Value> = vec![json!({
+                "name": "_id",
+                "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+                "type": "token",
+                "documentation": "Logical id of the resource"
+            })];
+            let mut includes = Vec::new();
+            for p in reg.params(t) {
+                if p.code == "_id" {
+                    continue;
+                }
+                let mut sp = json!({"name": p.code, "definition": p.url, "type": p.kind.code()});
+                if !p.description.is_empty() {
+                    sp["documentation"] = json!(p.description);
+                }
+                params.push(sp);
+                if p.kind == ParamType::Reference {
+                    includes.push(format!("{t}:{}", p.code));
+                }
+            }
+            for (alias, real) in reg.aliases(t) {
+                if let Some(p) = reg.param(t, &real) {
+                    params.push(json!({
+                        "name": alias,
+                        "definition": p.url,
+                        "type": p.kind.code(),
+                        "documentation": format!("Same as '{real}'")
+                    }));
+                }
+            }
+            let revincludes: Vec<String> = crate::search::params::SEARCHABLE_TYPES
+                .iter()
+                .flat_map(|src| {
+                    reg.params(src)
+                        .filter(|p| p.kind == ParamType::Reference && (p.targets.is_empty() || p.targets.iter().any(|x| x == t)))
+                        .map(move |p| format!("{src}:{}", p.code))
+                })
+                .collect();
+            let mut ops = vec![json!({
+                "name": "validate",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+            })];
+            if *t == "Patient" {
+                ops.push(json!({
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                }));
+            }
+            let mut r = json!({
                 "type": t,
                 "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
@@ -45,17 +96,18 @@ pub fn build(base_url: Option<&str>) -> Result<Value> {
                 "conditionalRead": "modified-since",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
-                "searchParam": SUPPORTED_PARAMS.iter().map(|(name, ty, doc)| json!({
-                    "name": name,
-                    "definition": if *name == "_id" { "http://hl7.org/fhir/SearchParameter/Resource-id".to_string() } else { format!("http://hl7.org/fhir/SearchParameter/{t}-identifier") },
-                    "type": ty,
-                    "documentation": doc
-                })).collect::<Vec<_>>(),
-                "operation": [{
-                    "name": "validate",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"
-                }]
-            })
+                "searchParam": params,
+                "operation": ops
+            });
+            if !includes.is_empty() {
+                includes.push("*".into());
+                r["searchInclude"] = json!(includes);
+            }
+            if !revincludes.is_empty() {
+                r["searchRevInclude"] = json!(revincludes);
+            }
+            let _ = &compartment;
+            r
         })
         .collect();
     cs["rest"][0]["resource"] = Value::Array(resources);

@@ -94,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metadata", get(capabilities::metadata))
         .route("/health", get(health::live))
         .route("/ready", get(health::ready))
-        .route("/", post(bundle::process))
+        .route("/", post(bundle::process).get(search::search_system))
         .route("/_history", get(history::system))
         .route(
             "/{rtype}",
@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{rtype}/{id}/$validate", post(validate::instance_level))
         .route("/{rtype}/{id}/_history", get(history::instance))
+        .route("/{rtype}/{id}/{compartment_type}", get(search::compartment))
         .route("/{rtype}/{id}/_history/{vid}", get(read::vread))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

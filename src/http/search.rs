@@ -1,4 +1,6 @@
-//! `GET [type]?...` and `POST [type]/_search` (form body): identical results.
+//! Search over HTTP: `GET [type]?...` and `POST [type]/_search` (form body; identical results),
+//! system search `GET [base]?_type=...`, compartment search `GET Patient/[id]/[type]?...` and
+//! `GET Patient/[id]/$everything`. Searches run on the blocking pool.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -7,8 +9,45 @@ use axum::response::Response;
 
 use super::{check_type, response, AppState};
 use crate::error::{FhirError, Result};
+use crate::interaction::search::SearchScope;
+use crate::interaction::Services;
 
-/// search on a type
+fn pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+/// `Prefer: handling=strict`.
+fn strict(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
+}
+
+async fn run(
+    services: Services,
+    scope: SearchScope,
+    pairs: Vec<(String, String)>,
+    base: String,
+) -> Result<Response> {
+    let bundle = tokio::task::spawn_blocking(move || services.search_pairs(&scope, &pairs, &base))
+        .await
+        .map_err(|e| FhirError::Storage(format!("search task failed: {e}")))??;
+    Ok(response::json(StatusCode::OK, &bundle))
+}
+
+fn type_scope(rtype: &str, headers: &HeaderMap) -> SearchScope {
+    SearchScope {
+        types: vec![rtype.to_string()],
+        compartment: None,
+        path: rtype.to_string(),
+        strict: strict(headers),
+    }
+}
+
+/// `GET [type]?...`
 pub async fn search_type(
     State(s): State<AppState>,
     Path(rtype): Path<String>,
@@ -16,10 +55,8 @@ pub async fn search_type(
     headers: HeaderMap,
 ) -> Result<Response> {
     check_type(&rtype)?;
-    let bundle = s
-        .services
-        .search(&rtype, query.as_deref().unwrap_or(""), &s.base(&headers))?;
-    Ok(response::json(StatusCode::OK, &bundle))
+    let scope = type_scope(&rtype, &headers);
+    run(s.services.clone(), scope, pairs(query.as_deref().unwrap_or("")), s.base(&headers)).await
 }
 
 /// `POST [type]/_search` with `application/x-www-form-urlencoded` parameters (URL query too).
@@ -42,11 +79,83 @@ pub async fn search_post(
     }
     let form = std::str::from_utf8(&body)
         .map_err(|_| FhirError::BadRequest("form body is not UTF-8".into()))?;
-    let combined = [query.unwrap_or_default(), form.to_string()]
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("&");
-    let bundle = s.services.search(&rtype, &combined, &s.base(&headers))?;
-    Ok(response::json(StatusCode::OK, &bundle))
+    let mut all = pairs(query.as_deref().unwrap_or(""));
+    all.extend(pairs(form));
+    let scope = type_scope(&rtype, &headers);
+    run(s.services.clone(), scope, all, s.base(&headers)).await
+}
+
+/// `GET [base]?_type=A,B&...`: system-level search over the common parameters.
+pub async fn search_system(
+    State(s): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let all = pairs(query.as_deref().unwrap_or(""));
+    let types: Vec<String> = match all.iter().find(|(k, _)| k == "_type") {
+        Some((_, v)) => {
+            let mut t = Vec::new();
+            for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                check_type(name).map_err(|_| {
+                    FhirError::BadRequest(format!("_type: '{name}' is not a resource type"))
+                })?;
+                t.push(name.to_string());
+            }
+            t
+        }
+        None => crate::fhir::resource_types::RESOURCE_TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+    };
+    let scope = SearchScope {
+        types,
+        compartment: None,
+        path: String::new(),
+        strict: strict(&headers),
+    };
+    run(s.services.clone(), scope, all, s.base(&headers)).await
+}
+
+/// `GET Patient/[id]/[type]?...` and `GET Patient/[id]/$everything`.
+pub async fn compartment(
+    State(s): State<AppState>,
+    Path((ctype, id, rtype)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if ctype != "Patient" {
+        return Err(FhirError::NotFound(format!(
+            "only the Patient compartment is supported, not '{ctype}'"
+        )));
+    }
+    crate::interaction::write::check_id(&id)?;
+    let all = pairs(query.as_deref().unwrap_or(""));
+    let base = s.base(&headers);
+    if rtype == "$everything" {
+        let services = s.services.clone();
+        let bundle = tokio::task::spawn_blocking(move || services.everything(&id, &all, &base))
+            .await
+            .map_err(|e| FhirError::Storage(format!("search task failed: {e}")))??;
+        return Ok(response::json(StatusCode::OK, &bundle));
+    }
+    let types = if rtype == "*" {
+        let engine = crate::search::engine()?;
+        engine
+            .registry
+            .compartment_types()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    } else {
+        check_type(&rtype)?;
+        vec![rtype.clone()]
+    };
+    let scope = SearchScope {
+        types,
+        compartment: Some(id.clone()),
+        path: format!("Patient/{id}/{rtype}"),
+        strict: strict(&headers),
+    };
+    run(s.services.clone(), scope, all, base).await
 }

@@ -23,7 +23,8 @@ use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::references::{classify, for_each_reference_mut, RefKind};
 use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::validate::Context;
-use crate::search::{parse_criteria, Criterion};
+use crate::search::Criterion;
+use super::write::parse_criteria;
 use crate::store::{self, WriteTxn};
 
 /// HTTP verb of a Bundle entry.
@@ -148,7 +149,7 @@ fn plan_entry(
         check_id(id).map_err(|e| (e, ".request.url"))?;
     }
     let criteria = query
-        .map(parse_criteria)
+        .map(|q| parse_criteria(&rtype, q))
         .transpose()
         .map_err(|e| (e, ".request.url"))?;
     let shape_ok = match verb {
@@ -165,7 +166,7 @@ fn plan_entry(
     }
     let if_none_exist = req["ifNoneExist"]
         .as_str()
-        .map(|q| parse_criteria(q.trim_start_matches('?')))
+        .map(|q| parse_criteria(&rtype, q.trim_start_matches('?')))
         .transpose()
         .map_err(|e| (e, ".request.ifNoneExist"))?;
     let if_match = match req["ifMatch"].as_str() {
@@ -443,7 +444,7 @@ fn run_transaction(
                         *r = t.clone();
                         return;
                     }
-                    let resolved = parse_criteria(query).and_then(|c| find(txn, rtype, &c));
+                    let resolved = parse_criteria(rtype, query).and_then(|c| find(txn, rtype, &c));
                     match resolved.as_deref() {
                         Ok([one]) => {
                             let t = format!("{rtype}/{one}");

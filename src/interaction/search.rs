@@ -1,91 +1,500 @@
-//! Search available before the full search engine lands: `_id` and `identifier` criteria (ANDed,
-//! comma-separated values ORed), or all resources of a type; paged by id with `_count`/`_cursor`.
+//! Search results: matches from the engine, ordered by `_sort` (then id), paged by cursor (a
+//! position in that order, so pages stay exact while writes happen), `_include`/`_revinclude`,
+//! `_summary`/`_elements`, and the searchset Bundle with its links and total.
 
-use serde_json::{json, Value};
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
 
 use super::read::resource_of;
 use super::{new_bundle, Services};
 use crate::error::{FhirError, Result};
-use crate::search::{matching_ids, parse_criteria, query_param as param};
+use crate::fhir::outcome::operation_outcome;
+use crate::search::extract::HI;
+use crate::search::matcher::{quantity_sort_value, Matcher, Test};
+use crate::search::params::ParamType;
+use crate::search::query::{Criterion, Include, Search, SortKey, Summary, Total};
+use crate::search::values::{clean, dec_i64, enc_i128};
+use crate::search::{self, Executor, PageLimits, StoreReader};
 
-impl Services {
-    /// `GET [type]?query`: a searchset Bundle.
-    pub fn search(&self, rtype: &str, query: &str, base: &str) -> Result<Value> {
-        let limits = self.limits;
-        let count = match param(query, "_count") {
-            Some(c) => c.parse::<usize>().map_err(|_| {
-                FhirError::BadRequest(format!("_count must be a non-negative integer, got '{c}'"))
-            })?,
-            None => limits.default_page_size,
-        }
-        .min(limits.max_page_size);
-        let store = &self.store;
-        let filtering: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .filter(|(k, _)| !matches!(k.as_ref(), "_count" | "_format" | "_pretty" | "_cursor"))
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let (records, total, next) = if filtering.is_empty() {
-            let after = param(query, "_cursor");
-            let mut recs = store.list(rtype, after.as_deref(), count + 1)?;
-            let more = recs.len() > count;
-            recs.truncate(count);
-            let next = if more {
-                recs.last().map(|r| r.id.clone())
-            } else {
-                None
-            };
-            (recs, None, next)
+/// Most resources `_include`/`_revinclude` add to one page.
+pub const MAX_INCLUDES: usize = 1000;
+
+/// What to search: the types, the scope and how the request was written.
+#[derive(Debug, Clone)]
+pub struct SearchScope {
+    /// The types searched (one for a type-level search).
+    pub types: Vec<String>,
+    /// Restrict to a Patient compartment (the patient id).
+    pub compartment: Option<String>,
+    /// Path after the base used in links (`Observation`, `Patient/1/Observation`, ``).
+    pub path: String,
+    /// `Prefer: handling=strict`.
+    pub strict: bool,
+}
+
+/// One match or include on its way into the Bundle.
+struct Item {
+    rtype: String,
+    id: String,
+    key: Vec<u8>,
+}
+
+const SUBSETTED: (&str, &str) = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED");
+
+fn min_max(values: impl Iterator<Item = Vec<u8>>, descending: bool) -> Option<Vec<u8>> {
+    if descending {
+        values.max()
+    } else {
+        values.min()
+    }
+}
+
+/// The sort position of one resource: each key as presence byte + value (inverted when
+/// descending; missing values last either way), then the resource's `Type/id`.
+fn sort_key(exec: &mut Executor, rtype: &str, id: &str, keys: &[SortKey], multi_type: bool) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for k in keys {
+        let value: Option<Vec<u8>> = if k.param == "_id" {
+            let mut v = id.as_bytes().to_vec();
+            v.push(0);
+            Some(v)
         } else {
-            let criteria = parse_criteria(query)?;
-            let ids = matching_ids(
-                &criteria,
-                &mut |p, v| store.lookup(rtype, p, v),
-                &mut |id| Ok(store.current(rtype, id)?.is_some_and(|r| !r.deleted())),
-            )?;
-            let total = ids.len();
-            let after = param(query, "_cursor");
-            let page: Vec<&String> = ids
-                .iter()
-                .filter(|id| after.as_ref().is_none_or(|a| *id > a))
-                .take(count + 1)
-                .collect();
-            let more = page.len() > count;
-            let mut recs = Vec::new();
-            for id in page.iter().take(count) {
-                if let Some(r) = store.current(rtype, id)? {
-                    recs.push(r);
+            let entries = exec.entries(rtype, id)?.unwrap_or_default();
+            match k.kind {
+                Some(ParamType::Date) => {
+                    let (param, descending) = if k.descending {
+                        (format!("{}{HI}", k.param), true)
+                    } else {
+                        (k.param.clone(), false)
+                    };
+                    min_max(
+                        entries
+                            .iter()
+                            .filter(|e| e.param == param)
+                            .filter_map(|e| dec_i64(&e.value).map(|v| crate::search::values::enc_i64(v).to_vec())),
+                        descending,
+                    )
+                }
+                Some(ParamType::Number) | Some(ParamType::Quantity) => min_max(
+                    entries
+                        .iter()
+                        .filter(|e| e.param == k.param && (e.value.first() == Some(&b'|') || e.value.first() == Some(&0)))
+                        .filter_map(|e| quantity_sort_value(&e.value).map(|v| enc_i128(v).to_vec())),
+                    k.descending,
+                ),
+                _ => min_max(
+                    entries.iter().filter(|e| e.param == k.param).map(|e| {
+                        let mut v = e.value.clone();
+                        v.push(0);
+                        v
+                    }),
+                    k.descending,
+                ),
+            }
+        };
+        match value {
+            Some(v) => {
+                out.push(0);
+                if k.descending {
+                    out.extend(v.iter().map(|b| !b));
+                } else {
+                    out.extend(v);
                 }
             }
-            let next = if more {
-                recs.last().map(|r| r.id.clone())
-            } else {
-                None
-            };
-            (recs, Some(total), next)
-        };
-        let entries = records
+            None => out.push(1),
+        }
+    }
+    if multi_type {
+        out.extend_from_slice(rtype.as_bytes());
+        out.push(b'/');
+    }
+    out.extend_from_slice(id.as_bytes());
+    Ok(out)
+}
+
+/// Criterion restricting a type to one Patient's compartment.
+fn compartment_criterion(rtype: &str, patient: &str) -> Result<Option<Criterion>> {
+    let engine = search::engine()?;
+    if rtype == "Patient" {
+        return Ok(Some(Criterion::Ids(vec![patient.to_string()])));
+    }
+    let params = engine.registry.compartment_params(rtype);
+    if params.is_empty() {
+        return Ok(None);
+    }
+    let target = format!("Patient/{patient}");
+    Ok(Some(Criterion::Any(
+        params
             .iter()
-            .map(|r| {
-                Ok(json!({
-                    "fullUrl": format!("{base}/{rtype}/{}", r.id),
-                    "resource": resource_of(r)?,
-                    "search": {"mode": "match"}
-                }))
+            .map(|p| Matcher::new(p.clone(), Test::Exact(clean(&target))))
+            .collect(),
+    )))
+}
+
+fn subsetted(resource: &mut Value) {
+    let tag = json!({"system": SUBSETTED.0, "code": SUBSETTED.1});
+    let meta = resource
+        .as_object_mut()
+        .map(|o| o.entry("meta").or_insert_with(|| json!({})));
+    if let Some(Value::Object(m)) = meta {
+        let tags = m.entry("tag").or_insert_with(|| json!([]));
+        if let Value::Array(a) = tags {
+            a.push(tag);
+        }
+    }
+}
+
+/// The element name a JSON key stands for (`valueQuantity` → `value[x]` when that is a choice).
+fn is_summary_key(reg: &search::Registry, rtype: &str, key: &str) -> bool {
+    if reg.is_summary(rtype, &format!("{rtype}.{key}")) {
+        return true;
+    }
+    // a choice element: the longest prefix followed by an upper-case type name
+    key.char_indices()
+        .filter(|(_, c)| c.is_ascii_uppercase())
+        .any(|(i, _)| reg.is_summary(rtype, &format!("{rtype}.{}[x]", &key[..i])))
+}
+
+fn element_matches(key: &str, wanted: &str) -> bool {
+    key == wanted
+        || key
+            .strip_prefix(wanted)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+}
+
+/// Apply `_summary` / `_elements` to a resource.
+fn shape(reg: &search::Registry, rtype: &str, mut r: Value, summary: Summary, elements: Option<&[String]>) -> Value {
+    let keep_always = |k: &str| matches!(k, "resourceType" | "id" | "meta");
+    let mandatory: Vec<String> = reg
+        .mandatory(rtype)
+        .iter()
+        .filter_map(|p| p.strip_prefix(&format!("{rtype}.")).map(|s| s.trim_end_matches("[x]").to_string()))
+        .collect();
+    let is_mandatory = |k: &str| mandatory.iter().any(|m| element_matches(k, m));
+    let Value::Object(obj) = &mut r else { return r };
+    let changed = match (elements, summary) {
+        (Some(els), _) => {
+            obj.retain(|k, _| keep_always(k) || is_mandatory(k) || els.iter().any(|e| element_matches(k, e)));
+            true
+        }
+        (None, Summary::True) => {
+            obj.retain(|k, _| keep_always(k) || is_summary_key(reg, rtype, k));
+            true
+        }
+        (None, Summary::Text) => {
+            obj.retain(|k, _| keep_always(k) || k == "text" || is_mandatory(k));
+            true
+        }
+        (None, Summary::Data) => obj.remove("text").is_some() || true,
+        _ => false,
+    };
+    if changed {
+        subsetted(&mut r);
+    }
+    r
+}
+
+fn encode_cursor(dir: char, key: &[u8]) -> String {
+    format!("{dir}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key))
+}
+
+fn decode_cursor(c: &str) -> Result<(char, Vec<u8>)> {
+    let bad = || FhirError::BadRequest(format!("invalid paging cursor '{c}' (follow the Bundle's links)"));
+    let dir = c.chars().next().filter(|d| *d == 'a' || *d == 'b').ok_or_else(bad)?;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&c[1..])
+        .map_err(|_| bad())?;
+    Ok((dir, key))
+}
+
+impl Services {
+    /// Run a search given as name/value pairs; `base` is the server base URL for links.
+    pub fn search_pairs(&self, scope: &SearchScope, pairs: &[(String, String)], base: &str) -> Result<Value> {
+        let engine = search::engine()?;
+        let limits = PageLimits {
+            default: self.limits.default_page_size,
+            max: self.limits.max_page_size,
+        };
+        let base_stripped: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| {
+                // absolute references to this server as given by the client
+                let v = match v.strip_prefix(base) {
+                    Some(rest) if rest.starts_with('/') => rest[1..].to_string(),
+                    _ => v.clone(),
+                };
+                (k.clone(), v)
             })
-            .collect::<Result<Vec<Value>>>()?;
-        let mut links = vec![json!({"relation": "self", "url": format!("{base}/{rtype}?{query}")})];
-        if let Some(n) = next {
-            let kept: String = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(filtering.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .append_pair("_count", &count.to_string())
-                .append_pair("_cursor", &n)
-                .finish();
-            links.push(json!({"relation": "next", "url": format!("{base}/{rtype}?{kept}")}));
+            .collect();
+        let parsed = search::parse(&engine.registry, &scope.types, &base_stripped, limits, scope.strict)?;
+        let mut reader = StoreReader { store: self.store.as_ref() };
+        let mut exec = Executor::new(&engine.registry, &engine.defs, &mut reader);
+        let multi = scope.types.len() > 1;
+        let mut items: Vec<Item> = Vec::new();
+        for t in &scope.types {
+            let mut criteria = parsed.criteria.clone();
+            if let Some(p) = &scope.compartment {
+                match compartment_criterion(t, p)? {
+                    Some(c) => criteria.push(c),
+                    None => continue,
+                }
+            }
+            for id in exec.matching(t, &criteria)? {
+                let key = sort_key(&mut exec, t, &id, &parsed.sort, multi)?;
+                items.push(Item { rtype: t.clone(), id, key });
+            }
+        }
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        self.assemble(&mut exec, scope, &parsed, items, base)
+    }
+
+    fn assemble(&self, exec: &mut Executor, scope: &SearchScope, s: &Search, items: Vec<Item>, base: &str) -> Result<Value> {
+        let engine = search::engine()?;
+        let total = items.len();
+        let count = s.count;
+        // the page: after or before the cursor position
+        let (start, end) = match &s.cursor {
+            None => (0, count.min(total)),
+            Some(c) => {
+                let (dir, key) = decode_cursor(c)?;
+                let pos = items.partition_point(|i| i.key.as_slice() <= key.as_slice());
+                if dir == 'a' {
+                    (pos, (pos + count).min(total))
+                } else {
+                    let before = items.partition_point(|i| i.key.as_slice() < key.as_slice());
+                    (before.saturating_sub(count), before)
+                }
+            }
+        };
+        let page = &items[start..end];
+        let mut links = Vec::new();
+        let link = |extra: Option<String>| {
+            let mut ser = form_urlencoded::Serializer::new(String::new());
+            ser.extend_pairs(s.kept.iter().filter(|(k, _)| k != "_count").map(|(k, v)| (k.as_str(), v.as_str())));
+            ser.append_pair("_count", &count.to_string());
+            if let Some(c) = &extra {
+                ser.append_pair("_cursor", c);
+            }
+            let q = ser.finish();
+            let path = if scope.path.is_empty() { String::new() } else { format!("/{}", scope.path) };
+            format!("{base}{path}?{q}")
+        };
+        let self_url = {
+            let mut ser = form_urlencoded::Serializer::new(String::new());
+            ser.extend_pairs(s.kept.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if let Some(c) = &s.cursor {
+                ser.append_pair("_cursor", c);
+            }
+            let path = if scope.path.is_empty() { String::new() } else { format!("/{}", scope.path) };
+            format!("{base}{path}?{}", ser.finish())
+        };
+        links.push(json!({"relation": "self", "url": self_url}));
+        if s.summary != Summary::Count {
+            links.push(json!({"relation": "first", "url": link(None)}));
+            if end < total && count > 0 {
+                if let Some(last) = page.last() {
+                    links.push(json!({"relation": "next", "url": link(Some(encode_cursor('a', &last.key)))}));
+                }
+            }
+            if start > 0 {
+                let cur = match page.first() {
+                    Some(first) => encode_cursor('b', &first.key),
+                    None => encode_cursor('b', &items[start.min(total - 1)].key),
+                };
+                links.push(json!({"relation": "previous", "url": link(Some(cur))}));
+            }
+        }
+        let mut entries = Vec::new();
+        if s.summary != Summary::Count {
+            let mut seen: HashSet<(String, String)> = page.iter().map(|i| (i.rtype.clone(), i.id.clone())).collect();
+            for i in page {
+                if let Some(r) = self.live_resource(&i.rtype, &i.id)? {
+                    let r = shape(&engine.registry, &i.rtype, r, s.summary, s.elements.as_deref());
+                    entries.push(json!({
+                        "fullUrl": format!("{base}/{}/{}", i.rtype, i.id),
+                        "resource": r,
+                        "search": {"mode": "match"}
+                    }));
+                }
+            }
+            let matches: Vec<(String, String)> = page.iter().map(|i| (i.rtype.clone(), i.id.clone())).collect();
+            for (t, id) in self.includes(exec, s, &matches, &mut seen)? {
+                if let Some(r) = self.live_resource(&t, &id)? {
+                    entries.push(json!({
+                        "fullUrl": format!("{base}/{t}/{id}"),
+                        "resource": r,
+                        "search": {"mode": "include"}
+                    }));
+                }
+            }
+        }
+        if !s.warnings.is_empty() {
+            entries.push(json!({
+                "resource": operation_outcome(&s.warnings),
+                "search": {"mode": "outcome"}
+            }));
         }
         let mut bundle = new_bundle("searchset", links, entries);
-        if let Some(t) = total {
-            bundle["total"] = json!(t);
+        if s.total != Total::None || s.summary == Summary::Count {
+            if let Value::Object(b) = &mut bundle {
+                let mut ordered = Map::new();
+                for (k, v) in std::mem::take(b) {
+                    let is_type = k == "type";
+                    ordered.insert(k, v);
+                    if is_type {
+                        ordered.insert("total".into(), json!(total));
+                    }
+                }
+                *b = ordered;
+            }
         }
         Ok(bundle)
+    }
+
+    fn live_resource(&self, rtype: &str, id: &str) -> Result<Option<Value>> {
+        match self.store.current(rtype, id)? {
+            Some(r) if !r.deleted() => Ok(Some(resource_of(&r)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Resources `_include` and `_revinclude` add for `matches` (and, with `:iterate`, for what
+    /// they add in turn), not already in `seen`.
+    fn includes(
+        &self,
+        exec: &mut Executor,
+        s: &Search,
+        matches: &[(String, String)],
+        seen: &mut HashSet<(String, String)>,
+    ) -> Result<Vec<(String, String)>> {
+        let engine = search::engine()?;
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut frontier: Vec<(String, String)> = matches.to_vec();
+        let mut first_round = true;
+        while !frontier.is_empty() && out.len() < MAX_INCLUDES {
+            let mut next = Vec::new();
+            let applicable = |inc: &&Include| first_round || inc.iterate;
+            for inc in s.includes.iter().filter(applicable) {
+                for (t, id) in &frontier {
+                    if inc.source != "*" && &inc.source != t {
+                        continue;
+                    }
+                    let params: Vec<String> = if inc.param == "*" {
+                        engine.registry.params(t).filter(|p| p.kind == ParamType::Reference).map(|p| p.code.clone()).collect()
+                    } else {
+                        vec![inc.param.clone()]
+                    };
+                    let entries = exec.entries(t, id)?.unwrap_or_default();
+                    for e in entries.iter().filter(|e| params.contains(&e.param)) {
+                        let Ok(v) = std::str::from_utf8(&e.value) else { continue };
+                        let Some((tt, tid)) = v.split_once('/') else { continue };
+                        if tid.contains('/') || !crate::fhir::resource_types::is_resource_type(tt) {
+                            continue;
+                        }
+                        if inc.target.as_deref().is_some_and(|want| want != tt) {
+                            continue;
+                        }
+                        let k = (tt.to_string(), tid.to_string());
+                        if seen.insert(k.clone()) && exec.entries(tt, tid)?.is_some() {
+                            out.push(k.clone());
+                            next.push(k);
+                        }
+                    }
+                }
+            }
+            for inc in s.revincludes.iter().filter(applicable) {
+                let sources: Vec<String> = if inc.source == "*" {
+                    crate::search::params::SEARCHABLE_TYPES.iter().map(|t| t.to_string()).collect()
+                } else {
+                    vec![inc.source.clone()]
+                };
+                for src in &sources {
+                    let params: Vec<String> = if inc.param == "*" {
+                        engine.registry.params(src).filter(|p| p.kind == ParamType::Reference).map(|p| p.code.clone()).collect()
+                    } else {
+                        vec![inc.param.clone()]
+                    };
+                    for (t, id) in &frontier {
+                        let target = clean(&format!("{t}/{id}"));
+                        let mut hi = target.clone();
+                        hi.push(1);
+                        for p in &params {
+                            let mut found = Vec::new();
+                            exec.reader().scan(src, p, &target, Some(&hi), &mut |_, rid| {
+                                found.push(rid.to_string());
+                                true
+                            })?;
+                            for rid in found {
+                                let k = (src.clone(), rid);
+                                if seen.insert(k.clone()) {
+                                    out.push(k.clone());
+                                    next.push(k);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            frontier = next;
+            first_round = false;
+        }
+        out.truncate(MAX_INCLUDES);
+        Ok(out)
+    }
+
+    /// `GET [type]?query` (kept for callers with a raw query string).
+    pub fn search(&self, rtype: &str, query: &str, base: &str) -> Result<Value> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let scope = SearchScope {
+            types: vec![rtype.to_string()],
+            compartment: None,
+            path: rtype.to_string(),
+            strict: false,
+        };
+        self.search_pairs(&scope, &pairs, base)
+    }
+
+    /// `GET [base]/Patient/[id]/$everything`: the patient and everything in its compartment,
+    /// optionally only of `_type`s and changed since `_since`.
+    pub fn everything(&self, patient: &str, pairs: &[(String, String)], base: &str) -> Result<Value> {
+        let engine = search::engine()?;
+        if self.live_resource("Patient", patient)?.is_none() {
+            return Err(FhirError::NotFound(format!("Patient/{patient} is not known")));
+        }
+        let mut types: Vec<String> = vec!["Patient".to_string()];
+        types.extend(engine.registry.compartment_types().into_iter().filter(|t| *t != "Patient").map(str::to_string));
+        let mut rest = Vec::new();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "_type" => {
+                    let wanted: Vec<&str> = v.split(',').map(str::trim).collect();
+                    for w in &wanted {
+                        if !crate::fhir::resource_types::is_resource_type(w) {
+                            return Err(FhirError::BadRequest(format!("_type: '{w}' is not a resource type")));
+                        }
+                    }
+                    types.retain(|t| wanted.contains(&t.as_str()));
+                }
+                "_since" => {
+                    if crate::search::values::parse_date_range(v).is_none() {
+                        return Err(FhirError::BadRequest(format!("_since must be an instant, got '{v}'")));
+                    }
+                    rest.push(("_lastUpdated".to_string(), format!("ge{v}")));
+                }
+                "_count" | "_cursor" | "_format" | "_pretty" | "_lastUpdated" => {
+                    rest.push((k.clone(), v.clone()))
+                }
+                _ => {}
+            }
+        }
+        let scope = SearchScope {
+            types,
+            compartment: Some(patient.to_string()),
+            path: format!("Patient/{patient}/$everything"),
+            strict: false,
+        };
+        self.search_pairs(&scope, &rest, base)
     }
 }

@@ -10,7 +10,7 @@ use crate::error::{FhirError, Result};
 use crate::fhir::outcome::Issue;
 use crate::fhir::references::valid_id;
 use crate::fhir::validate::{Context, Validator};
-use crate::search::{index_entries, matching_ids, parse_criteria, Criterion};
+use crate::search::{self, Criterion};
 use crate::store::{self, Current, Method, StagedWrite, WriteTxn};
 
 /// The result of a write interaction.
@@ -77,7 +77,7 @@ fn stage(
         id: id.to_string(),
         version,
         method,
-        index: index_entries(&resource),
+        index: search::engine()?.index_entries(rtype, &resource),
         resource: Some(bytes),
     })?;
     Ok(Written {
@@ -92,17 +92,13 @@ fn stage(
 
 /// Ids of live `rtype` resources matching `criteria`, as the writer sees them.
 pub fn find(txn: &mut dyn WriteTxn, rtype: &str, criteria: &[Criterion]) -> Result<Vec<String>> {
-    let txn = std::cell::RefCell::new(txn);
-    matching_ids(
-        criteria,
-        &mut |param, value| txn.borrow_mut().lookup(rtype, param, value),
-        &mut |id| {
-            Ok(txn
-                .borrow_mut()
-                .current(rtype, id)?
-                .is_some_and(|c| !c.deleted))
-        },
-    )
+    search::engine()?.find_in_txn(txn, rtype, criteria)
+}
+
+/// Parse conditional criteria (`If-None-Exist`, conditional update/delete, conditional
+/// references): unknown parameters are errors here, since ignoring one would change the match.
+pub fn parse_criteria(rtype: &str, query: &str) -> Result<Vec<Criterion>> {
+    Ok(search::engine()?.parse_conditional(rtype, query)?.criteria)
 }
 
 /// The current version of a resource as the result of an interaction (a read, or a conditional
@@ -336,7 +332,7 @@ impl Services {
         if_none_exist: Option<&str>,
     ) -> Result<Written> {
         check_resource(&self.validator, rtype, &resource, Context::default())?;
-        let criteria = if_none_exist.map(parse_criteria).transpose()?;
+        let criteria = if_none_exist.map(|q| parse_criteria(rtype, q)).transpose()?;
         let rtype = rtype.to_string();
         store::write(self.store.as_ref(), move |txn| {
             create_in(txn, &rtype, resource, None, criteria.as_deref())
@@ -381,7 +377,7 @@ impl Services {
         query: &str,
         resource: Value,
     ) -> Result<Written> {
-        let criteria = parse_criteria(query)?;
+        let criteria = parse_criteria(rtype, query)?;
         check_resource(&self.validator, rtype, &resource, Context::default())?;
         let rtype = rtype.to_string();
         store::write(self.store.as_ref(), move |txn| {
@@ -402,7 +398,7 @@ impl Services {
 
     /// `DELETE [type]?criteria`.
     pub async fn conditional_delete(&self, rtype: &str, query: &str) -> Result<Written> {
-        let criteria = parse_criteria(query)?;
+        let criteria = parse_criteria(rtype, query)?;
         let rtype = rtype.to_string();
         store::write(self.store.as_ref(), move |txn| {
             conditional_delete_in(txn, &rtype, &criteria)

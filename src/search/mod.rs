@@ -1,53 +1,206 @@
-//! Search support available today: index entries written with each resource (the hook the full
-//! search engine builds on) and the criteria that conditional interactions and `GET [type]?...`
-//! accept: `_id` and `identifier` (token forms `value`, `system|value`, `|value`), ANDed.
+//! FHIR search: parameter definitions (`params`), the FHIRPath subset their expressions use
+//! (`path`), index extraction on write (`extract`, with `values` encodings and `units`), query
+//! parsing (`query`), value matching (`matcher`) and planning/execution over the index
+//! (`execute`). The interaction layer (`interaction::search`) adds paging, sorting, includes
+//! and the Bundle.
+
+pub mod execute;
+pub mod extract;
+pub mod matcher;
+pub mod params;
+pub mod path;
+pub mod query;
+pub mod units;
+pub mod valueset;
+pub mod values;
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::error::{FhirError, Result};
-use crate::store::IndexEntry;
+use crate::error::Result;
+use crate::fhir::definitions::Definitions;
+use crate::store::{IndexEntry, Store, WriteTxn};
+pub use execute::{Executor, IndexReader};
+pub use params::Registry;
+pub use query::{parse, Criterion, PageLimits, Search};
 
-/// Search parameters supported on every resource type.
-pub const SUPPORTED_PARAMS: &[(&str, &str, &str)] = &[
-    ("_id", "token", "Logical id of the resource"),
-    (
-        "identifier",
-        "token",
-        "Business identifier (system|value, value, or |value)",
-    ),
-];
+/// The search engine's shared state: the parameter registry and the R4 definitions.
+pub struct Engine {
+    /// Search parameters.
+    pub registry: Registry,
+    /// Element definitions (types of paths, bindings, shipped ValueSets).
+    pub defs: Arc<Definitions>,
+}
 
-/// Index entries of a resource (committed atomically with it).
-pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
-    let mut out = Vec::new();
-    let idents = match &resource["identifier"] {
-        Value::Array(a) => a.iter().collect(),
-        Value::Object(_) => vec![&resource["identifier"]],
-        _ => vec![],
-    };
-    for ident in idents {
-        let Some(value) = ident["value"].as_str() else {
-            continue;
-        };
-        let system = ident["system"].as_str().unwrap_or("");
-        out.push(IndexEntry {
-            param: "identifier".into(),
-            value: format!("{system}|{value}"),
-        });
-        out.push(IndexEntry {
-            param: "identifier".into(),
-            value: format!("*|{value}"),
-        });
-        if !system.is_empty() {
-            out.push(IndexEntry {
-                param: "identifier".into(),
-                value: format!("{system}|"),
-            });
+impl Engine {
+    /// Load the registry for a server whose base URL is `base_url`.
+    pub fn new(defs: Arc<Definitions>, base_url: &str) -> Result<Self> {
+        Ok(Engine {
+            registry: Registry::load(base_url)?,
+            defs,
+        })
+    }
+
+    /// Index entries of a resource (committed atomically with it).
+    pub fn index_entries(&self, rtype: &str, resource: &Value) -> Vec<IndexEntry> {
+        extract::index_entries(&self.registry, &self.defs, rtype, resource)
+    }
+
+    /// Index entries from stored resource bytes (for reindex and checks).
+    pub fn index_entries_of_bytes(&self, rtype: &str, bytes: &[u8]) -> Vec<IndexEntry> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => self.index_entries(rtype, &v),
+            Err(_) => Vec::new(),
         }
     }
-    out.sort();
-    out.dedup();
-    out
+
+    /// Parse a query for one type, strictly (unknown parameters are errors): for conditional
+    /// interactions, where ignoring a criterion would change what is written.
+    pub fn parse_conditional(&self, rtype: &str, query: &str) -> Result<Search> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
+            .into_owned()
+            .collect();
+        let s = parse(
+            &self.registry,
+            &[rtype.to_string()],
+            &pairs,
+            PageLimits { default: 50, max: 1000 },
+            true,
+        )?;
+        if s.criteria.is_empty() {
+            return Err(crate::error::FhirError::BadRequest(
+                "conditional criteria are empty".into(),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Ids of live resources matching `criteria`, as a write job sees them (its own and its
+    /// commit group's writes included).
+    pub fn find_in_txn(&self, txn: &mut dyn WriteTxn, rtype: &str, criteria: &[Criterion]) -> Result<Vec<String>> {
+        let mut reader = TxnReader { txn };
+        Executor::new(&self.registry, &self.defs, &mut reader).matching(rtype, criteria)
+    }
+}
+
+/// The committed store as an index reader.
+pub struct StoreReader<'a> {
+    /// The store.
+    pub store: &'a dyn Store,
+}
+
+fn stored_valueset(
+    scan: &mut dyn FnMut(&str, &str, &[u8], Option<&[u8]>, &mut dyn FnMut(&[u8], &str) -> bool) -> Result<()>,
+    fetch: &mut dyn FnMut(&str, &str) -> Result<Option<Value>>,
+    url: &str,
+) -> Result<Option<HashSet<(String, String)>>> {
+    let (url, version) = match url.split_once('|') {
+        Some((u, v)) => (u, Some(v)),
+        None => (url, None),
+    };
+    let key = values::clean(url);
+    let mut hi = key.clone();
+    hi.push(1);
+    let mut ids = Vec::new();
+    scan("ValueSet", "url", &key, Some(&hi), &mut |_, id| {
+        ids.push(id.to_string());
+        true
+    })?;
+    for id in ids {
+        let Some(vs) = fetch("ValueSet", &id)? else { continue };
+        if version.is_some_and(|v| vs["version"].as_str() != Some(v)) {
+            continue;
+        }
+        let mut codesystem = |system: &str| -> Result<Option<Value>> {
+            let key = values::clean(system);
+            let mut hi = key.clone();
+            hi.push(1);
+            let mut found = None;
+            scan("CodeSystem", "url", &key, Some(&hi), &mut |_, id| {
+                found = Some(id.to_string());
+                false
+            })?;
+            match found {
+                Some(id) => fetch("CodeSystem", &id),
+                None => Ok(None),
+            }
+        };
+        return Ok(Some(valueset::expand(&vs, &mut codesystem)?));
+    }
+    Ok(None)
+}
+
+impl IndexReader for StoreReader<'_> {
+    fn scan(&mut self, rtype: &str, param: &str, lo: &[u8], hi: Option<&[u8]>, visit: &mut dyn FnMut(&[u8], &str) -> bool) -> Result<()> {
+        self.store.scan_index(rtype, param, lo, hi, visit)
+    }
+
+    fn entries(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
+        self.store.index_of(rtype, id)
+    }
+
+    fn ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
+        self.store.live_ids(rtype, visit)
+    }
+
+    fn pending(&self, _rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)> {
+        Vec::new()
+    }
+
+    fn valueset_codes(&mut self, url: &str) -> Result<Option<HashSet<(String, String)>>> {
+        let store = self.store;
+        stored_valueset(
+            &mut |t, p, lo, hi, v| store.scan_index(t, p, lo, hi, v),
+            &mut |t, id| {
+                Ok(store
+                    .current(t, id)?
+                    .and_then(|r| r.resource)
+                    .and_then(|b| serde_json::from_slice(&b).ok()))
+            },
+            url,
+        )
+    }
+}
+
+/// A write job's view as an index reader.
+pub struct TxnReader<'a> {
+    /// The job's transaction.
+    pub txn: &'a mut dyn WriteTxn,
+}
+
+impl IndexReader for TxnReader<'_> {
+    fn scan(&mut self, rtype: &str, param: &str, lo: &[u8], hi: Option<&[u8]>, visit: &mut dyn FnMut(&[u8], &str) -> bool) -> Result<()> {
+        self.txn.scan_index(rtype, param, lo, hi, visit)
+    }
+
+    fn entries(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
+        self.txn.index_of(rtype, id)
+    }
+
+    fn ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
+        self.txn.live_ids(rtype, visit)
+    }
+
+    fn pending(&self, rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)> {
+        self.txn.pending(rtype)
+    }
+
+    fn valueset_codes(&mut self, url: &str) -> Result<Option<HashSet<(String, String)>>> {
+        let txn = std::cell::RefCell::new(&mut *self.txn);
+        stored_valueset(
+            &mut |t, p, lo, hi, v| txn.borrow_mut().scan_index(t, p, lo, hi, v),
+            &mut |t, id| {
+                Ok(txn
+                    .borrow_mut()
+                    .current(t, id)?
+                    .and_then(|c| c.resource)
+                    .and_then(|b| serde_json::from_slice(&b).ok()))
+            },
+            url,
+        )
+    }
 }
 
 /// The first value of a query-string parameter, decoded.
@@ -57,134 +210,15 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// One parsed criterion.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Criterion {
-    /// `_id=x` (several values ORed).
-    Id(Vec<String>),
-    /// `identifier=...` as index values (several ORed).
-    Identifier(Vec<String>),
+static ENGINE: once_cell::sync::OnceCell<Engine> = once_cell::sync::OnceCell::new();
+
+/// Set up the process's search engine with the server's configured base URL (absolute references
+/// to it are indexed as `Type/id`). Later calls keep the first engine.
+pub fn init(base_url: Option<&str>) -> Result<&'static Engine> {
+    ENGINE.get_or_try_init(|| Engine::new(Definitions::shared()?, base_url.unwrap_or("")))
 }
 
-/// Parameters that control results rather than filter them (ignored by criteria matching).
-fn is_result_param(name: &str) -> bool {
-    matches!(
-        name,
-        "_count"
-            | "_cursor"
-            | "_format"
-            | "_pretty"
-            | "_summary"
-            | "_elements"
-            | "_total"
-            | "_sort"
-            | "_include"
-            | "_revinclude"
-    )
-}
-
-/// Parse a query string into criteria; unsupported parameters are a 400 naming them.
-pub fn parse_criteria(query: &str) -> Result<Vec<Criterion>> {
-    let mut out = Vec::new();
-    let mut unsupported = Vec::new();
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        let values: Vec<String> = value.split(',').map(str::to_string).collect();
-        match name.as_ref() {
-            "_id" => out.push(Criterion::Id(values)),
-            "identifier" => out.push(Criterion::Identifier(
-                values
-                    .iter()
-                    .map(|v| match v.split_once('|') {
-                        Some(("", code)) => format!("|{code}"),
-                        Some((sys, code)) => format!("{sys}|{code}"),
-                        None => format!("*|{v}"),
-                    })
-                    .collect(),
-            )),
-            n if is_result_param(n) => {}
-            n => unsupported.push(n.to_string()),
-        }
-    }
-    if !unsupported.is_empty() {
-        return Err(FhirError::BadRequest(format!(
-            "unsupported search parameter(s): {} (supported: _id, identifier)",
-            unsupported.join(", ")
-        )));
-    }
-    if out.is_empty() {
-        return Err(FhirError::BadRequest("search criteria are empty".into()));
-    }
-    Ok(out)
-}
-
-/// Ids matching all criteria, given an index lookup and a liveness check.
-pub fn matching_ids(
-    criteria: &[Criterion],
-    lookup: &mut dyn FnMut(&str, &str) -> Result<Vec<String>>,
-    live: &mut dyn FnMut(&str) -> Result<bool>,
-) -> Result<Vec<String>> {
-    let mut result: Option<Vec<String>> = None;
-    for c in criteria {
-        let mut ids: Vec<String> = match c {
-            Criterion::Id(ids) => {
-                let mut v = Vec::new();
-                for id in ids {
-                    if live(id)? {
-                        v.push(id.clone());
-                    }
-                }
-                v
-            }
-            Criterion::Identifier(values) => {
-                let mut v = Vec::new();
-                for value in values {
-                    v.extend(lookup("identifier", value)?);
-                }
-                v
-            }
-        };
-        ids.sort();
-        ids.dedup();
-        result = Some(match result {
-            None => ids,
-            Some(prev) => prev.into_iter().filter(|x| ids.contains(x)).collect(),
-        });
-    }
-    Ok(result.unwrap_or_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn identifier_entries_and_criteria_agree() {
-        let e = index_entries(
-            &json!({"identifier": [{"system": "http://h", "value": "1"}, {"value": "2"}]}),
-        );
-        let vals: Vec<&str> = e.iter().map(|x| x.value.as_str()).collect();
-        assert_eq!(vals, vec!["*|1", "*|2", "http://h|", "http://h|1", "|2"]);
-        let c = parse_criteria("identifier=http://h|1&_count=5").expect("ok");
-        assert_eq!(c, vec![Criterion::Identifier(vec!["http://h|1".into()])]);
-        let c = parse_criteria("identifier=2,|2").expect("ok");
-        assert_eq!(
-            c,
-            vec![Criterion::Identifier(vec!["*|2".into(), "|2".into()])]
-        );
-        assert!(parse_criteria("name=x").is_err());
-        assert!(parse_criteria("").is_err());
-    }
-
-    #[test]
-    fn criteria_are_anded() {
-        let c = parse_criteria("identifier=a&_id=x").expect("ok");
-        let ids = matching_ids(
-            &c,
-            &mut |_, _| Ok(vec!["x".into(), "y".into()]),
-            &mut |id| Ok(id == "x"),
-        )
-        .expect("ok");
-        assert_eq!(ids, vec!["x".to_string()]);
-    }
+/// The process's search engine (set up with no base URL if [`init`] was not called).
+pub fn engine() -> Result<&'static Engine> {
+    init(None)
 }

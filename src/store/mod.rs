@@ -31,8 +31,23 @@ pub struct Current {
 pub trait WriteTxn {
     /// Latest state of a resource, or None if it never existed.
     fn current(&mut self, rtype: &str, id: &str) -> Result<Option<Current>>;
-    /// Ids of live resources of `rtype` with index entry `param` = `value`.
-    fn lookup(&mut self, rtype: &str, param: &str, value: &str) -> Result<Vec<String>>;
+    /// Visit committed index entries of (`rtype`, `param`) with values in `[lo, hi)` (see
+    /// [`Store::scan_index`]); this commit group's writes are in [`WriteTxn::pending`].
+    fn scan_index(
+        &mut self,
+        rtype: &str,
+        param: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+    ) -> Result<()>;
+    /// Index entries of a live resource as this job sees it (None when absent or deleted).
+    fn index_of(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>>;
+    /// Visit committed live ids of a type.
+    fn live_ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()>;
+    /// Writes of `rtype` staged in this commit group and not yet on disk: (id, entries, or None
+    /// when deleted).
+    fn pending(&self, rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)>;
     /// The commit group's timestamp (milliseconds since the epoch; strictly increasing per group).
     fn now_ms(&self) -> i64;
     /// Stage a new version. It becomes visible to later reads in this group at once and durable
@@ -96,8 +111,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<VersionRecord>>;
     /// Versions of all resources (of one type when `rtype` is given), newest first.
     fn history(&self, rtype: Option<&str>, q: HistoryQuery) -> Result<Vec<VersionRecord>>;
-    /// Ids of live resources with an index entry (committed data only).
-    fn lookup(&self, rtype: &str, param: &str, value: &str) -> Result<Vec<String>>;
+    /// Visit index entries of (`rtype`, `param`) whose keys lie from `lo` (inclusive) to `hi`
+    /// (exclusive; None for the end of the parameter), in key order, as (value, id); the visitor
+    /// returns false to stop. Keys are `value \0 id`, so a bound is compared with that.
+    fn scan_index(
+        &self,
+        rtype: &str,
+        param: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+    ) -> Result<()>;
+    /// The index entries of a live resource (None when absent or deleted).
+    fn index_of(&self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>>;
+    /// Visit the ids of live resources of a type in id order; the visitor returns false to stop.
+    fn live_ids(&self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()>;
+    /// Rebuild every index entry from the stored resources with `extract` (offline; the writer
+    /// must be idle). Returns the number of resources indexed.
+    fn reindex(&self, extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<usize>;
+    /// Compare the stored index with what `extract` gives for every live resource, and look for
+    /// index keys without a live resource.
+    fn check_index(&self, extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<IndexReport>;
+    /// Bytes the store occupies on disk.
+    fn size_on_disk(&self) -> Result<u64>;
     /// Live resources of a type in id order, after `after` (exclusive), at most `limit`.
     fn list(&self, rtype: &str, after: Option<&str>, limit: usize) -> Result<Vec<VersionRecord>>;
     /// Queue a write job for the writer.
@@ -106,6 +142,26 @@ pub trait Store: Send + Sync + 'static {
     fn shutdown(&self) -> Result<()>;
     /// True while the store accepts reads and writes.
     fn ready(&self) -> bool;
+}
+
+/// The result of [`Store::check_index`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexReport {
+    /// Live resources checked.
+    pub resources: usize,
+    /// Index keys checked.
+    pub keys: usize,
+    /// Entries a resource should have but the index lacks (or whose entry list differs).
+    pub missing: usize,
+    /// Index keys with no live resource or not in its entry list.
+    pub orphaned: usize,
+}
+
+impl IndexReport {
+    /// True when the index is exactly what the resources give.
+    pub fn consistent(&self) -> bool {
+        self.missing == 0 && self.orphaned == 0
+    }
 }
 
 /// Shared handle to the engine in use.

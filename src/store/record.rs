@@ -51,8 +51,8 @@ impl Method {
 pub struct IndexEntry {
     /// Search parameter name.
     pub param: String,
-    /// Normalised value.
-    pub value: String,
+    /// Encoded value (see `search::values`: order-preserving bytes).
+    pub value: Vec<u8>,
 }
 
 /// A new version handed to the writer.

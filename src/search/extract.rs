@@ -1,0 +1,376 @@
+//! Index extraction: each search parameter's expression evaluated on a resource, its values
+//! turned into index entries. The same encodings are what queries match against, so a value is
+//! found by a scan of the index and by a test of a candidate's entries alike.
+//!
+//! Entry parameter names: the parameter's code for its main values; `code:text` (folded display
+//! text of tokens), `code:exact` (raw strings), `code:of-type` (identifier type + value),
+//! `code:identifier` (Reference.identifier), `code:hi` (date ranges ordered by their end).
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use super::params::{ParamDef, ParamType, Registry};
+use super::path::{Evaluator, Node};
+use super::units::{self, Analyte, UCUM};
+use super::values::{
+    self, enc_quantity, enc_range_high, enc_range_low, enc_token, fold, parse_date_range, Range,
+    MAX_MS, MIN_MS,
+};
+use crate::fhir::definitions::Definitions;
+use crate::store::IndexEntry;
+
+/// Suffix of the folded-text entries of token parameters.
+pub const TEXT: &str = ":text";
+/// Suffix of the raw-string entries of string parameters.
+pub const EXACT: &str = ":exact";
+/// Suffix of identifier-type entries.
+pub const OF_TYPE: &str = ":of-type";
+/// Suffix of Reference.identifier entries.
+pub const IDENTIFIER: &str = ":identifier";
+/// Suffix of the by-end date entries.
+pub const HI: &str = ":hi";
+
+fn s(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Sink for the entries of one resource.
+struct Out<'r> {
+    entries: Vec<IndexEntry>,
+    reg: &'r Registry,
+}
+
+impl Out<'_> {
+    fn push(&mut self, param: &str, value: Vec<u8>) {
+        self.entries.push(IndexEntry {
+            param: param.to_string(),
+            value,
+        });
+    }
+}
+
+/// The range a date-typed node denotes.
+pub fn date_range(node: &Node) -> Option<Range> {
+    match node.value {
+        Value::String(s) => parse_date_range(s),
+        Value::Object(o) => {
+            if o.contains_key("start") || o.contains_key("end") {
+                let low = match o.get("start").and_then(Value::as_str) {
+                    Some(s) => parse_date_range(s)?.low,
+                    None => MIN_MS,
+                };
+                let high = match o.get("end").and_then(Value::as_str) {
+                    Some(s) => parse_date_range(s)?.high,
+                    None => MAX_MS,
+                };
+                return Some(Range { low, high });
+            }
+            // Timing: from the first event to the end of the last, or its bounds
+            let mut low = i64::MAX;
+            let mut high = i64::MIN;
+            for e in o.get("event").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(r) = e.as_str().and_then(parse_date_range) {
+                    low = low.min(r.low);
+                    high = high.max(r.high);
+                }
+            }
+            if let Some(b) = o.get("repeat").and_then(|r| r.get("boundsPeriod")) {
+                let bn = Node { value: b, ..node.clone() };
+                if let Some(r) = date_range(&bn) {
+                    low = low.min(r.low);
+                    high = high.max(r.high);
+                }
+            }
+            (low <= high).then_some(Range { low, high })
+        }
+        _ => None,
+    }
+}
+
+/// Token values of a node: (system, code) pairs and display texts.
+pub fn token_values(node: &Node, defs: &Definitions, binding: Option<&str>) -> (Vec<(String, String)>, Vec<String>, Vec<(String, String, String)>) {
+    let mut codes = Vec::new();
+    let mut texts = Vec::new();
+    let mut of_type = Vec::new();
+    let coding = |c: &Value, codes: &mut Vec<(String, String)>, texts: &mut Vec<String>| {
+        if let Some(code) = s(c, "code") {
+            codes.push((s(c, "system").unwrap_or_default(), code));
+        }
+        if let Some(d) = s(c, "display") {
+            texts.push(d);
+        }
+    };
+    if let Some(b) = node.computed {
+        codes.push((String::new(), b.to_string()));
+        return (codes, texts, of_type);
+    }
+    match node.value {
+        Value::Bool(b) => codes.push((String::new(), b.to_string())),
+        Value::String(code) => {
+            let system = binding
+                .and_then(|vs| defs.valueset(vs))
+                .and_then(|set| set.iter().find(|(_, c)| c == code).map(|(s, _)| s.clone()))
+                .unwrap_or_default();
+            codes.push((system, code.clone()));
+        }
+        Value::Object(o) => {
+            if let Some(cs) = o.get("coding").and_then(Value::as_array) {
+                for c in cs {
+                    coding(c, &mut codes, &mut texts);
+                }
+                if let Some(t) = s(node.value, "text") {
+                    texts.push(t);
+                }
+            } else if node.fhir_type.as_deref() == Some("Identifier") || (o.contains_key("value") && !o.contains_key("code") && node.fhir_type.as_deref() != Some("ContactPoint")) {
+                if let Some(v) = s(node.value, "value") {
+                    codes.push((s(node.value, "system").unwrap_or_default(), v.clone()));
+                    for tc in o.get("type").and_then(|t| t.get("coding")).and_then(Value::as_array).into_iter().flatten() {
+                        if let Some(tcode) = s(tc, "code") {
+                            of_type.push((s(tc, "system").unwrap_or_default(), tcode, v.clone()));
+                        }
+                    }
+                }
+                if let Some(t) = o.get("type").and_then(|t| t.get("text")).and_then(Value::as_str) {
+                    texts.push(t.to_string());
+                }
+            } else if node.fhir_type.as_deref() == Some("ContactPoint") {
+                if let Some(v) = s(node.value, "value") {
+                    codes.push((String::new(), v.clone()));
+                    if let Some(sys) = s(node.value, "system") {
+                        codes.push((sys, v));
+                    }
+                }
+            } else {
+                coding(node.value, &mut codes, &mut texts);
+            }
+        }
+        _ => {}
+    }
+    (codes, texts, of_type)
+}
+
+/// String parts of a node (HumanName and Address parts, or the string itself).
+pub fn string_values(node: &Node) -> Vec<String> {
+    let mut out = Vec::new();
+    match node.value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Object(o) => {
+            for k in ["family", "given", "prefix", "suffix", "text", "line", "city", "district", "state", "postalCode", "country"] {
+                match o.get(k) {
+                    Some(Value::String(s)) => out.push(s.clone()),
+                    Some(Value::Array(a)) => out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string))),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Reference values of a node, normalised: `Type/id` for relative references and absolute ones
+/// to this server, the URL otherwise; canonicals with and without `|version`.
+pub fn reference_values(node: &Node, base: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let raw = match node.value {
+        Value::String(s) => {
+            // canonical
+            out.push(s.clone());
+            if let Some((url, _)) = s.split_once('|') {
+                out.push(url.to_string());
+            }
+            return out;
+        }
+        Value::Object(o) => match o.get("reference").and_then(Value::as_str) {
+            Some(r) => r,
+            None => return out,
+        },
+        _ => return out,
+    };
+    out.push(normalise_reference(raw, base));
+    out
+}
+
+/// `Type/id` for a relative reference or an absolute one to this server (version dropped).
+pub fn normalise_reference(raw: &str, base: &str) -> String {
+    let local = raw
+        .strip_prefix(base)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or(raw);
+    let local = match local.find("/_history/") {
+        Some(p) => &local[..p],
+        None => local,
+    };
+    local.to_string()
+}
+
+/// Quantity entries (unit key, value) of a node.
+pub fn quantity_values(node: &Node, analyte: Option<Analyte>) -> Vec<(String, Decimal)> {
+    let mut out = Vec::new();
+    let Value::Object(o) = node.value else {
+        return out;
+    };
+    if node.fhir_type.as_deref().is_some_and(|t| t == "SampledData" || t == "Range") {
+        return out;
+    }
+    let Some(value) = o.get("value").and_then(values::json_decimal) else {
+        return out;
+    };
+    let system = o.get("system").and_then(Value::as_str).unwrap_or("");
+    let code = o.get("code").and_then(Value::as_str);
+    let unit = o.get("unit").and_then(Value::as_str);
+    let converted = match (analyte, code) {
+        (Some(a), Some(c)) if system == UCUM => units::analyte_values(a, c, value),
+        _ => None,
+    };
+    let pairs: Vec<(String, Decimal)> = match (&converted, code) {
+        (Some(list), _) => list.iter().map(|(c, v)| (c.to_string(), *v)).collect(),
+        (None, Some(c)) => vec![(c.to_string(), value)],
+        (None, None) => vec![],
+    };
+    for (c, v) in &pairs {
+        out.push((format!("{system}|{c}"), *v));
+        out.push((format!("|{c}"), *v));
+        if system == UCUM && !(converted.is_some() && units::is_dimensionless(c)) {
+            if let Some((k, cv)) = units::canonical(c, *v) {
+                out.push((k, cv));
+            }
+        }
+    }
+    if let Some(u) = unit {
+        if code != Some(u) {
+            out.push((format!("|{u}"), value));
+        }
+    }
+    if code.is_none() && unit.is_none() {
+        out.push((String::new(), value));
+    }
+    out
+}
+
+/// The analyte an Observation (or component) measures, from its LOINC codes.
+fn analyte_of(resource: &Value) -> Option<Analyte> {
+    resource
+        .get("code")?
+        .get("coding")?
+        .as_array()?
+        .iter()
+        .filter(|c| c.get("system").and_then(Value::as_str) == Some("http://loinc.org"))
+        .find_map(|c| c.get("code").and_then(Value::as_str).and_then(units::analyte))
+}
+
+impl Out<'_> {
+    fn extract(&mut self, ev: &Evaluator, defs: &Definitions, rtype: &str, resource: &Value, p: &ParamDef) {
+        let nodes = ev.eval(&p.expr, rtype, resource);
+        let code = p.code.as_str();
+        let analyte = if rtype == "Observation" { analyte_of(resource) } else { None };
+        for n in &nodes {
+            match p.kind {
+                ParamType::Composite => self.composite(ev, defs, rtype, n, p, analyte),
+                _ => {
+                    for (param, value) in self.simple(defs, n, p.kind, code, analyte) {
+                        self.push(&param, value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Entries (param, value) of one node for a non-composite parameter.
+    fn simple(&self, defs: &Definitions, n: &Node, kind: ParamType, code: &str, analyte: Option<Analyte>) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        match kind {
+            ParamType::Token => {
+                let (codes, texts, of_type) = token_values(n, defs, n.binding.as_deref());
+                for (sys, c) in codes {
+                    out.push((code.to_string(), enc_token(&sys, &c)));
+                }
+                for t in texts {
+                    out.push((format!("{code}{TEXT}"), fold(&t).into_bytes()));
+                }
+                for (ts, tc, v) in of_type {
+                    out.push((format!("{code}{OF_TYPE}"), enc_token(&format!("{ts}|{tc}"), &v)));
+                }
+            }
+            ParamType::String => {
+                for v in string_values(n) {
+                    out.push((code.to_string(), values::clean(&fold(&v))));
+                    out.push((format!("{code}{EXACT}"), values::clean(&v)));
+                }
+            }
+            ParamType::Date => {
+                if let Some(r) = date_range(n) {
+                    out.push((code.to_string(), enc_range_low(r)));
+                    out.push((format!("{code}{HI}"), enc_range_high(r)));
+                }
+            }
+            ParamType::Number => {
+                if let Some(v) = values::json_decimal(n.value) {
+                    out.push((code.to_string(), enc_quantity("", v)));
+                }
+            }
+            ParamType::Quantity => {
+                for (k, v) in quantity_values(n, analyte) {
+                    out.push((code.to_string(), enc_quantity(&k, v)));
+                }
+            }
+            ParamType::Reference => {
+                for v in reference_values(n, &self.reg.base_url) {
+                    out.push((code.to_string(), values::clean(&v)));
+                }
+                if let Some(ident) = n.value.get("identifier") {
+                    let inode = Node { value: ident, fhir_type: Some("Identifier".into()), ..n.clone() };
+                    let (codes, _, _) = token_values(&inode, defs, None);
+                    for (sys, c) in codes {
+                        out.push((format!("{code}{IDENTIFIER}"), enc_token(&sys, &c)));
+                    }
+                }
+            }
+            ParamType::Uri => {
+                if let Value::String(u) = n.value {
+                    out.push((code.to_string(), values::clean(u)));
+                }
+            }
+            ParamType::Composite => {}
+        }
+        out
+    }
+
+    fn composite(&mut self, ev: &Evaluator, defs: &Definitions, rtype: &str, n: &Node, p: &ParamDef, analyte: Option<Analyte>) {
+        let [c1, c2] = match p.components.as_slice() {
+            [a, b] => [a, b],
+            _ => return,
+        };
+        let part = |c: &super::params::Component| -> Vec<Vec<u8>> {
+            ev.eval_from(&c.expr, rtype, n)
+                .iter()
+                .flat_map(|cn| self.simple(defs, cn, c.kind, "", analyte))
+                .filter(|(param, _)| param.is_empty())
+                .map(|(_, v)| v)
+                .collect()
+        };
+        let firsts = part(c1);
+        let seconds = part(c2);
+        for a in &firsts {
+            for b in &seconds {
+                let mut v = a.clone();
+                v.push(0);
+                v.extend_from_slice(b);
+                self.push(&p.code, v);
+            }
+        }
+    }
+}
+
+/// All index entries of a resource, sorted and without duplicates.
+pub fn index_entries(reg: &Registry, defs: &Definitions, rtype: &str, resource: &Value) -> Vec<IndexEntry> {
+    let ev = Evaluator::new(defs);
+    let mut out = Out { entries: Vec::new(), reg };
+    for p in reg.params(rtype) {
+        out.extract(&ev, defs, rtype, resource, p);
+    }
+    let mut entries = out.entries;
+    entries.sort();
+    entries.dedup();
+    entries
+}

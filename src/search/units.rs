@@ -1,0 +1,158 @@
+//! Unit normalisation for quantity search: UCUM conversion between commensurable units (a
+//! table of the units clinical data and the contracts use), and the analyte-specific
+//! conversions that UCUM cannot express (HbA1c NGSP % ↔ IFCC mmol/mol, LDL cholesterol
+//! mg/dL ↔ mmol/L).
+//!
+//! UCUM treats `%` and `mmol/mol` as the same dimension (1 % = 10 mmol/mol), which is true of the
+//! units but false of HbA1c, where the two scales are related by the NGSP/IFCC master equation.
+//! Quantities of a known analyte are therefore indexed in each of the analyte's units by its own
+//! equation and never under the dimensionless canonical key.
+
+use rust_decimal::Decimal;
+
+/// The UCUM system URI.
+pub const UCUM: &str = "http://unitsofmeasure.org";
+
+/// A canonical form: the dimension key and the factor that converts a value to it.
+fn ucum_factor(code: &str) -> Option<(&'static str, Decimal)> {
+    let d = |m: i64, s: u32| Decimal::new(m, s);
+    Some(match code {
+        "g" => ("g", d(1, 0)),
+        "mg" => ("g", d(1, 3)),
+        "ug" => ("g", d(1, 6)),
+        "ng" => ("g", d(1, 9)),
+        "kg" => ("g", d(1000, 0)),
+        "[lb_av]" => ("g", d(45_359_237, 5)),
+        "[oz_av]" => ("g", d(28_349_523_125, 9)),
+        "m" => ("m", d(1, 0)),
+        "cm" => ("m", d(1, 2)),
+        "mm" => ("m", d(1, 3)),
+        "km" => ("m", d(1000, 0)),
+        "[in_i]" => ("m", d(254, 4)),
+        "[ft_i]" => ("m", d(3048, 4)),
+        "L" | "l" => ("L", d(1, 0)),
+        "dL" => ("L", d(1, 1)),
+        "mL" => ("L", d(1, 3)),
+        "uL" => ("L", d(1, 6)),
+        "g/L" => ("g/L", d(1, 0)),
+        "g/dL" => ("g/L", d(10, 0)),
+        "mg/dL" => ("g/L", d(1, 2)),
+        "mg/L" => ("g/L", d(1, 3)),
+        "mg/mL" => ("g/L", d(1, 0)),
+        "ug/mL" => ("g/L", d(1, 3)),
+        "ug/dL" => ("g/L", d(1, 5)),
+        "ug/L" | "ng/mL" => ("g/L", d(1, 6)),
+        "ng/L" | "pg/mL" => ("g/L", d(1, 9)),
+        "mol/L" => ("mol/L", d(1, 0)),
+        "mmol/L" => ("mol/L", d(1, 3)),
+        "umol/L" => ("mol/L", d(1, 6)),
+        "nmol/L" => ("mol/L", d(1, 9)),
+        "pmol/L" => ("mol/L", d(1, 12)),
+        "1" => ("1", d(1, 0)),
+        "%" => ("1", d(1, 2)),
+        "mmol/mol" => ("1", d(1, 3)),
+        "s" => ("s", d(1, 0)),
+        "min" => ("s", d(60, 0)),
+        "h" => ("s", d(3600, 0)),
+        "d" => ("s", d(86_400, 0)),
+        "wk" => ("s", d(604_800, 0)),
+        "mo" => ("s", d(2_629_800, 0)),
+        "a" => ("s", d(31_557_600, 0)),
+        _ => return None,
+    })
+}
+
+/// The canonical index key and value of a UCUM quantity, when its unit is in the table.
+pub fn canonical(code: &str, value: Decimal) -> Option<(String, Decimal)> {
+    let (dim, factor) = ucum_factor(code)?;
+    Some((format!("ucum-canonical|{dim}"), value.checked_mul(factor)?))
+}
+
+/// An analyte whose units are related by a clinical equation rather than by UCUM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analyte {
+    /// Haemoglobin A1c (NGSP % and IFCC mmol/mol).
+    HbA1c,
+    /// LDL cholesterol (mg/dL and mmol/L).
+    Ldl,
+}
+
+/// The analyte a LOINC code measures, if it is one with clinical unit equations.
+pub fn analyte(loinc: &str) -> Option<Analyte> {
+    match loinc {
+        "4548-4" | "17856-6" | "4549-2" | "59261-8" | "41995-2" => Some(Analyte::HbA1c),
+        "13457-7" | "18262-6" | "2089-1" | "22748-8" | "39469-2" | "69419-0" => Some(Analyte::Ldl),
+        _ => None,
+    }
+}
+
+/// The value of an analyte result in each of the analyte's units (including the given one), or
+/// None when the unit is not one of the analyte's.
+pub fn analyte_values(a: Analyte, code: &str, value: Decimal) -> Option<Vec<(&'static str, Decimal)>> {
+    match a {
+        Analyte::HbA1c => {
+            // NGSP % = 0.09148 × IFCC mmol/mol + 2.152
+            let slope = Decimal::new(9148, 5);
+            let intercept = Decimal::new(2152, 3);
+            match code {
+                "%" => Some(vec![
+                    ("%", value),
+                    ("mmol/mol", value.checked_sub(intercept)?.checked_div(slope)?.round_dp(6)),
+                ]),
+                "mmol/mol" => Some(vec![
+                    ("mmol/mol", value),
+                    ("%", value.checked_mul(slope)?.checked_add(intercept)?.round_dp(6)),
+                ]),
+                _ => None,
+            }
+        }
+        Analyte::Ldl => {
+            let factor = Decimal::new(3867, 2);
+            match code {
+                "mg/dL" => Some(vec![
+                    ("mg/dL", value),
+                    ("mmol/L", value.checked_div(factor)?.round_dp(6)),
+                ]),
+                "mmol/L" => Some(vec![
+                    ("mmol/L", value),
+                    ("mg/dL", value.checked_mul(factor)?),
+                ]),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// True when a unit's canonical form is the dimensionless one (ambiguous for analytes).
+pub fn is_dimensionless(code: &str) -> bool {
+    ucum_factor(code).is_some_and(|(d, _)| d == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ucum_conversions_are_exact() {
+        let (k1, v1) = canonical("mg/dL", Decimal::from(100)).expect("c");
+        let (k2, v2) = canonical("g/L", Decimal::ONE).expect("c");
+        assert_eq!((k1.as_str(), v1), (k2.as_str(), v2));
+        assert!(canonical("mm[Hg]", Decimal::ONE).is_none());
+        assert_ne!(
+            canonical("mg/dL", Decimal::ONE).map(|c| c.0),
+            canonical("mmol/L", Decimal::ONE).map(|c| c.0)
+        );
+    }
+
+    #[test]
+    fn hba1c_and_ldl_use_clinical_equations() {
+        let v = analyte_values(Analyte::HbA1c, "mmol/mol", Decimal::from(53)).expect("v");
+        assert_eq!(v[1], ("%", Decimal::new(700_044, 5)));
+        let v = analyte_values(Analyte::HbA1c, "%", Decimal::new(70, 1)).expect("v");
+        assert_eq!(v[1].1.round_dp(1), Decimal::new(530, 1));
+        let v = analyte_values(Analyte::Ldl, "mmol/L", Decimal::new(26, 1)).expect("v");
+        assert_eq!(v[1], ("mg/dL", Decimal::new(100_542, 3)));
+        assert!(analyte_values(Analyte::Ldl, "%", Decimal::ONE).is_none());
+        assert_eq!(analyte("4548-4"), Some(Analyte::HbA1c));
+    }
+}
