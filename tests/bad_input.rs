@@ -165,7 +165,16 @@ fn hostile_parameters_and_paths_get_4xx_operation_outcomes() {
         "_history?_cursor=zz".to_string(),
         "Patient/_history?_since=2024-13-01".to_string(),
         "Patient?_count=-1".to_string(),
-        "Patient?name=x".to_string(),
+        "Patient?birthdate=notadate".to_string(),
+        "Patient?birthdate=xx2020".to_string(),
+        "Observation?value-quantity=abc|x|y".to_string(),
+        "Patient?_sort=nonsense".to_string(),
+        "Patient?_cursor=zz".to_string(),
+        "Patient?_include=Nonsense:x".to_string(),
+        "Patient?_has:Observation:bogus:code=1".to_string(),
+        "Patient?general-practitioner:Nope.name=x".to_string(),
+        "Patient/1/$everything?_since=garbage".to_string(),
+        "Patient?gender:exact=x".to_string(),
         "Patient?_format=text/html".to_string(),
         "Nonsense/1".to_string(),
         "Nonsense".to_string(),
@@ -207,7 +216,7 @@ fn hostile_parameters_and_paths_get_4xx_operation_outcomes() {
         );
         assert_outcome(&serde_json::from_str(&resp.text().expect("t")).expect("json"));
     }
-    for (name, value) in [("If-Match", "garbage"), ("If-None-Exist", "name=x")] {
+    for (name, value) in [("If-Match", "garbage"), ("If-None-Exist", "nonsense=x")] {
         let resp = c
             .post(server.url("Patient"))
             .header("content-type", "application/fhir+json")
