@@ -11,6 +11,7 @@ pub mod error;
 pub mod fhir;
 pub mod http;
 pub mod interaction;
+pub mod maintenance;
 pub mod search;
 pub mod server;
 pub mod store;

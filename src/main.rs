@@ -24,6 +24,10 @@ enum Command {
     Serve(ServeConfig),
     /// Load realistic patient Bundles with concurrent clients and print throughput and latency.
     Bench(vbc_server::bench::BenchConfig),
+    /// Rebuild the search index of a stopped server's data directory (after a definition change).
+    Reindex(vbc_server::maintenance::MaintenanceConfig),
+    /// Check that the search index matches the stored resources (exit status 1 if not).
+    CheckIndex(vbc_server::maintenance::MaintenanceConfig),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +48,23 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(server::serve(cfg))
         }
         Command::Bench(cfg) => runtime.block_on(vbc_server::bench::run(cfg)),
+        Command::Reindex(cfg) => vbc_server::maintenance::reindex(&cfg).map(|n| {
+            println!("reindexed {n} resources");
+        }),
+        Command::CheckIndex(cfg) => match vbc_server::maintenance::check_index(&cfg) {
+            Ok(r) => {
+                println!(
+                    "resources {} index keys {} missing {} orphaned {}",
+                    r.resources, r.keys, r.missing, r.orphaned
+                );
+                if r.consistent() {
+                    Ok(())
+                } else {
+                    Err(vbc_server::error::FhirError::Storage("the index does not match the resources".into()))
+                }
+            }
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -912,4 +912,26 @@ mod tests {
         .expect("ok");
         assert_eq!(seen, (Some(1), vec!["a".to_string()]));
     }
+
+    #[tokio::test]
+    async fn index_check_finds_orphans_and_gaps_and_reindex_repairs_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SledStore::open(dir.path()).expect("open");
+        write(&store, |t| t.put(staged("a", 1, "x"))).await.expect("w");
+        write(&store, |t| t.put(staged("b", 1, "y"))).await.expect("w");
+        let extract = |_: &str, b: &[u8]| {
+            let v: serde_json::Value = serde_json::from_slice(b).expect("json");
+            let ident = if v["id"] == "a" { "x" } else { "y" };
+            vec![IndexEntry { param: "identifier".into(), value: ident.as_bytes().to_vec() }]
+        };
+        assert!(store.check_index(&extract).expect("check").consistent());
+        // an orphan key and a missing one
+        store.db.insert(index_key("Patient", &IndexEntry { param: "identifier".into(), value: b"z".to_vec() }, "gone"), &[][..]).expect("i");
+        store.db.remove(index_key("Patient", &IndexEntry { param: "identifier".into(), value: b"y".to_vec() }, "b")).expect("r");
+        let r = store.check_index(&extract).expect("check");
+        assert_eq!((r.missing, r.orphaned), (1, 1), "{r:?}");
+        assert_eq!(store.reindex(&extract).expect("reindex"), 2);
+        assert!(store.check_index(&extract).expect("check").consistent());
+        assert_eq!(lookup(&store, "y"), vec!["b".to_string()]);
+    }
 }

@@ -1,0 +1,44 @@
+//! Offline maintenance commands on a data directory: `reindex` (rebuild every search index entry
+//! from the stored resources, after a change to the search parameter definitions) and
+//! `check-index` (compare the index with what the resources give; exit status 1 when they differ).
+
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::store::sled_store::SledStore;
+use crate::store::{IndexReport, Store};
+
+/// Options of the maintenance commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaintenanceConfig {
+    /// Data directory of a stopped server.
+    #[arg(long, env = "VBC_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The server's base URL, if it runs with one (absolute references to it are indexed as
+    /// relative ones).
+    #[arg(long, env = "VBC_BASE_URL")]
+    pub base_url: Option<String>,
+}
+
+fn open(cfg: &MaintenanceConfig) -> Result<SledStore> {
+    crate::search::init(cfg.base_url.as_deref())?;
+    SledStore::open(&cfg.data_dir)
+}
+
+/// Rebuild the index; returns the number of resources indexed.
+pub fn reindex(cfg: &MaintenanceConfig) -> Result<usize> {
+    let store = open(cfg)?;
+    let engine = crate::search::engine()?;
+    let n = store.reindex(&|t, b| engine.index_entries_of_bytes(t, b))?;
+    store.shutdown()?;
+    Ok(n)
+}
+
+/// Check the index against the resources.
+pub fn check_index(cfg: &MaintenanceConfig) -> Result<IndexReport> {
+    let store = open(cfg)?;
+    let engine = crate::search::engine()?;
+    let report = store.check_index(&|t, b| engine.index_entries_of_bytes(t, b))?;
+    store.shutdown()?;
+    Ok(report)
+}
