@@ -416,14 +416,14 @@ def test_declared_search_param_filters(client, capability, targets, rtype, param
     assert b["id"] not in res.ids
 
 
-UNDECLARED_CASES = [(t, p) for t in TYPES for p in sorted(R4[t])]
+UNDECLARED_CASES = [(t, p) for t in TYPES for p in sorted(R4[t]) + ["_text", "_content", "_list", "_query", "_filter"]]
 
 
 def probe_value(rtype, param, targets):
-    kind = R4[rtype][param]
+    kind = R4[rtype].get(param) or COMMON[param]
     return {"token": "urn:conformance:probe|x", "string": "zzprobe", "date": "2001-01-01",
             "reference": "Patient/zz-probe", "quantity": "5.4", "number": "5", "composite": "a$b",
-            "uri": "http://example.org/zz"}[kind]
+            "uri": "http://example.org/zz", "special": "zzprobe"}[kind]
 
 
 def assert_reported_unknown(client, rtype, param, value):

@@ -136,6 +136,9 @@ def clin(client):
 
 
 CLIN_CASES = [
+    # no unit in the search: the stored numbers are compared as they are (R4: "irrespective of the unit")
+    ("gt7", {"ifcc53", "a1c53mmol", "ifcc48", "a1c75", "ldl100", "glu8"}),
+    ("lt7", {"a1c65", "ldl3", "glu3"}),
     (f"ge7|{UCUM}|%", {"ifcc53", "a1c53mmol", "a1c75"}),
     (f"7.0|{UCUM}|%", {"ifcc53", "a1c53mmol"}),
     (f"lt7|{UCUM}|%", {"ifcc48", "a1c65"}),

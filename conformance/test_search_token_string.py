@@ -64,6 +64,7 @@ TOKEN_CASES = [
     ("code:text", "hemoglobin", ["t1", "t5"]),
     ("code:text", "HBA1", ["t1"]),
     ("code:text", "glucose", ["t2"]),
+    ("code:text", "hémoglobine gly", ["t5"]),  # a CodeableConcept with text only
     ("status", "final", ["t1", "t3", "t4", "t5", "t6"]),
     ("status", "amended", ["t2"]),
     ("status", "http://hl7.org/fhir/observation-status|amended", ["t2"]),

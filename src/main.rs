@@ -60,7 +60,9 @@ fn main() -> std::process::ExitCode {
                 if r.consistent() {
                     Ok(())
                 } else {
-                    Err(vbc_server::error::FhirError::Storage("the index does not match the resources".into()))
+                    Err(vbc_server::error::FhirError::Storage(
+                        "the index does not match the resources".into(),
+                    ))
                 }
             }
             Err(e) => Err(e),

@@ -222,7 +222,11 @@ fn acknowledged_transactions_survive_kill_9() {
         .output()
         .expect("check-index");
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "index inconsistent after crashes: {report} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "index inconsistent after crashes: {report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(report.contains("missing 0 orphaned 0"), "{report}");
     eprintln!(
         "crash test: {} cycles, {} transactions sent, {} acknowledged, {} applied",

@@ -51,6 +51,13 @@ const DRUGS: &[(&str, &str)] = &[
     ("1656340", "sacubitril 24 MG / valsartan 26 MG Oral Tablet"),
 ];
 
+/// Canonical URLs of the outcome Measures individual MeasureReports are generated for.
+pub const MEASURES: &[&str] = &[
+    "http://vbc-server.example.org/fhir/Measure/hba1c-control",
+    "http://vbc-server.example.org/fhir/Measure/ldl-response",
+    "http://vbc-server.example.org/fhir/Measure/hf-readmission",
+];
+
 fn date(days_since_2023: u64) -> String {
     let d = time::Date::from_calendar_date(2023, time::Month::January, 1)
         .map(|d| d + time::Duration::days(days_since_2023 as i64))
@@ -165,5 +172,20 @@ pub fn patient_bundle(rng: &mut Rng, n: u64) -> Value {
             }),
         ));
     }
+    // one DEQM individual report per patient for the 2024 period
+    let measure = MEASURES[(n % MEASURES.len() as u64) as usize];
+    entries.push(entry(
+        &format!("urn:uuid:{}", rng.uuid()),
+        json!({
+            "resourceType": "MeasureReport",
+            "status": "complete",
+            "type": "individual",
+            "measure": measure,
+            "subject": {"reference": pid},
+            "date": "2025-01-15T00:00:00Z",
+            "period": {"start": "2024-01-01", "end": "2024-12-31"},
+            "group": [{"population": [{"code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-population", "code": "initial-population"}]}, "count": 1}]}]
+        }),
+    ));
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 }

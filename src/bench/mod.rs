@@ -3,6 +3,7 @@
 //! URL) and print throughput, latency percentiles and the server's peak memory.
 
 pub mod generator;
+pub mod search;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -37,6 +38,13 @@ pub struct BenchConfig {
     /// Data directory for the spawned server (default: a fresh temporary directory).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Skip loading (search an existing data directory loaded by an earlier run with the same
+    /// `--patients` and `--seed`).
+    #[arg(long)]
+    pub skip_load: bool,
+    /// Requests per search query kind and concurrency level (0 skips the search benchmark).
+    #[arg(long, default_value_t = 0)]
+    pub search_requests: usize,
 }
 
 struct Spawned {
@@ -55,7 +63,7 @@ impl Drop for Spawned {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> FhirError {
+pub(crate) fn err(e: impl std::fmt::Display) -> FhirError {
     FhirError::Storage(e.to_string())
 }
 
@@ -130,12 +138,28 @@ fn dir_size(p: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+pub(crate) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-fn hist() -> Result<Histogram<u64>> {
+pub(crate) fn hist() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 600_000_000, 3).map_err(err)
+}
+
+async fn search_only(
+    cfg: &BenchConfig,
+    client: &reqwest::Client,
+    base: &str,
+    spawned: Option<Spawned>,
+) -> Result<()> {
+    let report = search::run(client, base, cfg.patients, cfg.search_requests.max(100)).await?;
+    let rss = spawned.as_ref().and_then(|s| peak_rss_mib(s.child.id()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({"search": report, "server_peak_rss_mib": rss}))
+            .map_err(err)?
+    );
+    Ok(())
 }
 
 /// Run the benchmark and print the figures.
@@ -153,6 +177,9 @@ pub async fn run(cfg: BenchConfig) -> Result<()> {
     };
     wait_ready(&client, &base).await?;
 
+    if cfg.skip_load {
+        return search_only(&cfg, &client, &base, spawned).await;
+    }
     println!(
         "generating {} patient bundles (seed {})...",
         cfg.patients, cfg.seed
@@ -258,6 +285,11 @@ pub async fn run(cfg: BenchConfig) -> Result<()> {
             .map_err(err)?;
     }
 
+    let search_report = if cfg.search_requests > 0 {
+        Some(search::run(&client, &base, cfg.patients, cfg.search_requests).await?)
+    } else {
+        None
+    };
     let rss = spawned.as_ref().and_then(|s| peak_rss_mib(s.child.id()));
     let disk = spawned
         .as_ref()
@@ -276,6 +308,8 @@ pub async fn run(cfg: BenchConfig) -> Result<()> {
         "server_peak_rss_mib": rss.map(|r| (r * 10.0).round() / 10.0),
         "data_dir_mib": disk.map(|d| (d * 10.0).round() / 10.0),
         "durability": "fsync before every acknowledgement (group commit)",
+        "data_dir_bytes_per_resource": disk.map(|d| (d * 1_048_576.0 / (total_resources + cfg.singles) as f64).round()),
+        "search": search_report,
     });
     println!("{}", serde_json::to_string_pretty(&report).map_err(err)?);
     println!(

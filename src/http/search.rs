@@ -13,7 +13,9 @@ use crate::interaction::search::SearchScope;
 use crate::interaction::Services;
 
 fn pairs(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// `Prefer: handling=strict`.
@@ -56,7 +58,13 @@ pub async fn search_type(
 ) -> Result<Response> {
     check_type(&rtype)?;
     let scope = type_scope(&rtype, &headers);
-    run(s.services.clone(), scope, pairs(query.as_deref().unwrap_or("")), s.base(&headers)).await
+    run(
+        s.services.clone(),
+        scope,
+        pairs(query.as_deref().unwrap_or("")),
+        s.base(&headers),
+    )
+    .await
 }
 
 /// `POST [type]/_search` with `application/x-www-form-urlencoded` parameters (URL query too).

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use futures::future::join_all;
 use serde_json::{json, Value};
 
+use super::write::parse_criteria;
 use super::write::{
     check_id, check_resource, conditional_delete_in, create_in, current_as_written, delete_in,
     find, nothing_deleted, parse_patch, patch_in, update_in, Written,
@@ -24,7 +25,6 @@ use crate::fhir::references::{classify, for_each_reference_mut, RefKind};
 use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::validate::Context;
 use crate::search::Criterion;
-use super::write::parse_criteria;
 use crate::store::{self, WriteTxn};
 
 /// HTTP verb of a Bundle entry.
@@ -149,7 +149,7 @@ fn plan_entry(
         check_id(id).map_err(|e| (e, ".request.url"))?;
     }
     let criteria = query
-        .map(|q| parse_criteria(&rtype, q))
+        .map(|q| parse_criteria(rtype, q))
         .transpose()
         .map_err(|e| (e, ".request.url"))?;
     let shape_ok = match verb {
@@ -166,7 +166,7 @@ fn plan_entry(
     }
     let if_none_exist = req["ifNoneExist"]
         .as_str()
-        .map(|q| parse_criteria(&rtype, q.trim_start_matches('?')))
+        .map(|q| parse_criteria(rtype, q.trim_start_matches('?')))
         .transpose()
         .map_err(|e| (e, ".request.ifNoneExist"))?;
     let if_match = match req["ifMatch"].as_str() {

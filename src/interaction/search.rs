@@ -41,7 +41,10 @@ struct Item {
     key: Vec<u8>,
 }
 
-const SUBSETTED: (&str, &str) = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED");
+const SUBSETTED: (&str, &str) = (
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "SUBSETTED",
+);
 
 fn min_max(values: impl Iterator<Item = Vec<u8>>, descending: bool) -> Option<Vec<u8>> {
     if descending {
@@ -53,7 +56,13 @@ fn min_max(values: impl Iterator<Item = Vec<u8>>, descending: bool) -> Option<Ve
 
 /// The sort position of one resource: each key as presence byte + value (inverted when
 /// descending; missing values last either way), then the resource's `Type/id`.
-fn sort_key(exec: &mut Executor, rtype: &str, id: &str, keys: &[SortKey], multi_type: bool) -> Result<Vec<u8>> {
+fn sort_key(
+    exec: &mut Executor,
+    rtype: &str,
+    id: &str,
+    keys: &[SortKey],
+    multi_type: bool,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for k in keys {
         let value: Option<Vec<u8>> = if k.param == "_id" {
@@ -70,18 +79,22 @@ fn sort_key(exec: &mut Executor, rtype: &str, id: &str, keys: &[SortKey], multi_
                         (k.param.clone(), false)
                     };
                     min_max(
-                        entries
-                            .iter()
-                            .filter(|e| e.param == param)
-                            .filter_map(|e| dec_i64(&e.value).map(|v| crate::search::values::enc_i64(v).to_vec())),
+                        entries.iter().filter(|e| e.param == param).filter_map(|e| {
+                            dec_i64(&e.value).map(|v| crate::search::values::enc_i64(v).to_vec())
+                        }),
                         descending,
                     )
                 }
                 Some(ParamType::Number) | Some(ParamType::Quantity) => min_max(
                     entries
                         .iter()
-                        .filter(|e| e.param == k.param && (e.value.first() == Some(&b'|') || e.value.first() == Some(&0)))
-                        .filter_map(|e| quantity_sort_value(&e.value).map(|v| enc_i128(v).to_vec())),
+                        .filter(|e| {
+                            e.param == k.param
+                                && (e.value.first() == Some(&b'|') || e.value.first() == Some(&0))
+                        })
+                        .filter_map(|e| {
+                            quantity_sort_value(&e.value).map(|v| enc_i128(v).to_vec())
+                        }),
                     k.descending,
                 ),
                 _ => min_max(
@@ -165,18 +178,29 @@ fn element_matches(key: &str, wanted: &str) -> bool {
 }
 
 /// Apply `_summary` / `_elements` to a resource.
-fn shape(reg: &search::Registry, rtype: &str, mut r: Value, summary: Summary, elements: Option<&[String]>) -> Value {
+fn shape(
+    reg: &search::Registry,
+    rtype: &str,
+    mut r: Value,
+    summary: Summary,
+    elements: Option<&[String]>,
+) -> Value {
     let keep_always = |k: &str| matches!(k, "resourceType" | "id" | "meta");
     let mandatory: Vec<String> = reg
         .mandatory(rtype)
         .iter()
-        .filter_map(|p| p.strip_prefix(&format!("{rtype}.")).map(|s| s.trim_end_matches("[x]").to_string()))
+        .filter_map(|p| {
+            p.strip_prefix(&format!("{rtype}."))
+                .map(|s| s.trim_end_matches("[x]").to_string())
+        })
         .collect();
     let is_mandatory = |k: &str| mandatory.iter().any(|m| element_matches(k, m));
     let Value::Object(obj) = &mut r else { return r };
     let changed = match (elements, summary) {
         (Some(els), _) => {
-            obj.retain(|k, _| keep_always(k) || is_mandatory(k) || els.iter().any(|e| element_matches(k, e)));
+            obj.retain(|k, _| {
+                keep_always(k) || is_mandatory(k) || els.iter().any(|e| element_matches(k, e))
+            });
             true
         }
         (None, Summary::True) => {
@@ -187,7 +211,10 @@ fn shape(reg: &search::Registry, rtype: &str, mut r: Value, summary: Summary, el
             obj.retain(|k, _| keep_always(k) || k == "text" || is_mandatory(k));
             true
         }
-        (None, Summary::Data) => obj.remove("text").is_some() || true,
+        (None, Summary::Data) => {
+            obj.remove("text");
+            true
+        }
         _ => false,
     };
     if changed {
@@ -197,12 +224,23 @@ fn shape(reg: &search::Registry, rtype: &str, mut r: Value, summary: Summary, el
 }
 
 fn encode_cursor(dir: char, key: &[u8]) -> String {
-    format!("{dir}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key))
+    format!(
+        "{dir}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+    )
 }
 
 fn decode_cursor(c: &str) -> Result<(char, Vec<u8>)> {
-    let bad = || FhirError::BadRequest(format!("invalid paging cursor '{c}' (follow the Bundle's links)"));
-    let dir = c.chars().next().filter(|d| *d == 'a' || *d == 'b').ok_or_else(bad)?;
+    let bad = || {
+        FhirError::BadRequest(format!(
+            "invalid paging cursor '{c}' (follow the Bundle's links)"
+        ))
+    };
+    let dir = c
+        .chars()
+        .next()
+        .filter(|d| *d == 'a' || *d == 'b')
+        .ok_or_else(bad)?;
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(&c[1..])
         .map_err(|_| bad())?;
@@ -211,7 +249,12 @@ fn decode_cursor(c: &str) -> Result<(char, Vec<u8>)> {
 
 impl Services {
     /// Run a search given as name/value pairs; `base` is the server base URL for links.
-    pub fn search_pairs(&self, scope: &SearchScope, pairs: &[(String, String)], base: &str) -> Result<Value> {
+    pub fn search_pairs(
+        &self,
+        scope: &SearchScope,
+        pairs: &[(String, String)],
+        base: &str,
+    ) -> Result<Value> {
         let engine = search::engine()?;
         let limits = PageLimits {
             default: self.limits.default_page_size,
@@ -228,8 +271,16 @@ impl Services {
                 (k.clone(), v)
             })
             .collect();
-        let parsed = search::parse(&engine.registry, &scope.types, &base_stripped, limits, scope.strict)?;
-        let mut reader = StoreReader { store: self.store.as_ref() };
+        let parsed = search::parse(
+            &engine.registry,
+            &scope.types,
+            &base_stripped,
+            limits,
+            scope.strict,
+        )?;
+        let mut reader = StoreReader {
+            store: self.store.as_ref(),
+        };
         let mut exec = Executor::new(&engine.registry, &engine.defs, &mut reader);
         let multi = scope.types.len() > 1;
         let mut items: Vec<Item> = Vec::new();
@@ -243,14 +294,25 @@ impl Services {
             }
             for id in exec.matching(t, &criteria)? {
                 let key = sort_key(&mut exec, t, &id, &parsed.sort, multi)?;
-                items.push(Item { rtype: t.clone(), id, key });
+                items.push(Item {
+                    rtype: t.clone(),
+                    id,
+                    key,
+                });
             }
         }
         items.sort_by(|a, b| a.key.cmp(&b.key));
         self.assemble(&mut exec, scope, &parsed, items, base)
     }
 
-    fn assemble(&self, exec: &mut Executor, scope: &SearchScope, s: &Search, items: Vec<Item>, base: &str) -> Result<Value> {
+    fn assemble(
+        &self,
+        exec: &mut Executor,
+        scope: &SearchScope,
+        s: &Search,
+        items: Vec<Item>,
+        base: &str,
+    ) -> Result<Value> {
         let engine = search::engine()?;
         let total = items.len();
         let count = s.count;
@@ -272,13 +334,22 @@ impl Services {
         let mut links = Vec::new();
         let link = |extra: Option<String>| {
             let mut ser = form_urlencoded::Serializer::new(String::new());
-            ser.extend_pairs(s.kept.iter().filter(|(k, _)| k != "_count").map(|(k, v)| (k.as_str(), v.as_str())));
+            ser.extend_pairs(
+                s.kept
+                    .iter()
+                    .filter(|(k, _)| k != "_count")
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
             ser.append_pair("_count", &count.to_string());
             if let Some(c) = &extra {
                 ser.append_pair("_cursor", c);
             }
             let q = ser.finish();
-            let path = if scope.path.is_empty() { String::new() } else { format!("/{}", scope.path) };
+            let path = if scope.path.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", scope.path)
+            };
             format!("{base}{path}?{q}")
         };
         let self_url = {
@@ -287,7 +358,11 @@ impl Services {
             if let Some(c) = &s.cursor {
                 ser.append_pair("_cursor", c);
             }
-            let path = if scope.path.is_empty() { String::new() } else { format!("/{}", scope.path) };
+            let path = if scope.path.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", scope.path)
+            };
             format!("{base}{path}?{}", ser.finish())
         };
         links.push(json!({"relation": "self", "url": self_url}));
@@ -308,10 +383,19 @@ impl Services {
         }
         let mut entries = Vec::new();
         if s.summary != Summary::Count {
-            let mut seen: HashSet<(String, String)> = page.iter().map(|i| (i.rtype.clone(), i.id.clone())).collect();
+            let mut seen: HashSet<(String, String)> = page
+                .iter()
+                .map(|i| (i.rtype.clone(), i.id.clone()))
+                .collect();
             for i in page {
                 if let Some(r) = self.live_resource(&i.rtype, &i.id)? {
-                    let r = shape(&engine.registry, &i.rtype, r, s.summary, s.elements.as_deref());
+                    let r = shape(
+                        &engine.registry,
+                        &i.rtype,
+                        r,
+                        s.summary,
+                        s.elements.as_deref(),
+                    );
                     entries.push(json!({
                         "fullUrl": format!("{base}/{}/{}", i.rtype, i.id),
                         "resource": r,
@@ -319,7 +403,10 @@ impl Services {
                     }));
                 }
             }
-            let matches: Vec<(String, String)> = page.iter().map(|i| (i.rtype.clone(), i.id.clone())).collect();
+            let matches: Vec<(String, String)> = page
+                .iter()
+                .map(|i| (i.rtype.clone(), i.id.clone()))
+                .collect();
             for (t, id) in self.includes(exec, s, &matches, &mut seen)? {
                 if let Some(r) = self.live_resource(&t, &id)? {
                     entries.push(json!({
@@ -382,14 +469,23 @@ impl Services {
                         continue;
                     }
                     let params: Vec<String> = if inc.param == "*" {
-                        engine.registry.params(t).filter(|p| p.kind == ParamType::Reference).map(|p| p.code.clone()).collect()
+                        engine
+                            .registry
+                            .params(t)
+                            .filter(|p| p.kind == ParamType::Reference)
+                            .map(|p| p.code.clone())
+                            .collect()
                     } else {
                         vec![inc.param.clone()]
                     };
                     let entries = exec.entries(t, id)?.unwrap_or_default();
                     for e in entries.iter().filter(|e| params.contains(&e.param)) {
-                        let Ok(v) = std::str::from_utf8(&e.value) else { continue };
-                        let Some((tt, tid)) = v.split_once('/') else { continue };
+                        let Ok(v) = std::str::from_utf8(&e.value) else {
+                            continue;
+                        };
+                        let Some((tt, tid)) = v.split_once('/') else {
+                            continue;
+                        };
                         if tid.contains('/') || !crate::fhir::resource_types::is_resource_type(tt) {
                             continue;
                         }
@@ -406,13 +502,21 @@ impl Services {
             }
             for inc in s.revincludes.iter().filter(applicable) {
                 let sources: Vec<String> = if inc.source == "*" {
-                    crate::search::params::SEARCHABLE_TYPES.iter().map(|t| t.to_string()).collect()
+                    crate::search::params::SEARCHABLE_TYPES
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect()
                 } else {
                     vec![inc.source.clone()]
                 };
                 for src in &sources {
                     let params: Vec<String> = if inc.param == "*" {
-                        engine.registry.params(src).filter(|p| p.kind == ParamType::Reference).map(|p| p.code.clone()).collect()
+                        engine
+                            .registry
+                            .params(src)
+                            .filter(|p| p.kind == ParamType::Reference)
+                            .map(|p| p.code.clone())
+                            .collect()
                     } else {
                         vec![inc.param.clone()]
                     };
@@ -422,10 +526,11 @@ impl Services {
                         hi.push(1);
                         for p in &params {
                             let mut found = Vec::new();
-                            exec.reader().scan(src, p, &target, Some(&hi), &mut |_, rid| {
-                                found.push(rid.to_string());
-                                true
-                            })?;
+                            exec.reader()
+                                .scan(src, p, &target, Some(&hi), &mut |_, rid| {
+                                    found.push(rid.to_string());
+                                    true
+                                })?;
                             for rid in found {
                                 let k = (src.clone(), rid);
                                 if seen.insert(k.clone()) {
@@ -446,7 +551,9 @@ impl Services {
 
     /// `GET [type]?query` (kept for callers with a raw query string).
     pub fn search(&self, rtype: &str, query: &str, base: &str) -> Result<Value> {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
         let scope = SearchScope {
             types: vec![rtype.to_string()],
             compartment: None,
@@ -458,13 +565,27 @@ impl Services {
 
     /// `GET [base]/Patient/[id]/$everything`: the patient and everything in its compartment,
     /// optionally only of `_type`s and changed since `_since`.
-    pub fn everything(&self, patient: &str, pairs: &[(String, String)], base: &str) -> Result<Value> {
+    pub fn everything(
+        &self,
+        patient: &str,
+        pairs: &[(String, String)],
+        base: &str,
+    ) -> Result<Value> {
         let engine = search::engine()?;
         if self.live_resource("Patient", patient)?.is_none() {
-            return Err(FhirError::NotFound(format!("Patient/{patient} is not known")));
+            return Err(FhirError::NotFound(format!(
+                "Patient/{patient} is not known"
+            )));
         }
         let mut types: Vec<String> = vec!["Patient".to_string()];
-        types.extend(engine.registry.compartment_types().into_iter().filter(|t| *t != "Patient").map(str::to_string));
+        types.extend(
+            engine
+                .registry
+                .compartment_types()
+                .into_iter()
+                .filter(|t| *t != "Patient")
+                .map(str::to_string),
+        );
         let mut rest = Vec::new();
         for (k, v) in pairs {
             match k.as_str() {
@@ -472,14 +593,18 @@ impl Services {
                     let wanted: Vec<&str> = v.split(',').map(str::trim).collect();
                     for w in &wanted {
                         if !crate::fhir::resource_types::is_resource_type(w) {
-                            return Err(FhirError::BadRequest(format!("_type: '{w}' is not a resource type")));
+                            return Err(FhirError::BadRequest(format!(
+                                "_type: '{w}' is not a resource type"
+                            )));
                         }
                     }
                     types.retain(|t| wanted.contains(&t.as_str()));
                 }
                 "_since" => {
                     if crate::search::values::parse_date_range(v).is_none() {
-                        return Err(FhirError::BadRequest(format!("_since must be an instant, got '{v}'")));
+                        return Err(FhirError::BadRequest(format!(
+                            "_since must be an instant, got '{v}'"
+                        )));
                     }
                     rest.push(("_lastUpdated".to_string(), format!("ge{v}")));
                 }

@@ -332,7 +332,9 @@ impl Services {
         if_none_exist: Option<&str>,
     ) -> Result<Written> {
         check_resource(&self.validator, rtype, &resource, Context::default())?;
-        let criteria = if_none_exist.map(|q| parse_criteria(rtype, q)).transpose()?;
+        let criteria = if_none_exist
+            .map(|q| parse_criteria(rtype, q))
+            .transpose()?;
         let rtype = rtype.to_string();
         store::write(self.store.as_ref(), move |txn| {
             create_in(txn, &rtype, resource, None, criteria.as_deref())

@@ -128,11 +128,18 @@ impl<'a> Executor<'a> {
                     Resolved::Any(ms)
                 }
             }
-            Criterion::Chain { param, types, inner } => {
+            Criterion::Chain {
+                param,
+                types,
+                inner,
+            } => {
                 let mut ms = Vec::new();
                 for (t, crit) in types.iter().zip(inner) {
                     for id in self.matching(t, crit)? {
-                        ms.push(Matcher::new(param.clone(), Test::Exact(clean(&format!("{t}/{id}")))));
+                        ms.push(Matcher::new(
+                            param.clone(),
+                            Test::Exact(clean(&format!("{t}/{id}"))),
+                        ));
                     }
                 }
                 Resolved::Any(ms)
@@ -177,19 +184,20 @@ impl<'a> Executor<'a> {
                 let mut visits = 0usize;
                 let mut too_many = false;
                 for m in ms {
-                    self.reader.scan(rtype, &m.param, &m.lo, m.hi.as_deref(), &mut |v, id| {
-                        visits += 1;
-                        if m.test.accepts(v) {
-                            ids.insert(id.to_string());
-                        }
-                        if let Some(c) = cap {
-                            if ids.len() > c || visits > PROBE_VISITS.max(c * 4) {
-                                too_many = true;
-                                return false;
+                    self.reader
+                        .scan(rtype, &m.param, &m.lo, m.hi.as_deref(), &mut |v, id| {
+                            visits += 1;
+                            if m.test.accepts(v) {
+                                ids.insert(id.to_string());
                             }
-                        }
-                        true
-                    })?;
+                            if let Some(c) = cap {
+                                if ids.len() > c || visits > PROBE_VISITS.max(c * 4) {
+                                    too_many = true;
+                                    return false;
+                                }
+                            }
+                            true
+                        })?;
                     if too_many {
                         return Ok(Probe::TooMany);
                     }

@@ -68,14 +68,22 @@ pub fn date_range(node: &Node) -> Option<Range> {
             // Timing: from the first event to the end of the last, or its bounds
             let mut low = i64::MAX;
             let mut high = i64::MIN;
-            for e in o.get("event").and_then(Value::as_array).into_iter().flatten() {
+            for e in o
+                .get("event")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(r) = e.as_str().and_then(parse_date_range) {
                     low = low.min(r.low);
                     high = high.max(r.high);
                 }
             }
             if let Some(b) = o.get("repeat").and_then(|r| r.get("boundsPeriod")) {
-                let bn = Node { value: b, ..node.clone() };
+                let bn = Node {
+                    value: b,
+                    ..node.clone()
+                };
                 if let Some(r) = date_range(&bn) {
                     low = low.min(r.low);
                     high = high.max(r.high);
@@ -87,8 +95,16 @@ pub fn date_range(node: &Node) -> Option<Range> {
     }
 }
 
-/// Token values of a node: (system, code) pairs and display texts.
-pub fn token_values(node: &Node, defs: &Definitions, binding: Option<&str>) -> (Vec<(String, String)>, Vec<String>, Vec<(String, String, String)>) {
+/// What a token node holds.
+pub type TokenValues = (
+    Vec<(String, String)>,
+    Vec<String>,
+    Vec<(String, String, String)>,
+);
+
+/// Token values of a node: (system, code) pairs, display texts, and identifier types
+/// (type system, type code, value).
+pub fn token_values(node: &Node, defs: &Definitions, binding: Option<&str>) -> TokenValues {
     let mut codes = Vec::new();
     let mut texts = Vec::new();
     let mut of_type = Vec::new();
@@ -121,16 +137,30 @@ pub fn token_values(node: &Node, defs: &Definitions, binding: Option<&str>) -> (
                 if let Some(t) = s(node.value, "text") {
                     texts.push(t);
                 }
-            } else if node.fhir_type.as_deref() == Some("Identifier") || (o.contains_key("value") && !o.contains_key("code") && node.fhir_type.as_deref() != Some("ContactPoint")) {
+            } else if node.fhir_type.as_deref() == Some("Identifier")
+                || (o.contains_key("value")
+                    && !o.contains_key("code")
+                    && node.fhir_type.as_deref() != Some("ContactPoint"))
+            {
                 if let Some(v) = s(node.value, "value") {
                     codes.push((s(node.value, "system").unwrap_or_default(), v.clone()));
-                    for tc in o.get("type").and_then(|t| t.get("coding")).and_then(Value::as_array).into_iter().flatten() {
+                    for tc in o
+                        .get("type")
+                        .and_then(|t| t.get("coding"))
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
                         if let Some(tcode) = s(tc, "code") {
                             of_type.push((s(tc, "system").unwrap_or_default(), tcode, v.clone()));
                         }
                     }
                 }
-                if let Some(t) = o.get("type").and_then(|t| t.get("text")).and_then(Value::as_str) {
+                if let Some(t) = o
+                    .get("type")
+                    .and_then(|t| t.get("text"))
+                    .and_then(Value::as_str)
+                {
                     texts.push(t.to_string());
                 }
             } else if node.fhir_type.as_deref() == Some("ContactPoint") {
@@ -155,10 +185,24 @@ pub fn string_values(node: &Node) -> Vec<String> {
     match node.value {
         Value::String(s) => out.push(s.clone()),
         Value::Object(o) => {
-            for k in ["family", "given", "prefix", "suffix", "text", "line", "city", "district", "state", "postalCode", "country"] {
+            for k in [
+                "family",
+                "given",
+                "prefix",
+                "suffix",
+                "text",
+                "line",
+                "city",
+                "district",
+                "state",
+                "postalCode",
+                "country",
+            ] {
                 match o.get(k) {
                     Some(Value::String(s)) => out.push(s.clone()),
-                    Some(Value::Array(a)) => out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string))),
+                    Some(Value::Array(a)) => {
+                        out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)))
+                    }
                     _ => {}
                 }
             }
@@ -210,7 +254,11 @@ pub fn quantity_values(node: &Node, analyte: Option<Analyte>) -> Vec<(String, De
     let Value::Object(o) = node.value else {
         return out;
     };
-    if node.fhir_type.as_deref().is_some_and(|t| t == "SampledData" || t == "Range") {
+    if node
+        .fhir_type
+        .as_deref()
+        .is_some_and(|t| t == "SampledData" || t == "Range")
+    {
         return out;
     }
     let Some(value) = o.get("value").and_then(values::json_decimal) else {
@@ -256,14 +304,29 @@ fn analyte_of(resource: &Value) -> Option<Analyte> {
         .as_array()?
         .iter()
         .filter(|c| c.get("system").and_then(Value::as_str) == Some("http://loinc.org"))
-        .find_map(|c| c.get("code").and_then(Value::as_str).and_then(units::analyte))
+        .find_map(|c| {
+            c.get("code")
+                .and_then(Value::as_str)
+                .and_then(units::analyte)
+        })
 }
 
 impl Out<'_> {
-    fn extract(&mut self, ev: &Evaluator, defs: &Definitions, rtype: &str, resource: &Value, p: &ParamDef) {
+    fn extract(
+        &mut self,
+        ev: &Evaluator,
+        defs: &Definitions,
+        rtype: &str,
+        resource: &Value,
+        p: &ParamDef,
+    ) {
         let nodes = ev.eval(&p.expr, rtype, resource);
         let code = p.code.as_str();
-        let analyte = if rtype == "Observation" { analyte_of(resource) } else { None };
+        let analyte = if rtype == "Observation" {
+            analyte_of(resource)
+        } else {
+            None
+        };
         for n in &nodes {
             match p.kind {
                 ParamType::Composite => self.composite(ev, defs, rtype, n, p, analyte),
@@ -277,7 +340,14 @@ impl Out<'_> {
     }
 
     /// Entries (param, value) of one node for a non-composite parameter.
-    fn simple(&self, defs: &Definitions, n: &Node, kind: ParamType, code: &str, analyte: Option<Analyte>) -> Vec<(String, Vec<u8>)> {
+    fn simple(
+        &self,
+        defs: &Definitions,
+        n: &Node,
+        kind: ParamType,
+        code: &str,
+        analyte: Option<Analyte>,
+    ) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         match kind {
             ParamType::Token => {
@@ -289,7 +359,10 @@ impl Out<'_> {
                     out.push((format!("{code}{TEXT}"), fold(&t).into_bytes()));
                 }
                 for (ts, tc, v) in of_type {
-                    out.push((format!("{code}{OF_TYPE}"), enc_token(&format!("{ts}|{tc}"), &v)));
+                    out.push((
+                        format!("{code}{OF_TYPE}"),
+                        enc_token(&format!("{ts}|{tc}"), &v),
+                    ));
                 }
             }
             ParamType::String => {
@@ -319,7 +392,11 @@ impl Out<'_> {
                     out.push((code.to_string(), values::clean(&v)));
                 }
                 if let Some(ident) = n.value.get("identifier") {
-                    let inode = Node { value: ident, fhir_type: Some("Identifier".into()), ..n.clone() };
+                    let inode = Node {
+                        value: ident,
+                        fhir_type: Some("Identifier".into()),
+                        ..n.clone()
+                    };
                     let (codes, _, _) = token_values(&inode, defs, None);
                     for (sys, c) in codes {
                         out.push((format!("{code}{IDENTIFIER}"), enc_token(&sys, &c)));
@@ -336,7 +413,15 @@ impl Out<'_> {
         out
     }
 
-    fn composite(&mut self, ev: &Evaluator, defs: &Definitions, rtype: &str, n: &Node, p: &ParamDef, analyte: Option<Analyte>) {
+    fn composite(
+        &mut self,
+        ev: &Evaluator,
+        defs: &Definitions,
+        rtype: &str,
+        n: &Node,
+        p: &ParamDef,
+        analyte: Option<Analyte>,
+    ) {
         let [c1, c2] = match p.components.as_slice() {
             [a, b] => [a, b],
             _ => return,
@@ -363,9 +448,17 @@ impl Out<'_> {
 }
 
 /// All index entries of a resource, sorted and without duplicates.
-pub fn index_entries(reg: &Registry, defs: &Definitions, rtype: &str, resource: &Value) -> Vec<IndexEntry> {
+pub fn index_entries(
+    reg: &Registry,
+    defs: &Definitions,
+    rtype: &str,
+    resource: &Value,
+) -> Vec<IndexEntry> {
     let ev = Evaluator::new(defs);
-    let mut out = Out { entries: Vec::new(), reg };
+    let mut out = Out {
+        entries: Vec::new(),
+        reg,
+    };
     for p in reg.params(rtype) {
         out.extract(&ev, defs, rtype, resource, p);
     }

@@ -219,7 +219,9 @@ impl Matcher {
                 match prefix {
                     Prefix::Eq | Prefix::Ap => (bound(*lo), Some(bound(*hi))),
                     Prefix::Gt | Prefix::Sa | Prefix::Ge => (bound(*value), end),
-                    Prefix::Lt | Prefix::Eb | Prefix::Le => (start.clone(), Some(bound(value.saturating_add(1)))),
+                    Prefix::Lt | Prefix::Eb | Prefix::Le => {
+                        (start.clone(), Some(bound(value.saturating_add(1))))
+                    }
                     Prefix::Ne => (start.clone(), end),
                 }
             }
@@ -256,7 +258,9 @@ impl Matcher {
     pub fn token(param: &str, value: &str) -> Matcher {
         match value.split_once('|') {
             Some((sys, "")) => Matcher::new(param, Test::TokenSystem(super::values::clean(sys))),
-            Some((sys, code)) => Matcher::new(param, Test::Exact(super::values::enc_token(sys, code))),
+            Some((sys, code)) => {
+                Matcher::new(param, Test::Exact(super::values::enc_token(sys, code)))
+            }
             None => {
                 let mut p = super::values::clean(value);
                 p.push(TOKEN_SEP);
@@ -279,7 +283,9 @@ pub fn quantity_sort_value(v: &[u8]) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::values::{enc_quantity, enc_range_high, enc_range_low, parse_date_range, parse_number, scaled};
+    use crate::search::values::{
+        enc_quantity, enc_range_high, enc_range_low, parse_date_range, parse_number, scaled,
+    };
 
     fn r(s: &str) -> Range {
         parse_date_range(s).expect("date")
@@ -291,12 +297,18 @@ mod tests {
         let inside = r("2020-06-15T10:00:00Z");
         let before = r("2020-06-14T23:59:59Z");
         let after = r("2020-06-16T00:00:00Z");
-        let spanning = Range { low: before.low, high: after.high };
+        let spanning = Range {
+            low: before.low,
+            high: after.high,
+        };
         assert!(date_matches(Prefix::Eq, inside, day));
         assert!(!date_matches(Prefix::Eq, spanning, day));
         assert!(date_matches(Prefix::Ne, spanning, day));
         assert!(date_matches(Prefix::Gt, after, day) && !date_matches(Prefix::Gt, inside, day));
-        assert!(date_matches(Prefix::Gt, spanning, day), "a period reaching past the day is gt");
+        assert!(
+            date_matches(Prefix::Gt, spanning, day),
+            "a period reaching past the day is gt"
+        );
         assert!(date_matches(Prefix::Lt, before, day) && !date_matches(Prefix::Lt, inside, day));
         assert!(date_matches(Prefix::Ge, inside, day) && date_matches(Prefix::Ge, after, day));
         assert!(!date_matches(Prefix::Ge, before, day));
@@ -309,16 +321,36 @@ mod tests {
     #[test]
     fn scan_ranges_hold_every_accepted_value() {
         let s = r("2020-06-15");
-        let targets = [r("2019"), r("2020-06-14"), r("2020-06-15T12:00:00Z"), r("2020-06-16"), r("2021-01-01")];
-        for p in [Prefix::Eq, Prefix::Lt, Prefix::Sa, Prefix::Ap, Prefix::Gt, Prefix::Eb] {
+        let targets = [
+            r("2019"),
+            r("2020-06-14"),
+            r("2020-06-15T12:00:00Z"),
+            r("2020-06-16"),
+            r("2021-01-01"),
+        ];
+        for p in [
+            Prefix::Eq,
+            Prefix::Lt,
+            Prefix::Sa,
+            Prefix::Ap,
+            Prefix::Gt,
+            Prefix::Eb,
+        ] {
             for (layout, m) in [
                 ("lo", Matcher::new("d", Test::DateLow(p, s))),
                 ("hi", Matcher::new("d:hi", Test::DateHigh(p, s))),
             ] {
                 for t in targets {
-                    let v = if layout == "lo" { enc_range_low(t) } else { enc_range_high(t) };
+                    let v = if layout == "lo" {
+                        enc_range_low(t)
+                    } else {
+                        enc_range_high(t)
+                    };
                     if m.test.accepts(&v) {
-                        assert!(v >= m.lo && m.hi.as_ref().is_none_or(|h| &v < h), "{p:?} {layout} {t:?}");
+                        assert!(
+                            v >= m.lo && m.hi.as_ref().is_none_or(|h| &v < h),
+                            "{p:?} {layout} {t:?}"
+                        );
                     }
                 }
             }
@@ -336,7 +368,10 @@ mod tests {
             for t in ["5.3", "5.35", "5.4", "5.449", "5.45", "6"] {
                 let v = enc_quantity("|mg", parse_number(t).expect("n").value);
                 if m.test.accepts(&v) {
-                    assert!(v >= m.lo && m.hi.as_ref().is_none_or(|h| &v < h), "{p:?} {t}");
+                    assert!(
+                        v >= m.lo && m.hi.as_ref().is_none_or(|h| &v < h),
+                        "{p:?} {t}"
+                    );
                 }
             }
         }

@@ -11,8 +11,8 @@ pub mod params;
 pub mod path;
 pub mod query;
 pub mod units;
-pub mod valueset;
 pub mod values;
+pub mod valueset;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -59,14 +59,18 @@ impl Engine {
     /// Parse a query for one type, strictly (unknown parameters are errors): for conditional
     /// interactions, where ignoring a criterion would change what is written.
     pub fn parse_conditional(&self, rtype: &str, query: &str) -> Result<Search> {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
-            .into_owned()
-            .collect();
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
+                .into_owned()
+                .collect();
         let s = parse(
             &self.registry,
             &[rtype.to_string()],
             &pairs,
-            PageLimits { default: 50, max: 1000 },
+            PageLimits {
+                default: 50,
+                max: 1000,
+            },
             true,
         )?;
         if s.criteria.is_empty() {
@@ -79,7 +83,12 @@ impl Engine {
 
     /// Ids of live resources matching `criteria`, as a write job sees them (its own and its
     /// commit group's writes included).
-    pub fn find_in_txn(&self, txn: &mut dyn WriteTxn, rtype: &str, criteria: &[Criterion]) -> Result<Vec<String>> {
+    pub fn find_in_txn(
+        &self,
+        txn: &mut dyn WriteTxn,
+        rtype: &str,
+        criteria: &[Criterion],
+    ) -> Result<Vec<String>> {
         let mut reader = TxnReader { txn };
         Executor::new(&self.registry, &self.defs, &mut reader).matching(rtype, criteria)
     }
@@ -91,8 +100,12 @@ pub struct StoreReader<'a> {
     pub store: &'a dyn Store,
 }
 
+/// A scan of the index: (type, param, lo, hi, visitor).
+type ScanFn<'a> = dyn FnMut(&str, &str, &[u8], Option<&[u8]>, &mut dyn FnMut(&[u8], &str) -> bool) -> Result<()>
+    + 'a;
+
 fn stored_valueset(
-    scan: &mut dyn FnMut(&str, &str, &[u8], Option<&[u8]>, &mut dyn FnMut(&[u8], &str) -> bool) -> Result<()>,
+    scan: &mut ScanFn,
     fetch: &mut dyn FnMut(&str, &str) -> Result<Option<Value>>,
     url: &str,
 ) -> Result<Option<HashSet<(String, String)>>> {
@@ -109,7 +122,9 @@ fn stored_valueset(
         true
     })?;
     for id in ids {
-        let Some(vs) = fetch("ValueSet", &id)? else { continue };
+        let Some(vs) = fetch("ValueSet", &id)? else {
+            continue;
+        };
         if version.is_some_and(|v| vs["version"].as_str() != Some(v)) {
             continue;
         }
@@ -133,7 +148,14 @@ fn stored_valueset(
 }
 
 impl IndexReader for StoreReader<'_> {
-    fn scan(&mut self, rtype: &str, param: &str, lo: &[u8], hi: Option<&[u8]>, visit: &mut dyn FnMut(&[u8], &str) -> bool) -> Result<()> {
+    fn scan(
+        &mut self,
+        rtype: &str,
+        param: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+    ) -> Result<()> {
         self.store.scan_index(rtype, param, lo, hi, visit)
     }
 
@@ -171,7 +193,14 @@ pub struct TxnReader<'a> {
 }
 
 impl IndexReader for TxnReader<'_> {
-    fn scan(&mut self, rtype: &str, param: &str, lo: &[u8], hi: Option<&[u8]>, visit: &mut dyn FnMut(&[u8], &str) -> bool) -> Result<()> {
+    fn scan(
+        &mut self,
+        rtype: &str,
+        param: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+    ) -> Result<()> {
         self.txn.scan_index(rtype, param, lo, hi, visit)
     }
 

@@ -132,7 +132,11 @@ pub struct Registry {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -140,7 +144,8 @@ impl Registry {
     /// Load and compile the shipped definitions. `base_url` is this server's base.
     pub fn load(base_url: &str) -> Result<Self> {
         let bad = |what: &str, e: String| FhirError::Storage(format!("{what}: {e}"));
-        let doc: Value = serde_json::from_str(PARAMS_JSON).map_err(|e| bad("search-parameters.json", e.to_string()))?;
+        let doc: Value = serde_json::from_str(PARAMS_JSON)
+            .map_err(|e| bad("search-parameters.json", e.to_string()))?;
         let mut by_type: HashMap<String, BTreeMap<String, Arc<ParamDef>>> = HashMap::new();
         let mut aliases = HashMap::new();
         let mut common: Vec<Arc<ParamDef>> = Vec::new();
@@ -158,7 +163,11 @@ impl Registry {
                 continue;
             };
             let Some(expr) = compile(expr_text) else {
-                tracing::warn!(param = code, expression = expr_text, "search parameter not supported: expression outside the FHIRPath subset");
+                tracing::warn!(
+                    param = code,
+                    expression = expr_text,
+                    "search parameter not supported: expression outside the FHIRPath subset"
+                );
                 continue;
             };
             let mut components = Vec::new();
@@ -166,7 +175,9 @@ impl Registry {
             for c in p["component"].as_array().into_iter().flatten() {
                 let ckind = c["type"]
                     .as_str()
-                    .or_else(|| by_url.get(c["definition"].as_str().unwrap_or(""))?["type"].as_str())
+                    .or_else(|| {
+                        by_url.get(c["definition"].as_str().unwrap_or(""))?["type"].as_str()
+                    })
                     .and_then(ParamType::parse);
                 match (ckind, c["expression"].as_str().and_then(compile)) {
                     (Some(k), Some(e)) => components.push(Component { kind: k, expr: e }),
@@ -176,7 +187,13 @@ impl Registry {
             if !ok || (kind == ParamType::Composite && components.len() != 2) {
                 continue;
             }
-            let description = p["description"].as_str().unwrap_or("").lines().next().unwrap_or("").to_string();
+            let description = p["description"]
+                .as_str()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
             let def = Arc::new(ParamDef {
                 code: code.to_string(),
                 url: p["url"].as_str().unwrap_or("").to_string(),
@@ -191,7 +208,10 @@ impl Registry {
                     common.push(def.clone());
                     continue;
                 }
-                by_type.entry(base.clone()).or_default().insert(code.to_string(), def.clone());
+                by_type
+                    .entry(base.clone())
+                    .or_default()
+                    .insert(code.to_string(), def.clone());
                 for alias in strings(&p["aliases"]) {
                     aliases.insert((base.clone(), alias), code.to_string());
                 }
@@ -205,16 +225,22 @@ impl Registry {
                 }
             }
         }
-        let summary_doc: Value = serde_json::from_str(SUMMARY_JSON).map_err(|e| bad("r4-summary-elements.json", e.to_string()))?;
+        let summary_doc: Value = serde_json::from_str(SUMMARY_JSON)
+            .map_err(|e| bad("r4-summary-elements.json", e.to_string()))?;
         let summary = summary_doc["types"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), strings(v).into_iter().collect())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), strings(v).into_iter().collect()))
+                    .collect()
+            })
             .unwrap_or_default();
         let mandatory = summary_doc["mandatory"]
             .as_object()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), strings(v))).collect())
             .unwrap_or_default();
-        let comp_doc: Value = serde_json::from_str(COMPARTMENT_JSON).map_err(|e| bad("compartment-patient.json", e.to_string()))?;
+        let comp_doc: Value = serde_json::from_str(COMPARTMENT_JSON)
+            .map_err(|e| bad("compartment-patient.json", e.to_string()))?;
         let compartment = comp_doc["resources"]
             .as_object()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), strings(v))).collect())
@@ -257,7 +283,10 @@ impl Registry {
 
     /// The Patient-compartment parameters of a type (empty when not in the compartment).
     pub fn compartment_params(&self, rtype: &str) -> &[String] {
-        self.compartment.get(rtype).map(Vec::as_slice).unwrap_or(&[])
+        self.compartment
+            .get(rtype)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Types in the Patient compartment.

@@ -167,7 +167,10 @@ fn parse_path(s: &str) -> Option<PathExpr> {
         Some(first) if is_type_name(first.trim()) => (Some(ident(first.trim())?), &segs[1..]),
         _ => (None, &segs[..]),
     };
-    let steps = rest.iter().map(|seg| parse_step(seg)).collect::<Option<Vec<_>>>()?;
+    let steps = rest
+        .iter()
+        .map(|seg| parse_step(seg))
+        .collect::<Option<Vec<_>>>()?;
     Some(PathExpr { root, steps })
 }
 
@@ -247,7 +250,8 @@ impl<'d> Evaluator<'d> {
             }
             Expr::ExistsNotFalse(p) => {
                 let found = self.eval_path(&p.0, rtype, node);
-                let value = !found.is_empty() && !found.iter().all(|n| n.value == &Value::Bool(false));
+                let value =
+                    !found.is_empty() && !found.iter().all(|n| n.value == &Value::Bool(false));
                 vec![Node {
                     value: node.value,
                     fhir_type: Some("boolean".into()),
@@ -288,28 +292,64 @@ impl<'d> Evaluator<'d> {
             .find(|e| e.name == name)
     }
 
-    fn child_node<'a>(&self, def: Option<&ElementDef>, ty: Option<&str>, table: &(String, String), v: &'a Value) -> Node<'a> {
+    fn child_node<'a>(
+        &self,
+        def: Option<&ElementDef>,
+        ty: Option<&str>,
+        table: &(String, String),
+        v: &'a Value,
+    ) -> Node<'a> {
         let Some(def) = def else {
-            return Node { value: v, fhir_type: ty.map(str::to_string), table: ty.map(|t| (t.to_string(), t.to_string())), computed: None, binding: None };
+            return Node {
+                value: v,
+                fhir_type: ty.map(str::to_string),
+                table: ty.map(|t| (t.to_string(), t.to_string())),
+                computed: None,
+                binding: None,
+            };
         };
         if let Some(target) = &def.content_ref {
             let path = target.trim_start_matches('#').to_string();
-            return Node { value: v, fhir_type: Some("BackboneElement".into()), table: Some((table.0.clone(), path)), computed: None, binding: None };
+            return Node {
+                value: v,
+                fhir_type: Some("BackboneElement".into()),
+                table: Some((table.0.clone(), path)),
+                computed: None,
+                binding: None,
+            };
         }
-        let t = ty.map(str::to_string).or_else(|| def.types.first().cloned());
+        let t = ty
+            .map(str::to_string)
+            .or_else(|| def.types.first().cloned());
         match t.as_deref() {
             Some("BackboneElement") | Some("Element") if def.types.len() == 1 => Node {
                 value: v,
                 fhir_type: t.clone(),
-                table: Some((table.0.clone(), def.path.trim_end_matches("[x]").to_string())),
+                table: Some((
+                    table.0.clone(),
+                    def.path.trim_end_matches("[x]").to_string(),
+                )),
                 computed: None,
                 binding: None,
             },
-            _ => Node { value: v, table: t.clone().map(|t| (t.clone(), t)), fhir_type: t, computed: None, binding: def.binding.clone() },
+            _ => Node {
+                value: v,
+                table: t.clone().map(|t| (t.clone(), t)),
+                fhir_type: t,
+                computed: None,
+                binding: def.binding.clone(),
+            },
         }
     }
 
-    fn push_values<'a>(&self, v: &'a Value, def: Option<&ElementDef>, ty: Option<&str>, table: &(String, String), out: &mut Vec<Node<'a>>) {
+    fn push_values<'a>(
+        &self,
+        v: &'a Value,
+        def: Option<&ElementDef>,
+        ty: Option<&str>,
+        table: &(String, String),
+        out: &mut Vec<Node<'a>>,
+    ) {
         match v {
             Value::Array(items) => {
                 for item in items {
@@ -325,7 +365,10 @@ impl<'d> Evaluator<'d> {
         let Value::Object(obj) = n.value else {
             // primitives have no children; `as` still applies
             if let Step::As(t) = step {
-                if n.fhir_type.as_deref().is_some_and(|ft| ft.eq_ignore_ascii_case(t)) {
+                if n.fhir_type
+                    .as_deref()
+                    .is_some_and(|ft| ft.eq_ignore_ascii_case(t))
+                {
                     out.push(n.clone());
                 }
             }
@@ -357,7 +400,11 @@ impl<'d> Evaluator<'d> {
                             for (k, v) in obj {
                                 if let Some(suffix) = k.strip_prefix(name.as_str()) {
                                     if suffix.starts_with(|c: char| c.is_ascii_uppercase()) {
-                                        let t = if self.defs.get_type(suffix).is_some() { suffix.to_string() } else { lower_first(suffix) };
+                                        let t = if self.defs.get_type(suffix).is_some() {
+                                            suffix.to_string()
+                                        } else {
+                                            lower_first(suffix)
+                                        };
                                         self.push_values(v, None, Some(&t), table, out);
                                     }
                                 }
@@ -367,12 +414,18 @@ impl<'d> Evaluator<'d> {
                 }
             }
             Step::As(t) => {
-                if n.fhir_type.as_deref().is_some_and(|ft| ft.eq_ignore_ascii_case(t)) {
+                if n.fhir_type
+                    .as_deref()
+                    .is_some_and(|ft| ft.eq_ignore_ascii_case(t))
+                {
                     out.push(n.clone());
                 }
             }
             Step::ResolveIs(t) => {
-                let r = obj.get("reference").and_then(Value::as_str).and_then(type_of_reference);
+                let r = obj
+                    .get("reference")
+                    .and_then(Value::as_str)
+                    .and_then(type_of_reference);
                 if r == Some(t.as_str()) {
                     out.push(n.clone());
                 }
@@ -438,10 +491,22 @@ mod tests {
             vec![("dateTime".into(), json!("2020-01-01"))]
         );
         assert_eq!(
-            types("(Observation.value as Quantity) | (Observation.component.value as Quantity)", "Observation", &obs),
+            types(
+                "(Observation.value as Quantity) | (Observation.component.value as Quantity)",
+                "Observation",
+                &obs
+            ),
             vec![("Quantity".into(), json!({"value": 7.2}))]
         );
-        assert_eq!(types("Observation.component.value.as(Period)", "Observation", &obs).len(), 1);
+        assert_eq!(
+            types(
+                "Observation.component.value.as(Period)",
+                "Observation",
+                &obs
+            )
+            .len(),
+            1
+        );
         assert!(types("Patient.name | Person.name", "Observation", &obs).is_empty());
     }
 
@@ -449,8 +514,21 @@ mod tests {
     fn where_resolve_extension_and_boolean_forms() {
         let p = json!({"resourceType": "Observation", "subject": {"reference": "Patient/1"},
             "extension": [{"url": "u", "valueCodeableConcept": {"text": "x"}}]});
-        assert_eq!(types("Observation.subject.where(resolve() is Patient)", "Observation", &p).len(), 1);
-        assert!(types("Observation.subject.where(resolve() is Group)", "Observation", &p).is_empty());
+        assert_eq!(
+            types(
+                "Observation.subject.where(resolve() is Patient)",
+                "Observation",
+                &p
+            )
+            .len(),
+            1
+        );
+        assert!(types(
+            "Observation.subject.where(resolve() is Group)",
+            "Observation",
+            &p
+        )
+        .is_empty());
         assert_eq!(
             types("Observation.extension('u').value", "Observation", &p),
             vec![("CodeableConcept".into(), json!({"text": "x"}))]

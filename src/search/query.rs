@@ -145,7 +145,9 @@ fn split_escaped(s: &str, sep: char) -> Vec<String> {
         if c == '\\' {
             match chars.peek() {
                 Some(&n) if n == sep => {
-                    out.last_mut().map(|l| l.push(n));
+                    if let Some(l) = out.last_mut() {
+                        l.push(n);
+                    }
                     chars.next();
                 }
                 Some(&n) => {
@@ -156,7 +158,9 @@ fn split_escaped(s: &str, sep: char) -> Vec<String> {
                     chars.next();
                 }
                 None => {
-                    out.last_mut().map(|l| l.push('\\'));
+                    if let Some(l) = out.last_mut() {
+                        l.push('\\');
+                    }
                 }
             }
         } else if c == sep {
@@ -185,8 +189,17 @@ fn unescape(s: &str) -> String {
 
 /// Parameters that control results rather than filter them.
 const CONTROL: &[&str] = &[
-    "_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_cursor",
-    "_format", "_pretty", "_type",
+    "_count",
+    "_sort",
+    "_total",
+    "_summary",
+    "_elements",
+    "_include",
+    "_revinclude",
+    "_cursor",
+    "_format",
+    "_pretty",
+    "_type",
 ];
 
 struct Parser<'r> {
@@ -219,7 +232,11 @@ impl Parser<'_> {
         let def = self.reg.param(rtype, code)?.clone();
         let values: Vec<String> = split_escaped(raw, ',');
         if values.iter().all(|v| v.is_empty()) {
-            bad(&mut self.errors, name, format!("parameter '{name}' has no value"));
+            bad(
+                &mut self.errors,
+                name,
+                format!("parameter '{name}' has no value"),
+            );
             return Some(Criterion::Any(vec![]));
         }
         if modifier == Some("missing") {
@@ -227,7 +244,11 @@ impl Parser<'_> {
                 "true" => true,
                 "false" => false,
                 _ => {
-                    bad(&mut self.errors, name, format!("':missing' takes true or false, got '{raw}'"));
+                    bad(
+                        &mut self.errors,
+                        name,
+                        format!("':missing' takes true or false, got '{raw}'"),
+                    );
                     return Some(Criterion::Any(vec![]));
                 }
             };
@@ -235,67 +256,121 @@ impl Parser<'_> {
             if def.kind == ParamType::Token {
                 any.push(Matcher::new(format!("{}{TEXT}", def.code), Test::Any));
             }
-            return Some(if missing { Criterion::NoneOf(any) } else { Criterion::Any(any) });
+            return Some(if missing {
+                Criterion::NoneOf(any)
+            } else {
+                Criterion::Any(any)
+            });
         }
         self.typed(rtype, name, &def, modifier, values)
     }
 
     fn id_criterion(&mut self, name: &str, modifier: Option<&str>, raw: &str) -> Option<Criterion> {
-        let ids: Vec<String> = split_escaped(raw, ',').into_iter().filter(|v| !v.is_empty()).collect();
+        let ids: Vec<String> = split_escaped(raw, ',')
+            .into_iter()
+            .filter(|v| !v.is_empty())
+            .collect();
         match modifier {
             None | Some("exact") => Some(Criterion::Ids(ids)),
-            Some("missing") => Some(Criterion::Ids(if raw == "false" { vec!["*".into()] } else { vec![] })),
+            Some("missing") => Some(Criterion::Ids(if raw == "false" {
+                vec!["*".into()]
+            } else {
+                vec![]
+            })),
             Some(m) => {
-                bad(&mut self.errors, name, format!("modifier ':{m}' is not supported on _id"));
+                bad(
+                    &mut self.errors,
+                    name,
+                    format!("modifier ':{m}' is not supported on _id"),
+                );
                 Some(Criterion::Ids(vec![]))
             }
         }
     }
 
-    fn typed(&mut self, rtype: &str, name: &str, def: &Arc<ParamDef>, modifier: Option<&str>, values: Vec<String>) -> Option<Criterion> {
+    fn typed(
+        &mut self,
+        rtype: &str,
+        name: &str,
+        def: &Arc<ParamDef>,
+        modifier: Option<&str>,
+        values: Vec<String>,
+    ) -> Option<Criterion> {
         let code = def.code.as_str();
         let mut matchers = Vec::new();
         let mut negate = false;
         let unsupported = |this: &mut Self, m: &str| {
-            bad(&mut this.errors, name, format!("modifier ':{m}' is not supported on {} parameter '{code}'", def.kind.code()));
+            bad(
+                &mut this.errors,
+                name,
+                format!(
+                    "modifier ':{m}' is not supported on {} parameter '{code}'",
+                    def.kind.code()
+                ),
+            );
         };
         match def.kind {
-            ParamType::Token => match modifier {
-                None => matchers.extend(values.iter().map(|v| Matcher::token(code, &unescape_pipe(v)))),
-                Some("not") => {
-                    negate = true;
-                    matchers.extend(values.iter().map(|v| Matcher::token(code, &unescape_pipe(v))));
-                }
-                Some("text") => matchers.extend(values.iter().map(|v| Matcher::new(format!("{code}{TEXT}"), Test::Prefix(clean(&fold(v)))))),
-                Some("of-type") => {
-                    for v in &values {
-                        let parts = split_escaped(v, '|');
-                        if parts.len() != 3 || parts[1].is_empty() || parts[2].is_empty() {
-                            bad(&mut self.errors, name, format!("':of-type' needs system|code|value, got '{v}'"));
-                            continue;
+            ParamType::Token => {
+                match modifier {
+                    None => matchers.extend(
+                        values
+                            .iter()
+                            .map(|v| Matcher::token(code, &unescape_pipe(v))),
+                    ),
+                    Some("not") => {
+                        negate = true;
+                        matchers.extend(
+                            values
+                                .iter()
+                                .map(|v| Matcher::token(code, &unescape_pipe(v))),
+                        );
+                    }
+                    Some("text") => matchers.extend(values.iter().map(|v| {
+                        Matcher::new(format!("{code}{TEXT}"), Test::Prefix(clean(&fold(v))))
+                    })),
+                    Some("of-type") => {
+                        for v in &values {
+                            let parts = split_escaped(v, '|');
+                            if parts.len() != 3 || parts[1].is_empty() || parts[2].is_empty() {
+                                bad(
+                                    &mut self.errors,
+                                    name,
+                                    format!("':of-type' needs system|code|value, got '{v}'"),
+                                );
+                                continue;
+                            }
+                            let ty = format!("{}|{}", parts[0], parts[1]);
+                            matchers.push(Matcher::new(
+                                format!("{code}{OF_TYPE}"),
+                                Test::Exact(enc_token(&ty, &parts[2])),
+                            ));
                         }
-                        let ty = format!("{}|{}", parts[0], parts[1]);
-                        matchers.push(Matcher::new(format!("{code}{OF_TYPE}"), Test::Exact(enc_token(&ty, &parts[2]))));
                     }
-                }
-                Some(m @ ("in" | "not-in")) => {
-                    if values.len() != 1 {
-                        bad(&mut self.errors, name, format!("':{m}' takes one ValueSet URL"));
+                    Some(m @ ("in" | "not-in")) => {
+                        if values.len() != 1 {
+                            bad(
+                                &mut self.errors,
+                                name,
+                                format!("':{m}' takes one ValueSet URL"),
+                            );
+                        }
+                        return Some(Criterion::InValueSet {
+                            param: code.to_string(),
+                            url: values[0].clone(),
+                            negate: m == "not-in",
+                        });
                     }
-                    return Some(Criterion::InValueSet {
-                        param: code.to_string(),
-                        url: values[0].clone(),
-                        negate: m == "not-in",
-                    });
+                    Some(m) => unsupported(self, m),
                 }
-                Some(m) => unsupported(self, m),
-            },
+            }
             ParamType::String => {
                 for v in &values {
                     let v = unescape(v);
                     matchers.push(match modifier {
                         None => Matcher::new(code, Test::Prefix(clean(&fold(&v)))),
-                        Some("exact") => Matcher::new(format!("{code}{EXACT}"), Test::Exact(clean(&v))),
+                        Some("exact") => {
+                            Matcher::new(format!("{code}{EXACT}"), Test::Exact(clean(&v)))
+                        }
                         Some("contains") => Matcher::new(code, Test::Contains(clean(&fold(&v)))),
                         Some(m) => {
                             unsupported(self, m);
@@ -319,11 +394,20 @@ impl Parser<'_> {
                     unsupported(self, m);
                 }
                 for v in &values {
-                    matchers.extend(self.quantity_matchers(name, code, v, def.kind == ParamType::Number));
+                    matchers.extend(self.quantity_matchers(
+                        name,
+                        code,
+                        v,
+                        def.kind == ParamType::Number,
+                    ));
                 }
             }
             ParamType::Reference => match modifier {
-                Some("identifier") => matchers.extend(values.iter().map(|v| Matcher::token(&format!("{code}{IDENTIFIER}"), &unescape_pipe(v)))),
+                Some("identifier") => matchers.extend(
+                    values
+                        .iter()
+                        .map(|v| Matcher::token(&format!("{code}{IDENTIFIER}"), &unescape_pipe(v))),
+                ),
                 Some(m) if is_resource_type(m) => {
                     for v in &values {
                         let id = v.rsplit('/').next().unwrap_or(v);
@@ -363,7 +447,11 @@ impl Parser<'_> {
             }
         }
         let _ = rtype;
-        Some(if negate { Criterion::NoneOf(matchers) } else { Criterion::Any(matchers) })
+        Some(if negate {
+            Criterion::NoneOf(matchers)
+        } else {
+            Criterion::Any(matchers)
+        })
     }
 
     fn date_matcher(&mut self, name: &str, code: &str, v: &str) -> Option<Matcher> {
@@ -376,10 +464,15 @@ impl Parser<'_> {
             // approximately: widen by 10% of the distance from now (at least the value's own range)
             let now = crate::interaction::now_ms();
             let gap = ((now - s.low).abs() / 10).max(0);
-            s = Range { low: s.low.saturating_sub(gap), high: s.high.saturating_add(gap) };
+            s = Range {
+                low: s.low.saturating_sub(gap),
+                high: s.high.saturating_add(gap),
+            };
         }
         Some(match p {
-            Prefix::Gt | Prefix::Ge | Prefix::Eb => Matcher::new(format!("{code}{HI}"), Test::DateHigh(p, s)),
+            Prefix::Gt | Prefix::Ge | Prefix::Eb => {
+                Matcher::new(format!("{code}{HI}"), Test::DateHigh(p, s))
+            }
             _ => Matcher::new(code, Test::DateLow(p, s)),
         })
     }
@@ -388,39 +481,57 @@ impl Parser<'_> {
         let parts = split_escaped(v, '|');
         let (p, num) = Prefix::split(&parts[0]);
         let Some(n) = parse_number(num) else {
-            bad(&mut self.errors, name, format!("'{v}' is not a valid {} search value ([prefix]number{})", if number { "number" } else { "quantity" }, if number { "" } else { "[|system|code]" }));
+            bad(
+                &mut self.errors,
+                name,
+                format!(
+                    "'{v}' is not a valid {} search value ([prefix]number{})",
+                    if number { "number" } else { "quantity" },
+                    if number { "" } else { "[|system|code]" }
+                ),
+            );
             return vec![];
         };
         if parts.len() != 1 && (number || parts.len() != 3) {
-            bad(&mut self.errors, name, format!("'{v}' is not a valid quantity search value (number|system|code)"));
+            bad(
+                &mut self.errors,
+                name,
+                format!("'{v}' is not a valid quantity search value (number|system|code)"),
+            );
             return vec![];
         }
         let mut half = n.half_width;
         if p == Prefix::Ap {
             half = half.max(n.value.abs() * rust_decimal::Decimal::new(1, 1));
         }
-        let make = |unit: Option<Vec<u8>>, value: rust_decimal::Decimal, half: rust_decimal::Decimal| {
-            Matcher::new(
-                code,
-                Test::Number {
-                    unit,
-                    prefix: p,
-                    value: scaled(value),
-                    lo: scaled(value - half),
-                    hi: scaled(value + half),
-                },
-            )
-        };
+        let make =
+            |unit: Option<Vec<u8>>, value: rust_decimal::Decimal, half: rust_decimal::Decimal| {
+                Matcher::new(
+                    code,
+                    Test::Number {
+                        unit,
+                        prefix: p,
+                        value: scaled(value),
+                        lo: scaled(value - half),
+                        hi: scaled(value + half),
+                    },
+                )
+            };
         if number {
             return vec![make(Some(Vec::new()), n.value, half)];
         }
         match parts.as_slice() {
             [_] => vec![make(None, n.value, half)],
-            [_, sys, ucode] if sys.is_empty() => vec![make(Some(clean(&format!("|{ucode}"))), n.value, half)],
+            [_, sys, ucode] if sys.is_empty() => {
+                vec![make(Some(clean(&format!("|{ucode}"))), n.value, half)]
+            }
             [_, sys, ucode] => {
                 let mut out = vec![make(Some(clean(&format!("{sys}|{ucode}"))), n.value, half)];
                 if sys == UCUM {
-                    if let (Some((k, cv)), Some((_, ch))) = (units::canonical(ucode, n.value), units::canonical(ucode, half)) {
+                    if let (Some((k, cv)), Some((_, ch))) = (
+                        units::canonical(ucode, n.value),
+                        units::canonical(ucode, half),
+                    ) {
                         out.push(make(Some(clean(&k)), cv, ch));
                     }
                 }
@@ -439,7 +550,10 @@ impl Parser<'_> {
         }
         // a bare id: any allowed target type
         let targets: Vec<String> = if def.targets.is_empty() {
-            crate::fhir::resource_types::RESOURCE_TYPES.iter().map(|t| t.to_string()).collect()
+            crate::fhir::resource_types::RESOURCE_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect()
         } else {
             def.targets.clone()
         };
@@ -452,13 +566,22 @@ impl Parser<'_> {
     fn composite_matcher(&mut self, name: &str, def: &ParamDef, v: &str) -> Option<Matcher> {
         let parts = split_escaped(v, '$');
         let [first, second] = parts.as_slice() else {
-            bad(&mut self.errors, name, format!("composite value '{v}' must have two parts joined by '$'"));
+            bad(
+                &mut self.errors,
+                name,
+                format!("composite value '{v}' must have two parts joined by '$'"),
+            );
             return None;
         };
-        let [c1, c2] = def.components.as_slice() else { return None };
+        let [c1, c2] = def.components.as_slice() else {
+            return None;
+        };
         let t1 = self.component_test(name, c1.kind, first)?;
         let t2 = self.component_test(name, c2.kind, second)?;
-        Some(Matcher::new(def.code.clone(), Test::Composite(Box::new(t1), Box::new(t2))))
+        Some(Matcher::new(
+            def.code.clone(),
+            Test::Composite(Box::new(t1), Box::new(t2)),
+        ))
     }
 
     fn component_test(&mut self, name: &str, kind: ParamType, v: &str) -> Option<Test> {
@@ -479,26 +602,45 @@ impl Parser<'_> {
                 Some(first)
             }
             _ => {
-                bad(&mut self.errors, name, "unsupported composite component type".into());
+                bad(
+                    &mut self.errors,
+                    name,
+                    "unsupported composite component type".into(),
+                );
                 None
             }
         }
     }
 
-    fn chain(&mut self, rtype: &str, name: &str, left: &str, right: &str, raw: &str) -> Option<Criterion> {
+    fn chain(
+        &mut self,
+        rtype: &str,
+        name: &str,
+        left: &str,
+        right: &str,
+        raw: &str,
+    ) -> Option<Criterion> {
         let (code, type_mod) = match left.split_once(':') {
             Some((c, t)) => (c, Some(t)),
             None => (left, None),
         };
         let def = self.reg.param(rtype, code)?.clone();
         if def.kind != ParamType::Reference {
-            bad(&mut self.errors, name, format!("'{code}' is not a reference parameter and cannot be chained"));
+            bad(
+                &mut self.errors,
+                name,
+                format!("'{code}' is not a reference parameter and cannot be chained"),
+            );
             return Some(Criterion::Any(vec![]));
         }
         let types: Vec<String> = match type_mod {
             Some(t) if is_resource_type(t) => vec![t.to_string()],
             Some(t) => {
-                bad(&mut self.errors, name, format!("'{t}' is not a resource type"));
+                bad(
+                    &mut self.errors,
+                    name,
+                    format!("'{t}' is not a resource type"),
+                );
                 return Some(Criterion::Any(vec![]));
             }
             None => def.targets.clone(),
@@ -506,10 +648,18 @@ impl Parser<'_> {
         let inner_name = right.split([':', '.']).next().unwrap_or(right);
         let candidates: Vec<String> = types
             .into_iter()
-            .filter(|t| inner_name == "_id" || inner_name == "_has" || self.reg.param(t, inner_name).is_some())
+            .filter(|t| {
+                inner_name == "_id"
+                    || inner_name == "_has"
+                    || self.reg.param(t, inner_name).is_some()
+            })
             .collect();
         if candidates.is_empty() {
-            bad(&mut self.errors, name, format!("no target type of '{code}' has a search parameter '{inner_name}'"));
+            bad(
+                &mut self.errors,
+                name,
+                format!("no target type of '{code}' has a search parameter '{inner_name}'"),
+            );
             return Some(Criterion::Any(vec![]));
         }
         if type_mod.is_none() && candidates.len() > 1 && def.targets.len() > 1 {
@@ -520,31 +670,54 @@ impl Parser<'_> {
             let c = self.criterion(t, right, raw);
             inner.push(c.into_iter().collect());
         }
-        Some(Criterion::Chain { param: def.code.clone(), types: candidates, inner })
+        Some(Criterion::Chain {
+            param: def.code.clone(),
+            types: candidates,
+            inner,
+        })
     }
 
     fn has(&mut self, rtype: &str, name: &str, rest: &str, raw: &str) -> Option<Criterion> {
         let mut it = rest.splitn(3, ':');
-        let (Some(source), Some(param), Some(inner_name)) = (it.next(), it.next(), it.next()) else {
-            bad(&mut self.errors, name, "_has needs the form _has:Type:reference-param:search-param".into());
+        let (Some(source), Some(param), Some(inner_name)) = (it.next(), it.next(), it.next())
+        else {
+            bad(
+                &mut self.errors,
+                name,
+                "_has needs the form _has:Type:reference-param:search-param".into(),
+            );
             return Some(Criterion::Any(vec![]));
         };
         if !is_resource_type(source) {
-            bad(&mut self.errors, name, format!("'{source}' is not a resource type"));
+            bad(
+                &mut self.errors,
+                name,
+                format!("'{source}' is not a resource type"),
+            );
             return Some(Criterion::Any(vec![]));
         }
         match self.reg.param(source, param) {
-            Some(d) if d.kind == ParamType::Reference && (d.targets.is_empty() || d.targets.iter().any(|t| t == rtype)) => {}
+            Some(d)
+                if d.kind == ParamType::Reference
+                    && (d.targets.is_empty() || d.targets.iter().any(|t| t == rtype)) => {}
             _ => {
                 bad(&mut self.errors, name, format!("'{param}' is not a reference parameter of {source} that can refer to {rtype}"));
                 return Some(Criterion::Any(vec![]));
             }
         }
         let Some(inner) = self.criterion(source, inner_name, raw) else {
-            bad(&mut self.errors, name, format!("unknown search parameter '{inner_name}' on {source}"));
+            bad(
+                &mut self.errors,
+                name,
+                format!("unknown search parameter '{inner_name}' on {source}"),
+            );
             return Some(Criterion::Any(vec![]));
         };
-        Some(Criterion::Has { source: source.to_string(), param: param.to_string(), inner: vec![inner] })
+        Some(Criterion::Has {
+            source: source.to_string(),
+            param: param.to_string(),
+            inner: vec![inner],
+        })
     }
 }
 
@@ -559,24 +732,43 @@ fn unescape_pipe(v: &str) -> String {
 }
 
 fn control_values(errors: &mut Vec<Issue>, name: &str, v: &str) -> Vec<String> {
-    let out: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let out: Vec<String> = v
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if out.is_empty() {
         bad(errors, name, format!("'{name}' has no value"));
     }
     out
 }
 
-fn parse_include(reg: &Registry, errors: &mut Vec<Issue>, name: &str, v: &str, rev: bool) -> Option<Include> {
+fn parse_include(
+    reg: &Registry,
+    errors: &mut Vec<Issue>,
+    name: &str,
+    v: &str,
+    rev: bool,
+) -> Option<Include> {
     let iterate = name.ends_with(":iterate") || name.ends_with(":recurse");
     if v == "*" {
-        return Some(Include { source: "*".into(), param: "*".into(), target: None, iterate });
+        return Some(Include {
+            source: "*".into(),
+            param: "*".into(),
+            target: None,
+            iterate,
+        });
     }
     let parts: Vec<&str> = v.split(':').collect();
     let (source, param, target) = match parts.as_slice() {
         [s, p] => (*s, *p, None),
         [s, p, t] => (*s, *p, Some(t.to_string())),
         _ => {
-            bad(errors, name, format!("'{v}' is not Type:parameter[:targetType]"));
+            bad(
+                errors,
+                name,
+                format!("'{v}' is not Type:parameter[:targetType]"),
+            );
             return None;
         }
     };
@@ -584,8 +776,16 @@ fn parse_include(reg: &Registry, errors: &mut Vec<Issue>, name: &str, v: &str, r
         bad(errors, name, format!("'{source}' is not a resource type"));
         return None;
     }
-    if param != "*" && reg.param(source, param).is_none_or(|d| d.kind != ParamType::Reference) {
-        bad(errors, name, format!("'{param}' is not a reference search parameter of {source}"));
+    if param != "*"
+        && reg
+            .param(source, param)
+            .is_none_or(|d| d.kind != ParamType::Reference)
+    {
+        bad(
+            errors,
+            name,
+            format!("'{param}' is not a reference search parameter of {source}"),
+        );
         return None;
     }
     if let Some(t) = &target {
@@ -595,13 +795,28 @@ fn parse_include(reg: &Registry, errors: &mut Vec<Issue>, name: &str, v: &str, r
         }
     }
     let _ = rev;
-    Some(Include { source: source.to_string(), param: param.to_string(), target, iterate })
+    Some(Include {
+        source: source.to_string(),
+        param: param.to_string(),
+        target,
+        iterate,
+    })
 }
 
 /// Parse a search on `rtypes` (one type, or several for system search, where only the common
 /// parameters apply). `strict` turns unknown parameters into errors.
-pub fn parse(reg: &Registry, rtypes: &[String], pairs: &[(String, String)], limits: PageLimits, strict: bool) -> Result<Search> {
-    let mut p = Parser { reg, errors: Vec::new(), unknown: Vec::new() };
+pub fn parse(
+    reg: &Registry,
+    rtypes: &[String],
+    pairs: &[(String, String)],
+    limits: PageLimits,
+    strict: bool,
+) -> Result<Search> {
+    let mut p = Parser {
+        reg,
+        errors: Vec::new(),
+        unknown: Vec::new(),
+    };
     let mut s = Search {
         criteria: Vec::new(),
         count: limits.default,
@@ -626,14 +841,22 @@ pub fn parse(reg: &Registry, rtypes: &[String], pairs: &[(String, String)], limi
             match base {
                 "_count" => match value.trim().parse::<usize>() {
                     Ok(c) => s.count = c.min(limits.max),
-                    Err(_) => bad(&mut p.errors, name, format!("_count must be a non-negative integer, got '{value}'")),
+                    Err(_) => bad(
+                        &mut p.errors,
+                        name,
+                        format!("_count must be a non-negative integer, got '{value}'"),
+                    ),
                 },
                 "_cursor" => s.cursor = Some(value.clone()),
                 "_total" => match value.as_str() {
                     "none" => s.total = Total::None,
                     "estimate" => s.total = Total::Estimate,
                     "accurate" => s.total = Total::Accurate,
-                    _ => bad(&mut p.errors, name, format!("_total must be none, estimate or accurate, got '{value}'")),
+                    _ => bad(
+                        &mut p.errors,
+                        name,
+                        format!("_total must be none, estimate or accurate, got '{value}'"),
+                    ),
                 },
                 "_summary" => match value.as_str() {
                     "true" => s.summary = Summary::True,
@@ -641,7 +864,11 @@ pub fn parse(reg: &Registry, rtypes: &[String], pairs: &[(String, String)], limi
                     "count" => s.summary = Summary::Count,
                     "data" => s.summary = Summary::Data,
                     "text" => s.summary = Summary::Text,
-                    _ => bad(&mut p.errors, name, format!("_summary must be true, false, count, data or text, got '{value}'")),
+                    _ => bad(
+                        &mut p.errors,
+                        name,
+                        format!("_summary must be true, false, count, data or text, got '{value}'"),
+                    ),
                 },
                 "_elements" => s.elements = Some(control_values(&mut p.errors, name, value)),
                 "_sort" => {
@@ -665,7 +892,11 @@ pub fn parse(reg: &Registry, rtypes: &[String], pairs: &[(String, String)], limi
                             Some(d) => d.code.clone(),
                             None => param,
                         };
-                        s.sort.push(SortKey { param: real, descending: desc, kind });
+                        s.sort.push(SortKey {
+                            param: real,
+                            descending: desc,
+                            kind,
+                        });
                     }
                 }
                 "_include" => {
@@ -689,7 +920,11 @@ pub fn parse(reg: &Registry, rtypes: &[String], pairs: &[(String, String)], limi
                 // system search: common parameters only
                 let common = name.starts_with('_') && !name.starts_with("_has");
                 if common {
-                    p.criterion(rtypes.first().map(String::as_str).unwrap_or("Patient"), name, value)
+                    p.criterion(
+                        rtypes.first().map(String::as_str).unwrap_or("Patient"),
+                        name,
+                        value,
+                    )
                 } else {
                     None
                 }
@@ -698,11 +933,21 @@ pub fn parse(reg: &Registry, rtypes: &[String], pairs: &[(String, String)], limi
         match found {
             Some(c) => s.criteria.push(c),
             None => {
-                let msg = format!("unknown or unsupported search parameter '{name}'{}", single.as_ref().map(|t| format!(" on {t}")).unwrap_or_default());
+                let msg = format!(
+                    "unknown or unsupported search parameter '{name}'{}",
+                    single
+                        .as_ref()
+                        .map(|t| format!(" on {t}"))
+                        .unwrap_or_default()
+                );
                 if strict {
-                    p.errors.push(Issue::error("not-supported", msg).at(name.to_string()));
+                    p.errors
+                        .push(Issue::error("not-supported", msg).at(name.to_string()));
                 } else {
-                    p.unknown.push(Issue::warning("not-supported", format!("{msg}; it was ignored")).at(name.to_string()));
+                    p.unknown.push(
+                        Issue::warning("not-supported", format!("{msg}; it was ignored"))
+                            .at(name.to_string()),
+                    );
                 }
             }
         }
@@ -730,13 +975,27 @@ mod tests {
     }
 
     fn q(t: &str, query: &str) -> Result<Search> {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-        parse(reg(), &[t.to_string()], &pairs, PageLimits { default: 50, max: 1000 }, false)
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        parse(
+            reg(),
+            &[t.to_string()],
+            &pairs,
+            PageLimits {
+                default: 50,
+                max: 1000,
+            },
+            false,
+        )
     }
 
     #[test]
     fn every_malformed_value_is_reported() {
-        let Err(FhirError::Invalid(issues)) = q("Observation", "date=gt20x&value-quantity=abc&_count=-1&code:bogus=1") else {
+        let Err(FhirError::Invalid(issues)) = q(
+            "Observation",
+            "date=gt20x&value-quantity=abc&_count=-1&code:bogus=1",
+        ) else {
             panic!("expected errors");
         };
         let at: Vec<_> = issues.iter().filter_map(|i| i.expression.clone()).collect();
@@ -749,23 +1008,46 @@ mod tests {
         assert_eq!(s.warnings.len(), 1);
         assert_eq!(s.criteria.len(), 1);
         let pairs = vec![("nonsense".to_string(), "1".to_string())];
-        assert!(parse(reg(), &["Observation".into()], &pairs, PageLimits { default: 50, max: 1000 }, true).is_err());
+        assert!(parse(
+            reg(),
+            &["Observation".into()],
+            &pairs,
+            PageLimits {
+                default: 50,
+                max: 1000
+            },
+            true
+        )
+        .is_err());
     }
 
     #[test]
     fn chains_has_and_aliases_parse() {
-        let s = q("Observation", "subject:Patient.identifier=a|b&patient.birthdate=ge2000").expect("ok");
-        assert!(matches!(&s.criteria[0], Criterion::Chain { types, .. } if types == &vec!["Patient".to_string()]));
+        let s = q(
+            "Observation",
+            "subject:Patient.identifier=a|b&patient.birthdate=ge2000",
+        )
+        .expect("ok");
+        assert!(
+            matches!(&s.criteria[0], Criterion::Chain { types, .. } if types == &vec!["Patient".to_string()])
+        );
         let s = q("Patient", "_has:Observation:patient:code=4548-4").expect("ok");
         assert!(matches!(&s.criteria[0], Criterion::Has { source, .. } if source == "Observation"));
-        let s = q("MeasureReport", "measurereport-category=vbp&subject-organization=Organization/1").expect("ok");
+        let s = q(
+            "MeasureReport",
+            "measurereport-category=vbp&subject-organization=Organization/1",
+        )
+        .expect("ok");
         assert_eq!(s.criteria.len(), 2);
         assert!(q("Patient", "_has:Observation:nope:code=1").is_err());
     }
 
     #[test]
     fn escaped_commas_and_pipes_stay_literal() {
-        assert_eq!(split_escaped(r"a\,b,c", ','), vec!["a,b".to_string(), "c".into()]);
+        assert_eq!(
+            split_escaped(r"a\,b,c", ','),
+            vec!["a,b".to_string(), "c".into()]
+        );
         assert_eq!(unescape_pipe(r"sys|a\|b"), "sys|a|b".to_string());
     }
 }

@@ -88,7 +88,11 @@ pub fn analyte(loinc: &str) -> Option<Analyte> {
 
 /// The value of an analyte result in each of the analyte's units (including the given one), or
 /// None when the unit is not one of the analyte's.
-pub fn analyte_values(a: Analyte, code: &str, value: Decimal) -> Option<Vec<(&'static str, Decimal)>> {
+pub fn analyte_values(
+    a: Analyte,
+    code: &str,
+    value: Decimal,
+) -> Option<Vec<(&'static str, Decimal)>> {
     match a {
         Analyte::HbA1c => {
             // NGSP % = 0.09148 × IFCC mmol/mol + 2.152
@@ -97,11 +101,23 @@ pub fn analyte_values(a: Analyte, code: &str, value: Decimal) -> Option<Vec<(&'s
             match code {
                 "%" => Some(vec![
                     ("%", value),
-                    ("mmol/mol", value.checked_sub(intercept)?.checked_div(slope)?.round_dp(6)),
+                    (
+                        "mmol/mol",
+                        value
+                            .checked_sub(intercept)?
+                            .checked_div(slope)?
+                            .round_dp(6),
+                    ),
                 ]),
                 "mmol/mol" => Some(vec![
                     ("mmol/mol", value),
-                    ("%", value.checked_mul(slope)?.checked_add(intercept)?.round_dp(6)),
+                    (
+                        "%",
+                        value
+                            .checked_mul(slope)?
+                            .checked_add(intercept)?
+                            .round_dp(6),
+                    ),
                 ]),
                 _ => None,
             }

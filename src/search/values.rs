@@ -146,7 +146,11 @@ pub fn parse_date_range(s: &str) -> Option<Range> {
     if s.len() < 4 || !s.is_ascii() {
         return None;
     }
-    let year: i32 = s.get(..4)?.parse().ok().filter(|_| s[..4].bytes().all(|b| b.is_ascii_digit()))?;
+    let year: i32 = s
+        .get(..4)?
+        .parse()
+        .ok()
+        .filter(|_| s[..4].bytes().all(|b| b.is_ascii_digit()))?;
     if s.len() == 4 {
         let start = Date::from_calendar_date(year, Month::January, 1).ok()?;
         let end = Date::from_calendar_date(year + 1, Month::January, 1).ok()?;
@@ -369,14 +373,24 @@ mod tests {
         assert_eq!(t.high - t.low, 60_000);
         let t = parse_date_range("2020-01-01T00:00:00.5Z").expect("t");
         assert_eq!((t.low - 1_577_836_800_000, t.high - t.low), (500, 100));
-        for bad in ["20", "2020-13", "2020-02-30", "2020-01-01T25:00", "2020-01-01X", "abcd"] {
+        for bad in [
+            "20",
+            "2020-13",
+            "2020-02-30",
+            "2020-01-01T25:00",
+            "2020-01-01X",
+            "abcd",
+        ] {
             assert!(parse_date_range(bad).is_none(), "{bad}");
         }
     }
 
     #[test]
     fn folding_ignores_case_accents_and_spacing() {
-        assert_eq!(fold("  Müller-Lüdenscheidt  Ève "), "muller-ludenscheidt eve");
+        assert_eq!(
+            fold("  Müller-Lüdenscheidt  Ève "),
+            "muller-ludenscheidt eve"
+        );
         assert_eq!(fold("ÅNGSTRÖM"), "angstrom");
     }
 

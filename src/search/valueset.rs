@@ -70,15 +70,21 @@ mod tests {
         let vs = json!({"compose": {
             "include": [{"system": "a", "concept": [{"code": "1"}, {"code": "2"}]}, {"system": "cs"}],
             "exclude": [{"system": "a", "concept": [{"code": "2"}]}]}});
-        let got = expand(&vs, &mut |s| {
-            Ok((s == "cs").then(|| json!({"concept": [{"code": "x", "concept": [{"code": "y"}]}]})))
-        })
-        .expect("expand");
+        let got =
+            expand(&vs, &mut |s| {
+                Ok((s == "cs")
+                    .then(|| json!({"concept": [{"code": "x", "concept": [{"code": "y"}]}]})))
+            })
+            .expect("expand");
         let mut v: Vec<_> = got.into_iter().collect();
         v.sort();
         assert_eq!(
             v,
-            vec![("a".into(), "1".into()), ("cs".into(), "x".into()), ("cs".into(), "y".into())]
+            vec![
+                ("a".into(), "1".into()),
+                ("cs".into(), "x".into()),
+                ("cs".into(), "y".into())
+            ]
         );
     }
 }

@@ -183,16 +183,27 @@ fn decode_entries(bytes: &[u8]) -> Vec<IndexEntry> {
         Some(u16::from_be_bytes(b) as usize)
     };
     while pos < bytes.len() {
-        let Some(plen) = read_len(&mut pos) else { break };
+        let Some(plen) = read_len(&mut pos) else {
+            break;
+        };
         if plen != u16::MAX as usize {
-            let Some(p) = bytes.get(pos..pos + plen) else { break };
+            let Some(p) = bytes.get(pos..pos + plen) else {
+                break;
+            };
             param = String::from_utf8_lossy(p).into_owned();
             pos += plen;
         }
-        let Some(vlen) = read_len(&mut pos) else { break };
-        let Some(v) = bytes.get(pos..pos + vlen) else { break };
+        let Some(vlen) = read_len(&mut pos) else {
+            break;
+        };
+        let Some(v) = bytes.get(pos..pos + vlen) else {
+            break;
+        };
         pos += vlen;
-        out.push(IndexEntry { param: param.clone(), value: v.to_vec() });
+        out.push(IndexEntry {
+            param: param.clone(),
+            value: v.to_vec(),
+        });
     }
     out
 }
@@ -238,7 +249,10 @@ impl SledStore {
             let [_, t, id] = parts.as_slice() else {
                 continue;
             };
-            let (t, id) = (String::from_utf8_lossy(t).into_owned(), String::from_utf8_lossy(id).into_owned());
+            let (t, id) = (
+                String::from_utf8_lossy(t).into_owned(),
+                String::from_utf8_lossy(id).into_owned(),
+            );
             let Some(v) = u64_from(&c) else { continue };
             if let Some(rec) = self.read_version(&t, &id, v)? {
                 if let Some(r) = rec.resource {
@@ -580,7 +594,11 @@ impl Group<'_> {
     }
 
     fn entries(&self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        match self.overlay.entries.get(&(rtype.to_string(), id.to_string())) {
+        match self
+            .overlay
+            .entries
+            .get(&(rtype.to_string(), id.to_string()))
+        {
             Some(e) => Ok(e.clone()),
             None => committed_entries(self.db, rtype, id),
         }
@@ -609,8 +627,10 @@ impl Group<'_> {
         if deleted {
             self.batch.remove(reverse_index_key(&w.rtype, &w.id));
         } else {
-            self.batch
-                .insert(reverse_index_key(&w.rtype, &w.id), encode_entries(new_entries));
+            self.batch.insert(
+                reverse_index_key(&w.rtype, &w.id),
+                encode_entries(new_entries),
+            );
         }
         let mut cur = w.version.to_be_bytes().to_vec();
         cur.push(u8::from(deleted));
@@ -663,7 +683,11 @@ impl WriteTxn for JobTxn<'_, '_> {
     }
 
     fn index_of(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        match self.overlay.entries.get(&(rtype.to_string(), id.to_string())) {
+        match self
+            .overlay
+            .entries
+            .get(&(rtype.to_string(), id.to_string()))
+        {
             Some(e) => Ok(e.clone()),
             None => self.group.entries(rtype, id),
         }
@@ -804,10 +828,16 @@ mod tests {
     fn lookup(store: &SledStore, value: &str) -> Vec<String> {
         let mut ids = Vec::new();
         store
-            .scan_index("Patient", "identifier", value.as_bytes(), Some(&[value.as_bytes(), &[1]].concat()), &mut |_, id| {
-                ids.push(id.to_string());
-                true
-            })
+            .scan_index(
+                "Patient",
+                "identifier",
+                value.as_bytes(),
+                Some(&[value.as_bytes(), &[1]].concat()),
+                &mut |_, id| {
+                    ids.push(id.to_string());
+                    true
+                },
+            )
             .expect("scan");
         ids
     }
@@ -823,14 +853,8 @@ mod tests {
             write(&store, |t| t.put(staged("a", 2, "y")))
                 .await
                 .expect("w2");
-            assert_eq!(
-                lookup(&store, "x"),
-                Vec::<String>::new()
-            );
-            assert_eq!(
-                lookup(&store, "y"),
-                vec!["a".to_string()]
-            );
+            assert_eq!(lookup(&store, "x"), Vec::<String>::new());
+            assert_eq!(lookup(&store, "y"), vec!["a".to_string()]);
             let cur = store.current("Patient", "a").expect("r").expect("exists");
             assert_eq!(cur.version, 2);
             let hist = store
@@ -905,7 +929,15 @@ mod tests {
         let seen = write(&store, |t| {
             t.put(staged("a", 1, "x"))?;
             let c = t.current("Patient", "a")?.map(|c| c.version);
-            let l: Vec<String> = t.pending("Patient").into_iter().filter(|(_, e)| e.as_ref().is_some_and(|e| e.iter().any(|x| x.value == b"x"))).map(|(id, _)| id).collect();
+            let l: Vec<String> = t
+                .pending("Patient")
+                .into_iter()
+                .filter(|(_, e)| {
+                    e.as_ref()
+                        .is_some_and(|e| e.iter().any(|x| x.value == b"x"))
+                })
+                .map(|(id, _)| id)
+                .collect();
             Ok((c, l))
         })
         .await
@@ -917,17 +949,47 @@ mod tests {
     async fn index_check_finds_orphans_and_gaps_and_reindex_repairs_them() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = SledStore::open(dir.path()).expect("open");
-        write(&store, |t| t.put(staged("a", 1, "x"))).await.expect("w");
-        write(&store, |t| t.put(staged("b", 1, "y"))).await.expect("w");
+        write(&store, |t| t.put(staged("a", 1, "x")))
+            .await
+            .expect("w");
+        write(&store, |t| t.put(staged("b", 1, "y")))
+            .await
+            .expect("w");
         let extract = |_: &str, b: &[u8]| {
             let v: serde_json::Value = serde_json::from_slice(b).expect("json");
             let ident = if v["id"] == "a" { "x" } else { "y" };
-            vec![IndexEntry { param: "identifier".into(), value: ident.as_bytes().to_vec() }]
+            vec![IndexEntry {
+                param: "identifier".into(),
+                value: ident.as_bytes().to_vec(),
+            }]
         };
         assert!(store.check_index(&extract).expect("check").consistent());
         // an orphan key and a missing one
-        store.db.insert(index_key("Patient", &IndexEntry { param: "identifier".into(), value: b"z".to_vec() }, "gone"), &[][..]).expect("i");
-        store.db.remove(index_key("Patient", &IndexEntry { param: "identifier".into(), value: b"y".to_vec() }, "b")).expect("r");
+        store
+            .db
+            .insert(
+                index_key(
+                    "Patient",
+                    &IndexEntry {
+                        param: "identifier".into(),
+                        value: b"z".to_vec(),
+                    },
+                    "gone",
+                ),
+                &[][..],
+            )
+            .expect("i");
+        store
+            .db
+            .remove(index_key(
+                "Patient",
+                &IndexEntry {
+                    param: "identifier".into(),
+                    value: b"y".to_vec(),
+                },
+                "b",
+            ))
+            .expect("r");
         let r = store.check_index(&extract).expect("check");
         assert_eq!((r.missing, r.orphaned), (1, 1), "{r:?}");
         assert_eq!(store.reindex(&extract).expect("reindex"), 2);
