@@ -375,3 +375,25 @@ def test_malformed_control_parameter_is_400(client, params):
 
 def test_unsupported_type_in_system_search_is_400(client):
     search_error(client, "/", {"_type": "NotAType"}, statuses=(400, 404))
+
+
+@pytest.mark.parametrize("rtype,param", [("Patient", "family:foo"), ("Observation", "code:exact"),
+                                         ("Observation", "date:contains"), ("Patient", "birthdate:text"),
+                                         ("Observation", "subject:foo"), ("Observation", "value-quantity:below")])
+def test_unsupported_modifier_is_rejected(client, rtype, param):
+    """R4 search.html#modifiers: a server SHALL reject a search with a modifier it does not
+    support for that parameter."""
+    search_error(client, f"/{rtype}", {param: "x"})
+
+
+def test_empty_parameter_is_ignored(client, subset):
+    """R4 search.html#errors: empty parameters are not an error - they are just ignored."""
+    t = subset["t"]
+    res = search(client, "Patient", [("_tag", t.token), ("family", "")])
+    assert res.ids == [subset["p"]["id"]], res.url
+
+
+def test_lenient_handling_ignores_unknown_parameter(client, subset):
+    t = subset["t"]
+    res = search(client, "Patient", [("_tag", t.token), ("not-a-param", "1")], headers={"Prefer": "handling=lenient"})
+    assert res.ids == [subset["p"]["id"]], res.url
