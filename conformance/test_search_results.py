@@ -342,8 +342,16 @@ def test_unknown_parameter_gives_outcome_entry(client, inc):
     assert res.outcomes, f"{res.url}: no outcome entry for the ignored parameter"
     assert outcome_names(res, "not-a-param"), f"{res.url}: the outcome does not name the parameter: {res.outcomes}"
     assert all(i["severity"] in ("warning", "information") for oo in res.outcomes for i in oo["issue"]), res.outcomes
+
+
+def test_self_link_shows_only_parameters_used(client, inc):
+    """R4 search.html#conformance: the server SHALL return the parameters actually used to
+    process the search (the self link); an ignored parameter is not among them."""
+    t = inc["t"]
+    res = search(client, "Observation", [("_tag", t.token), ("code", f"{LOINC}|8867-4"), ("not-a-param", "1")])
     selfs = res.link("self") or ""
-    assert "not-a-param" not in selfs, f"the self link must show the parameters used: {selfs}"
+    assert selfs, f"{res.url}: no self link"
+    assert "not-a-param" not in selfs, f"the self link must show only the parameters used: {selfs}"
 
 
 def test_unknown_parameter_strict_is_400(client, inc):
