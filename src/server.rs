@@ -25,7 +25,13 @@ pub fn init_logging(format: LogFormat) {
 
 /// Build the application state over an open store.
 pub fn state(store: SharedStore, cfg: &ServeConfig) -> Result<AppState> {
-    crate::search::init(cfg.base_url.as_deref())?;
+    // absolute references to this server are indexed as relative ones: the configured base,
+    // or the listen address when none is configured
+    let own_base = cfg
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", cfg.listen));
+    crate::search::init(Some(&own_base))?;
     let capability = http::capabilities::build(cfg.base_url.as_deref())?;
     Ok(AppState {
         services: Services {

@@ -144,6 +144,19 @@ fn tokens_system_code_forms_and_modifiers() {
     expect(&s, &c, "Observation?code:text=hemoglobin", &["o1"]);
     expect(&s, &c, "Observation?code:text=LOCAL", &["o3"]);
     expect(&s, &c, "Observation?code:text=a1c", &[]);
+    put(
+        &s,
+        &c,
+        obs("o4", json!({"text": "Hémoglobine glyquée"}), json!({})),
+    );
+    expect(&s, &c, "Observation?code:text=hemoglobine gly", &["o4"]);
+    expect(&s, &c, "Observation?code:text=hemoglobin", &["o1", "o4"]);
+    assert!(c
+        .delete(s.url("Observation/o4"))
+        .send()
+        .expect("del")
+        .status()
+        .is_success());
     // shipped ValueSet, and one stored by a client
     expect(
         &s,
@@ -469,6 +482,25 @@ fn numbers_and_quantities_use_implicit_precision_and_units() {
         "Observation?value-quantity=7.0|http://unitsofmeasure.org|%",
         &["h53"],
     );
+    // a value alone compares the numbers as written, never converted ones
+    expect(
+        &s,
+        &c,
+        "Observation?code=4548-4&value-quantity=gt7",
+        &["h53"],
+    );
+    expect(
+        &s,
+        &c,
+        "Observation?code=4548-4&value-quantity=lt48",
+        &["h65"],
+    );
+    expect(
+        &s,
+        &c,
+        "Observation?code=4548-4&value-quantity=lt7",
+        &["h65"],
+    );
     // LDL: mg/dL = mmol/L x 38.67
     let ldl = loinc("13457-7", "LDL");
     put(&s, &c, obs("l26", ldl.clone(), ucum("2.6", "mmol/L")));
@@ -558,6 +590,30 @@ fn references_chains_and_reverse_chains() {
         ),
     );
     let base = s.base.clone();
+    // an absolute reference to this server is the same as a relative one
+    put(
+        &s,
+        &c,
+        obs(
+            "abs",
+            loinc("8867-4", "HR"),
+            json!({"subject": {"reference": format!("{base}/Patient/p1")}}),
+        ),
+    );
+    expect(&s, &c, "Observation?patient=Patient/p1&_id=abs", &["abs"]);
+    expect(&s, &c, "Observation?patient=p1&_id=abs", &["abs"]);
+    expect(
+        &s,
+        &c,
+        &format!("Observation?patient={base}/Patient/p1&_id=abs"),
+        &["abs"],
+    );
+    assert!(c
+        .delete(s.url("Observation/abs"))
+        .send()
+        .expect("del")
+        .status()
+        .is_success());
     expect(&s, &c, "Observation?patient=p1", &["a"]);
     expect(&s, &c, "Observation?patient=Patient/p1", &["a"]);
     expect(
@@ -634,6 +690,18 @@ fn uris_canonicals_and_common_parameters() {
         &c,
         "Measure?url=http://example.org/Measure/a1c&version=2.0",
         &["m2"],
+    );
+    expect(
+        &s,
+        &c,
+        "Measure?url=http://example.org/Measure/a1c|2.0",
+        &["m2"],
+    );
+    expect(
+        &s,
+        &c,
+        "Measure?url=http://example.org/Measure/a1c&status=",
+        &["m1", "m2"],
     );
     put(
         &s,
@@ -964,6 +1032,17 @@ fn get_equals_post_and_errors_carry_outcomes() {
         .into_iter()
         .find(|e| e["search"]["mode"] == "outcome")
         .expect("outcome entry");
+    let self_link = b["link"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["relation"] == "self")
+        .expect("self")["url"]
+        .to_string();
+    assert!(
+        !self_link.contains("nonsense"),
+        "the self link names only the parameters used: {self_link}"
+    );
     assert_eq!(outcome["resource"]["resourceType"], "OperationOutcome");
     let r = c
         .get(s.url("Patient?nonsense=1"))

@@ -11,7 +11,6 @@ use super::read::resource_of;
 use super::{new_bundle, Services};
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::operation_outcome;
-use crate::search::extract::HI;
 use crate::search::matcher::{quantity_sort_value, Matcher, Test};
 use crate::search::params::ParamType;
 use crate::search::query::{Criterion, Include, Search, SortKey, Summary, Total};
@@ -73,16 +72,15 @@ fn sort_key(
             let entries = exec.entries(rtype, id)?.unwrap_or_default();
             match k.kind {
                 Some(ParamType::Date) => {
-                    let (param, descending) = if k.descending {
-                        (format!("{}{HI}", k.param), true)
-                    } else {
-                        (k.param.clone(), false)
-                    };
+                    // ascending by the earliest start, descending by the latest end
+                    let at = if k.descending { 8 } else { 0 };
                     min_max(
-                        entries.iter().filter(|e| e.param == param).filter_map(|e| {
-                            dec_i64(&e.value).map(|v| crate::search::values::enc_i64(v).to_vec())
-                        }),
-                        descending,
+                        entries
+                            .iter()
+                            .filter(|e| e.param == k.param)
+                            .filter_map(|e| e.value.get(at..).and_then(dec_i64))
+                            .map(|v| crate::search::values::enc_i64(v).to_vec()),
+                        k.descending,
                     )
                 }
                 Some(ParamType::Number) | Some(ParamType::Quantity) => min_max(
@@ -90,7 +88,7 @@ fn sort_key(
                         .iter()
                         .filter(|e| {
                             e.param == k.param
-                                && (e.value.first() == Some(&b'|') || e.value.first() == Some(&0))
+                                && !matches!(e.value.first(), Some(b'*') | Some(b'='))
                         })
                         .filter_map(|e| {
                             quantity_sort_value(&e.value).map(|v| enc_i128(v).to_vec())

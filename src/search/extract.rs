@@ -27,8 +27,10 @@ pub const EXACT: &str = ":exact";
 pub const OF_TYPE: &str = ":of-type";
 /// Suffix of Reference.identifier entries.
 pub const IDENTIFIER: &str = ":identifier";
-/// Suffix of the by-end date entries.
+/// Suffix of the by-end date entries (only for ranges wider than [`DAY_MS`]).
 pub const HI: &str = ":hi";
+/// Widest date range indexed by its start alone.
+pub const DAY_MS: i64 = 86_400_000;
 
 fn s(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_string)
@@ -38,6 +40,8 @@ fn s(v: &Value, k: &str) -> Option<String> {
 struct Out<'r> {
     entries: Vec<IndexEntry>,
     reg: &'r Registry,
+    /// The resource's `version` (canonical resources), for `url|version`.
+    version: Option<String>,
 }
 
 impl Out<'_> {
@@ -163,6 +167,12 @@ pub fn token_values(node: &Node, defs: &Definitions, binding: Option<&str>) -> T
                 {
                     texts.push(t.to_string());
                 }
+            } else if node.fhir_type.as_deref() == Some("CodeableConcept") || o.contains_key("text")
+            {
+                // a CodeableConcept with text only
+                if let Some(t) = s(node.value, "text") {
+                    texts.push(t);
+                }
             } else if node.fhir_type.as_deref() == Some("ContactPoint") {
                 if let Some(v) = s(node.value, "value") {
                     codes.push((String::new(), v.clone()));
@@ -271,30 +281,40 @@ pub fn quantity_values(node: &Node, analyte: Option<Analyte>) -> Vec<(String, De
         (Some(a), Some(c)) if system == UCUM => units::analyte_values(a, c, value),
         _ => None,
     };
-    let pairs: Vec<(String, Decimal)> = match (&converted, code) {
-        (Some(list), _) => list.iter().map(|(c, v)| (c.to_string(), *v)).collect(),
-        (None, Some(c)) => vec![(c.to_string(), value)],
+    // the value as written: under `system|code`, and `|unit` when the unit text differs
+    match code {
+        Some(c) => out.push((format!("{system}|{c}"), value)),
+        None => out.push((format!("|{}", unit.unwrap_or("")), value)),
+    }
+    if let (Some(u), Some(c)) = (unit, code) {
+        if u != c {
+            out.push((format!("|{u}"), value));
+        }
+    }
+    // the same result in the analyte's other units (clinical equations), marked as converted
+    let pairs: Vec<(String, Decimal, bool)> = match (&converted, code) {
+        (Some(list), _) => list
+            .iter()
+            .map(|(c, v)| (c.to_string(), *v, Some(*c) != code))
+            .collect(),
+        (None, Some(c)) => vec![(c.to_string(), value, false)],
         (None, None) => vec![],
     };
-    for (c, v) in &pairs {
-        out.push((format!("{system}|{c}"), *v));
-        out.push((format!("|{c}"), *v));
+    for (c, v, was_converted) in &pairs {
+        if *was_converted {
+            out.push((format!("{CONVERTED}{system}|{c}"), *v));
+        }
         if system == UCUM && !(converted.is_some() && units::is_dimensionless(c)) {
             if let Some((k, cv)) = units::canonical(c, *v) {
                 out.push((k, cv));
             }
         }
     }
-    if let Some(u) = unit {
-        if code != Some(u) {
-            out.push((format!("|{u}"), value));
-        }
-    }
-    if code.is_none() && unit.is_none() {
-        out.push((String::new(), value));
-    }
     out
 }
+
+/// Unit-key prefix of values converted by an analyte equation (not the value as written).
+pub const CONVERTED: &str = "=";
 
 /// The analyte an Observation (or component) measures, from its LOINC codes.
 fn analyte_of(resource: &Value) -> Option<Analyte> {
@@ -374,7 +394,11 @@ impl Out<'_> {
             ParamType::Date => {
                 if let Some(r) = date_range(n) {
                     out.push((code.to_string(), enc_range_low(r)));
-                    out.push((format!("{code}{HI}"), enc_range_high(r)));
+                    // ranges up to a day are found by the by-start entry alone (queries scan
+                    // it from a day before); wider ones also get a by-end entry
+                    if r.high.saturating_sub(r.low) > DAY_MS {
+                        out.push((format!("{code}{HI}"), enc_range_high(r)));
+                    }
                 }
             }
             ParamType::Number => {
@@ -406,6 +430,12 @@ impl Out<'_> {
             ParamType::Uri => {
                 if let Value::String(u) = n.value {
                     out.push((code.to_string(), values::clean(u)));
+                    // a canonical resource's url is also found as `url|version`
+                    if code == "url" {
+                        if let Some(v) = self.version.as_deref() {
+                            out.push((code.to_string(), values::clean(&format!("{u}|{v}"))));
+                        }
+                    }
                 }
             }
             ParamType::Composite => {}
@@ -458,6 +488,10 @@ pub fn index_entries(
     let mut out = Out {
         entries: Vec::new(),
         reg,
+        version: resource
+            .get("version")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     };
     for p in reg.params(rtype) {
         out.extract(&ev, defs, rtype, resource, p);

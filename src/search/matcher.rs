@@ -46,6 +46,17 @@ impl Prefix {
     }
 }
 
+/// Which quantity entries a number search looks at.
+#[derive(Debug, Clone)]
+pub enum UnitSel {
+    /// Exactly this unit key (`system|code`, a canonical `*dim`, a converted `=system|code`).
+    Exact(Vec<u8>),
+    /// Values as written, in any unit (`value` alone).
+    Raw,
+    /// Values as written whose code or unit is this (`value||unit`): keys ending in `|unit`.
+    CodeOrUnit(Vec<u8>),
+}
+
 /// How entries of one index parameter are tested.
 #[derive(Debug, Clone)]
 pub enum Test {
@@ -65,11 +76,11 @@ pub enum Test {
     DateLow(Prefix, Range),
     /// A date range in the by-end layout, compared by a prefix.
     DateHigh(Prefix, Range),
-    /// A number under a unit key (None = any raw-value key) compared with the search value
-    /// (scaled) and its implicit-precision range `[lo, hi)`.
+    /// A number under a unit key compared with the search value (scaled) and its
+    /// implicit-precision range `[lo, hi)`.
     Number {
-        /// Required unit key (exact), or None for a raw value under any unit.
-        unit: Option<Vec<u8>>,
+        /// Which unit keys count.
+        unit: UnitSel,
         /// Comparison.
         prefix: Prefix,
         /// The search value (scaled).
@@ -81,6 +92,8 @@ pub enum Test {
     },
     /// Composite: the first component's encoding, then the second's.
     Composite(Box<Test>, Box<Test>),
+    /// Any of these.
+    AnyOf(Vec<Test>),
 }
 
 /// Date comparison of a target range `t` with a search range `s` under a prefix (R4 search,
@@ -138,15 +151,21 @@ impl Test {
                 hi,
             } => match dec_quantity(v) {
                 Some((u, t)) => {
+                    let raw = !matches!(u.first(), Some(b'*') | Some(b'='));
                     let unit_ok = match unit {
-                        Some(want) => u == want.as_slice(),
-                        // a raw value: unitless, or keyed by its own code/unit (`|code`)
-                        None => u.is_empty() || u.first() == Some(&b'|'),
+                        UnitSel::Exact(want) => u == want.as_slice(),
+                        UnitSel::Raw => raw,
+                        UnitSel::CodeOrUnit(x) => {
+                            raw && u.len() > x.len()
+                                && u.ends_with(x)
+                                && u[u.len() - x.len() - 1] == b'|'
+                        }
                     };
                     unit_ok && number_matches(*prefix, t, *value, *lo, *hi)
                 }
                 None => false,
             },
+            Test::AnyOf(tests) => tests.iter().any(|t| t.accepts(v)),
             Test::Composite(a, b) => match v.iter().position(|&x| x == 0) {
                 Some(p) => a.accepts(&v[..p]) && b.accepts(&v[p + 1..]),
                 None => false,
@@ -202,7 +221,7 @@ impl Matcher {
                 _ => (Vec::new(), None),
             },
             Test::Number {
-                unit: Some(u),
+                unit: UnitSel::Exact(u),
                 prefix,
                 value,
                 lo,
@@ -266,6 +285,21 @@ impl Matcher {
                 p.push(TOKEN_SEP);
                 Matcher::new(param, Test::Prefix(p))
             }
+        }
+    }
+
+    /// A matcher with an explicit scan range (a superset of what `test` accepts).
+    pub fn with_range(
+        param: impl Into<String>,
+        test: Test,
+        lo: Vec<u8>,
+        hi: Option<Vec<u8>>,
+    ) -> Self {
+        Matcher {
+            param: param.into(),
+            lo,
+            hi,
+            test,
         }
     }
 
@@ -357,7 +391,7 @@ mod tests {
         }
         let n = parse_number("5.4").expect("n");
         let test = |p| Test::Number {
-            unit: Some(b"|mg".to_vec()),
+            unit: UnitSel::Exact(b"|mg".to_vec()),
             prefix: p,
             value: scaled(n.value),
             lo: scaled(n.value - n.half_width),

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::extract::{EXACT, HI, IDENTIFIER, OF_TYPE, TEXT};
-use super::matcher::{Matcher, Prefix, Test};
+use super::extract::{CONVERTED, DAY_MS, EXACT, HI, IDENTIFIER, OF_TYPE, TEXT};
+use super::matcher::{Matcher, Prefix, Test, UnitSel};
 use super::params::{ParamDef, ParamType, Registry};
 use super::units::{self, UCUM};
 use super::values::{self, clean, enc_token, fold, parse_date_range, parse_number, scaled, Range};
@@ -384,9 +384,7 @@ impl Parser<'_> {
                     unsupported(self, m);
                 }
                 for v in &values {
-                    if let Some(m) = self.date_matcher(name, code, v) {
-                        matchers.push(m);
-                    }
+                    matchers.extend(self.date_matchers(name, code, v));
                 }
             }
             ParamType::Number | ParamType::Quantity => {
@@ -477,6 +475,37 @@ impl Parser<'_> {
         })
     }
 
+    /// Matchers of a date value: prefixes that look at the end of the target range need the
+    /// by-end entries of wide ranges plus a by-start scan, from a day earlier, for the narrow
+    /// ranges that have only a by-start entry.
+    fn date_matchers(&mut self, name: &str, code: &str, v: &str) -> Vec<Matcher> {
+        let Some(m) = self.date_matcher(name, code, v) else {
+            return vec![];
+        };
+        let e = |x: i64| values::enc_i64(x).to_vec();
+        let narrow = match &m.test {
+            Test::DateHigh(p @ (Prefix::Gt | Prefix::Ge), s) => {
+                let from = if *p == Prefix::Gt { s.high } else { s.low };
+                Some(Matcher::with_range(
+                    code,
+                    Test::DateLow(*p, *s),
+                    e(from.saturating_sub(DAY_MS)),
+                    None,
+                ))
+            }
+            Test::DateHigh(Prefix::Eb, s) => Some(Matcher::with_range(
+                code,
+                Test::DateLow(Prefix::Eb, *s),
+                Vec::new(),
+                Some(e(s.low)),
+            )),
+            _ => None,
+        };
+        let mut out = vec![m];
+        out.extend(narrow);
+        out
+    }
+
     fn quantity_matchers(&mut self, name: &str, code: &str, v: &str, number: bool) -> Vec<Matcher> {
         let parts = split_escaped(v, '|');
         let (p, num) = Prefix::split(&parts[0]);
@@ -504,35 +533,45 @@ impl Parser<'_> {
         if p == Prefix::Ap {
             half = half.max(n.value.abs() * rust_decimal::Decimal::new(1, 1));
         }
-        let make =
-            |unit: Option<Vec<u8>>, value: rust_decimal::Decimal, half: rust_decimal::Decimal| {
-                Matcher::new(
-                    code,
-                    Test::Number {
-                        unit,
-                        prefix: p,
-                        value: scaled(value),
-                        lo: scaled(value - half),
-                        hi: scaled(value + half),
-                    },
-                )
-            };
+        let make = |unit: UnitSel, value: rust_decimal::Decimal, half: rust_decimal::Decimal| {
+            Matcher::new(
+                code,
+                Test::Number {
+                    unit,
+                    prefix: p,
+                    value: scaled(value),
+                    lo: scaled(value - half),
+                    hi: scaled(value + half),
+                },
+            )
+        };
         if number {
-            return vec![make(Some(Vec::new()), n.value, half)];
+            return vec![make(UnitSel::Exact(Vec::new()), n.value, half)];
         }
         match parts.as_slice() {
-            [_] => vec![make(None, n.value, half)],
+            [_] => vec![make(UnitSel::Raw, n.value, half)],
             [_, sys, ucode] if sys.is_empty() => {
-                vec![make(Some(clean(&format!("|{ucode}"))), n.value, half)]
+                vec![make(UnitSel::CodeOrUnit(clean(ucode)), n.value, half)]
             }
             [_, sys, ucode] => {
-                let mut out = vec![make(Some(clean(&format!("{sys}|{ucode}"))), n.value, half)];
+                let mut out = vec![
+                    make(
+                        UnitSel::Exact(clean(&format!("{sys}|{ucode}"))),
+                        n.value,
+                        half,
+                    ),
+                    make(
+                        UnitSel::Exact(clean(&format!("{CONVERTED}{sys}|{ucode}"))),
+                        n.value,
+                        half,
+                    ),
+                ];
                 if sys == UCUM {
                     if let (Some((k, cv)), Some((_, ch))) = (
                         units::canonical(ucode, n.value),
                         units::canonical(ucode, half),
                     ) {
-                        out.push(make(Some(clean(&k)), cv, ch));
+                        out.push(make(UnitSel::Exact(clean(&k)), cv, ch));
                     }
                 }
                 out
@@ -595,11 +634,10 @@ impl Parser<'_> {
             }),
             ParamType::Quantity | ParamType::Number => {
                 let ms = self.quantity_matchers(name, "", v, kind == ParamType::Number);
-                let mut tests = ms.into_iter().map(|m| m.test);
-                let first = tests.next()?;
-                // several unit keys: the first (as written) is tested; canonical ones are not
-                // stored for composites separately, so one is enough
-                Some(first)
+                if ms.is_empty() {
+                    return None;
+                }
+                Some(Test::AnyOf(ms.into_iter().map(|m| m.test).collect()))
             }
             _ => {
                 bad(
@@ -913,7 +951,10 @@ pub fn parse(
             }
             continue;
         }
-        s.kept.push((name.to_string(), value.clone()));
+        if value.is_empty() {
+            // an empty parameter is ignored (R4 search: "empty parameters are not an error")
+            continue;
+        }
         let found = match &single {
             Some(t) => p.criterion(t, name, value),
             None => {
@@ -931,7 +972,10 @@ pub fn parse(
             }
         };
         match found {
-            Some(c) => s.criteria.push(c),
+            Some(c) => {
+                s.kept.push((name.to_string(), value.clone()));
+                s.criteria.push(c)
+            }
             None => {
                 let msg = format!(
                     "unknown or unsupported search parameter '{name}'{}",

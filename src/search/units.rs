@@ -65,7 +65,7 @@ fn ucum_factor(code: &str) -> Option<(&'static str, Decimal)> {
 /// The canonical index key and value of a UCUM quantity, when its unit is in the table.
 pub fn canonical(code: &str, value: Decimal) -> Option<(String, Decimal)> {
     let (dim, factor) = ucum_factor(code)?;
-    Some((format!("ucum-canonical|{dim}"), value.checked_mul(factor)?))
+    Some((format!("*{dim}"), value.checked_mul(factor)?))
 }
 
 /// An analyte whose units are related by a clinical equation rather than by UCUM.

@@ -5,7 +5,7 @@
 //! - `v\0type\0id\0<version u64 BE>` -> version record ([`super::record::encode`])
 //! - `h<seq u64 BE>` -> `type\0id\0<version u64 BE>` (system history)
 //! - `t\0type\0<seq u64 BE>` -> `id\0<version u64 BE>` (type history)
-//! - `i\0type\0param\0value\0id` -> empty (search index)
+//! - `i<type u16><param hash u32>value\0id` -> empty (search index)
 //! - `x\0type\0id` -> the resource's index entries (to remove them on the next version)
 //! - `m\0seq` -> last sequence number
 
@@ -43,10 +43,6 @@ fn key(parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-fn clean(s: &str) -> Vec<u8> {
-    s.bytes().map(|b| if b == SEP { b' ' } else { b }).collect()
-}
-
 fn current_key(rtype: &str, id: &str) -> Vec<u8> {
     key(&[b"c", rtype.as_bytes(), id.as_bytes()])
 }
@@ -60,10 +56,22 @@ fn version_key(rtype: &str, id: &str, version: u64) -> Vec<u8> {
     ])
 }
 
-/// `i\0type\0param\0`: the start of one parameter's index keys.
+/// `i type(2) param(4)`: the start of one parameter's index keys. The type is its position in
+/// the R4 type list and the parameter a 32-bit FNV-1a hash of its name: fixed-width codes keep
+/// the many index keys short (they dominate the store's size and write cost).
 fn param_prefix(rtype: &str, param: &str) -> Vec<u8> {
-    let mut k = key(&[b"i", rtype.as_bytes(), &clean(param)]);
-    k.push(SEP);
+    let t = crate::fhir::resource_types::RESOURCE_TYPES
+        .iter()
+        .position(|x| *x == rtype)
+        .unwrap_or(u16::MAX as usize) as u16;
+    let mut h: u32 = 0x811c_9dc5;
+    for b in param.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let mut k = Vec::with_capacity(64);
+    k.push(b'i');
+    k.extend_from_slice(&t.to_be_bytes());
+    k.extend_from_slice(&h.to_be_bytes());
     k
 }
 
@@ -98,13 +106,10 @@ fn scan_index(
             e.extend_from_slice(h);
             e
         }
-        None => {
-            let mut e = prefix.clone();
-            if let Some(last) = e.last_mut() {
-                *last = SEP + 1;
-            }
-            e
-        }
+        None => match crate::search::matcher::prefix_end(&prefix) {
+            Some(e) => e,
+            None => return Ok(()),
+        },
     };
     if start >= end {
         return Ok(());
@@ -409,7 +414,7 @@ impl Store for SledStore {
         // drop every index key, then write the entries of each live resource again
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
-        for prefix in [&b"i\0"[..], &b"x\0"[..]] {
+        for prefix in [&b"i"[..], &b"x\0"[..]] {
             for item in self.db.scan_prefix(prefix) {
                 let (k, _) = item?;
                 batch.remove(k);
@@ -463,7 +468,7 @@ impl Store for SledStore {
                 expected.insert(k);
             }
         }
-        for item in self.db.scan_prefix(b"i\0") {
+        for item in self.db.scan_prefix(b"i") {
             let (k, _) = item?;
             report.keys += 1;
             if !expected.contains(k.as_ref()) {
