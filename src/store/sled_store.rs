@@ -534,19 +534,20 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn apply(&mut self, w: &StagedWrite, now_ms: i64) {
-        let k = (w.rtype.clone(), w.id.clone());
+    /// Record a committed-in-this-group write (moved in: no copies on the hot path).
+    fn apply(&mut self, w: StagedWrite, now_ms: i64) {
+        let k = (w.rtype, w.id);
+        let live = w.method != Method::Delete;
         self.current.insert(
             k.clone(),
             Current {
                 version: w.version,
-                deleted: w.method == Method::Delete,
-                resource: w.resource.clone(),
+                deleted: !live,
+                resource: w.resource,
                 last_updated_ms: now_ms,
             },
         );
-        let live = w.method != Method::Delete;
-        self.entries.insert(k, live.then(|| w.index.clone()));
+        self.entries.insert(k, live.then_some(w.index));
     }
 
     /// Pending writes of a type.
@@ -610,15 +611,26 @@ impl Group<'_> {
     }
 
     /// Fold a finished job's write into the batch.
-    fn commit_write(&mut self, w: StagedWrite) -> Result<()> {
+    fn commit_write(&mut self, mut w: StagedWrite) -> Result<()> {
         self.seq += 1;
         let seq = self.seq;
-        let old_entries = self.entries(&w.rtype, &w.id)?.unwrap_or_default();
         let deleted = w.method == Method::Delete;
-        let mut sorted = if deleted { Vec::new() } else { w.index.clone() };
-        sorted.sort();
-        sorted.dedup();
-        let new_entries: &[IndexEntry] = &sorted;
+        let known = self
+            .overlay
+            .entries
+            .contains_key(&(w.rtype.clone(), w.id.clone()));
+        // a first version has no earlier entries to remove (unless written earlier in this group)
+        let old_entries = if w.version == 1 && !known {
+            Vec::new()
+        } else {
+            self.entries(&w.rtype, &w.id)?.unwrap_or_default()
+        };
+        if deleted {
+            w.index.clear();
+        }
+        w.index.sort();
+        w.index.dedup();
+        let new_entries: &[IndexEntry] = &w.index;
         for e in &old_entries {
             if new_entries.binary_search(e).is_err() {
                 self.batch.remove(index_key(&w.rtype, e, &w.id));
@@ -653,25 +665,35 @@ impl Group<'_> {
         t.push(SEP);
         t.extend_from_slice(&seq.to_be_bytes());
         self.batch.insert(t, key(&[w.id.as_bytes(), &vbytes]));
-        self.overlay.apply(&w, self.now_ms);
+        self.overlay.apply(w, self.now_ms);
         Ok(())
     }
 }
 
+/// One job's view: its own staged writes (latest per resource by position) over the group's.
 struct JobTxn<'g, 'a> {
     group: &'g Group<'a>,
-    overlay: Overlay,
     staged: Vec<StagedWrite>,
+    latest: HashMap<(String, String), usize>,
+}
+
+impl JobTxn<'_, '_> {
+    fn own(&self, rtype: &str, id: &str) -> Option<&StagedWrite> {
+        self.latest
+            .get(&(rtype.to_string(), id.to_string()))
+            .and_then(|i| self.staged.get(*i))
+    }
 }
 
 impl WriteTxn for JobTxn<'_, '_> {
     fn current(&mut self, rtype: &str, id: &str) -> Result<Option<Current>> {
-        if let Some(c) = self
-            .overlay
-            .current
-            .get(&(rtype.to_string(), id.to_string()))
-        {
-            return Ok(Some(c.clone()));
+        if let Some(w) = self.own(rtype, id) {
+            return Ok(Some(Current {
+                version: w.version,
+                deleted: w.method == Method::Delete,
+                resource: w.resource.clone(),
+                last_updated_ms: self.group.now_ms,
+            }));
         }
         self.group.current(rtype, id)
     }
@@ -688,12 +710,8 @@ impl WriteTxn for JobTxn<'_, '_> {
     }
 
     fn index_of(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        match self
-            .overlay
-            .entries
-            .get(&(rtype.to_string(), id.to_string()))
-        {
-            Some(e) => Ok(e.clone()),
+        match self.own(rtype, id) {
+            Some(w) => Ok((w.method != Method::Delete).then(|| w.index.clone())),
             None => self.group.entries(rtype, id),
         }
     }
@@ -705,7 +723,13 @@ impl WriteTxn for JobTxn<'_, '_> {
     fn pending(&self, rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)> {
         let mut all = HashMap::new();
         self.group.overlay.pending(rtype, &mut all);
-        self.overlay.pending(rtype, &mut all);
+        for ((t, id), i) in &self.latest {
+            if t == rtype {
+                if let Some(w) = self.staged.get(*i) {
+                    all.insert(id.clone(), (w.method != Method::Delete).then(|| w.index.clone()));
+                }
+            }
+        }
         all.into_iter().collect()
     }
 
@@ -714,7 +738,8 @@ impl WriteTxn for JobTxn<'_, '_> {
     }
 
     fn put(&mut self, write: StagedWrite) -> Result<()> {
-        self.overlay.apply(&write, self.group.now_ms);
+        self.latest
+            .insert((write.rtype.clone(), write.id.clone()), self.staged.len());
         self.staged.push(write);
         Ok(())
     }
@@ -758,8 +783,8 @@ fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>) {
         for job in jobs {
             let mut txn = JobTxn {
                 group: &group,
-                overlay: Overlay::default(),
                 staged: Vec::new(),
+                latest: HashMap::new(),
             };
             // a panicking job must not take the writer down: it fails alone (its caller gets
             // "writer stopped" from the dropped reply channel) and its staged writes are dropped
