@@ -133,6 +133,38 @@ fn tokens_system_code_forms_and_modifiers() {
     expect(&s, &c, "Observation?code=|x", &["o3"]);
     expect(&s, &c, "Observation?code=|4548-4", &[]);
     expect(&s, &c, "Observation?code=x", &["o3"]);
+    put(
+        &s,
+        &c,
+        obs(
+            "bp",
+            loinc("85354-9", "Blood pressure panel"),
+            json!({"component": [
+        {"code": loinc("8480-6", "Systolic"), "valueQuantity": {"value": 120, "unit": "mm[Hg]", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}),
+        ),
+    );
+    expect(&s, &c, "Observation?combo-code=8480-6", &["bp"]);
+    expect(&s, &c, "Observation?combo-code=85354-9", &["bp"]);
+    expect(&s, &c, "Observation?component-code=8480-6", &["bp"]);
+    expect(&s, &c, "Observation?code=8480-6", &[]);
+    expect(
+        &s,
+        &c,
+        "Observation?combo-code-value-quantity=8480-6$120",
+        &["bp"],
+    );
+    expect(
+        &s,
+        &c,
+        "Observation?component-code-value-quantity=8480-6$gt119",
+        &["bp"],
+    );
+    assert!(c
+        .delete(s.url("Observation/bp"))
+        .send()
+        .expect("del")
+        .status()
+        .is_success());
     expect(&s, &c, "Observation?code=4548-4,LDL", &["o1", "o2"]);
     expect(
         &s,

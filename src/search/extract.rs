@@ -304,7 +304,9 @@ pub fn quantity_values(node: &Node, analyte: Option<Analyte>) -> Vec<(String, De
         if *was_converted {
             out.push((format!("{CONVERTED}{system}|{c}"), *v));
         }
-        if system == UCUM && !(converted.is_some() && units::is_dimensionless(c)) {
+        // canonical forms of the value as written only (a converted value is found in its unit)
+        if system == UCUM && !*was_converted && !(converted.is_some() && units::is_dimensionless(c))
+        {
             if let Some((k, cv)) = units::canonical(c, *v) {
                 out.push((k, cv));
             }
@@ -499,5 +501,55 @@ pub fn index_entries(
     let mut entries = out.entries;
     entries.sort();
     entries.dedup();
+    // `combo-X` values that `X` already holds are not stored twice: a `combo-X` query also
+    // looks at `X` (see [`combo_base`])
+    let base_values: std::collections::HashSet<(&str, &[u8])> = entries
+        .iter()
+        .filter(|e| !e.param.starts_with(COMBO))
+        .map(|e| (e.param.as_str(), e.value.as_slice()))
+        .collect();
+    let redundant: Vec<bool> = entries
+        .iter()
+        .map(|e| {
+            combo_base(&e.param).is_some_and(|b| base_values.contains(&(b, e.value.as_slice())))
+        })
+        .collect();
+    let mut i = 0;
+    entries.retain(|_| {
+        let keep = !redundant[i];
+        i += 1;
+        keep
+    });
     entries
+}
+
+const COMBO: &str = "combo-";
+
+/// The parameter whose entries a `combo-` parameter shares (`combo-code:text` → `code:text`).
+pub fn combo_base(param: &str) -> Option<&str> {
+    param.strip_prefix(COMBO)
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_entries_of_a_generated_bundle() {
+        let engine = crate::search::engine().expect("engine");
+        let mut rng = crate::bench::generator::Rng::new(1);
+        let b = crate::bench::generator::patient_bundle(&mut rng, 1);
+        let mut total = 0;
+        for e in b["entry"].as_array().expect("entries") {
+            let r = &e["resource"];
+            let t = r["resourceType"].as_str().expect("t");
+            let entries = engine.index_entries(t, r);
+            let bytes: usize = entries.iter().map(|e| e.value.len() + 7 + 37).sum();
+            total += entries.len();
+            eprintln!(
+                "{t}: {} entries, ~{bytes} key bytes: {:?}",
+                entries.len(),
+                entries.iter().map(|e| e.param.as_str()).collect::<Vec<_>>()
+            );
+        }
+        eprintln!("total {total}");
+    }
 }

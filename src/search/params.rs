@@ -162,6 +162,11 @@ impl Registry {
             ) else {
                 continue;
             };
+            if code == "phonetic" {
+                // phonetic matching is not implemented; indexing plain names under it would
+                // pretend otherwise
+                continue;
+            }
             let Some(expr) = compile(expr_text) else {
                 tracing::warn!(
                     param = code,

@@ -256,6 +256,7 @@ impl Parser<'_> {
             if def.kind == ParamType::Token {
                 any.push(Matcher::new(format!("{}{TEXT}", def.code), Test::Any));
             }
+            let any = with_combo_base(any);
             return Some(if missing {
                 Criterion::NoneOf(any)
             } else {
@@ -445,6 +446,7 @@ impl Parser<'_> {
             }
         }
         let _ = rtype;
+        let matchers = with_combo_base(matchers);
         Some(if negate {
             Criterion::NoneOf(matchers)
         } else {
@@ -757,6 +759,20 @@ impl Parser<'_> {
             inner: vec![inner],
         })
     }
+}
+
+/// `combo-X` entries that `X` holds are stored only under `X`: look there too.
+fn with_combo_base(matchers: Vec<Matcher>) -> Vec<Matcher> {
+    let mut out = Vec::with_capacity(matchers.len() * 2);
+    for m in matchers {
+        if let Some(base) = super::extract::combo_base(&m.param) {
+            let mut b = m.clone();
+            b.param = base.to_string();
+            out.push(b);
+        }
+        out.push(m);
+    }
+    out
 }
 
 /// Token values keep `\|` escapes until split; turn them into the literal.

@@ -726,7 +726,10 @@ impl WriteTxn for JobTxn<'_, '_> {
         for ((t, id), i) in &self.latest {
             if t == rtype {
                 if let Some(w) = self.staged.get(*i) {
-                    all.insert(id.clone(), (w.method != Method::Delete).then(|| w.index.clone()));
+                    all.insert(
+                        id.clone(),
+                        (w.method != Method::Delete).then(|| w.index.clone()),
+                    );
                 }
             }
         }
