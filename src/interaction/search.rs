@@ -281,6 +281,9 @@ impl Services {
         };
         let mut exec = Executor::new(&engine.registry, &engine.defs, &mut reader);
         let multi = scope.types.len() > 1;
+        // `_summary=count` needs only the number: no sort positions
+        let counting = parsed.summary == Summary::Count;
+        let mut count = 0usize;
         let mut items: Vec<Item> = Vec::new();
         for t in &scope.types {
             let mut criteria = parsed.criteria.clone();
@@ -290,7 +293,12 @@ impl Services {
                     None => continue,
                 }
             }
-            for id in exec.matching(t, &criteria)? {
+            let ids = exec.matching(t, &criteria)?;
+            count += ids.len();
+            if counting {
+                continue;
+            }
+            for id in ids {
                 let key = sort_key(&mut exec, t, &id, &parsed.sort, multi)?;
                 items.push(Item {
                     rtype: t.clone(),
@@ -300,7 +308,7 @@ impl Services {
             }
         }
         items.sort_by(|a, b| a.key.cmp(&b.key));
-        self.assemble(&mut exec, scope, &parsed, items, base)
+        self.assemble(&mut exec, scope, &parsed, items, count, base)
     }
 
     fn assemble(
@@ -309,19 +317,19 @@ impl Services {
         scope: &SearchScope,
         s: &Search,
         items: Vec<Item>,
+        total: usize,
         base: &str,
     ) -> Result<Value> {
         let engine = search::engine()?;
-        let total = items.len();
         let count = s.count;
         // the page: after or before the cursor position
         let (start, end) = match &s.cursor {
-            None => (0, count.min(total)),
+            None => (0, count.min(items.len())),
             Some(c) => {
                 let (dir, key) = decode_cursor(c)?;
                 let pos = items.partition_point(|i| i.key.as_slice() <= key.as_slice());
                 if dir == 'a' {
-                    (pos, (pos + count).min(total))
+                    (pos, (pos + count).min(items.len()))
                 } else {
                     let before = items.partition_point(|i| i.key.as_slice() < key.as_slice());
                     (before.saturating_sub(count), before)
@@ -366,7 +374,7 @@ impl Services {
         links.push(json!({"relation": "self", "url": self_url}));
         if s.summary != Summary::Count {
             links.push(json!({"relation": "first", "url": link(None)}));
-            if end < total && count > 0 {
+            if end < items.len() && count > 0 {
                 if let Some(last) = page.last() {
                     links.push(json!({"relation": "next", "url": link(Some(encode_cursor('a', &last.key)))}));
                 }
@@ -374,7 +382,9 @@ impl Services {
             if start > 0 {
                 let cur = match page.first() {
                     Some(first) => encode_cursor('b', &first.key),
-                    None => encode_cursor('b', &items[start.min(total - 1)].key),
+                    None => {
+                        encode_cursor('b', &items[start.min(items.len().saturating_sub(1))].key)
+                    }
                 };
                 links.push(json!({"relation": "previous", "url": link(Some(cur))}));
             }
