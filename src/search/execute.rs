@@ -35,8 +35,46 @@ pub trait IndexReader {
     fn ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()>;
     /// Uncommitted writes of `rtype` this reader must see: (id, entries, or None when deleted).
     fn pending(&self, rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)>;
-    /// Codes of a stored ValueSet (expanded from its compose or expansion), if one has `url`.
-    fn valueset_codes(&mut self, url: &str) -> Result<Option<HashSet<(String, String)>>>;
+    /// The current JSON of a live resource.
+    fn resource(&mut self, rtype: &str, id: &str) -> Result<Option<serde_json::Value>>;
+
+    /// Codes of a stored ValueSet (`url` or `url|version`), expanded from its compose (with
+    /// whole CodeSystems looked up by url) or its expansion; None when no ValueSet has that url.
+    fn valueset_codes(&mut self, url: &str) -> Result<Option<HashSet<(String, String)>>> {
+        let (url, version) = match url.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (url, None),
+        };
+        for id in self.by_url("ValueSet", url)? {
+            let Some(vs) = self.resource("ValueSet", &id)? else {
+                continue;
+            };
+            if version.is_some_and(|v| vs["version"].as_str() != Some(v)) {
+                continue;
+            }
+            let mut codesystem = |system: &str| -> Result<Option<serde_json::Value>> {
+                match self.by_url("CodeSystem", system)?.first() {
+                    Some(id) => self.resource("CodeSystem", id),
+                    None => Ok(None),
+                }
+            };
+            return Ok(Some(super::valueset::expand(&vs, &mut codesystem)?));
+        }
+        Ok(None)
+    }
+
+    /// Ids of live resources of `rtype` whose `url` is exactly `url`.
+    fn by_url(&mut self, rtype: &str, url: &str) -> Result<Vec<String>> {
+        let key = super::values::clean(url);
+        let mut hi = key.clone();
+        hi.push(1);
+        let mut ids = Vec::new();
+        self.scan(rtype, "url", &key, Some(&hi), &mut |_, id| {
+            ids.push(id.to_string());
+            true
+        })?;
+        Ok(ids)
+    }
 }
 
 /// Most ids a probe collects before giving up on a criterion as a driver.

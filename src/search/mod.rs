@@ -14,7 +14,6 @@ pub mod units;
 pub mod values;
 pub mod valueset;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -100,53 +99,6 @@ pub struct StoreReader<'a> {
     pub store: &'a dyn Store,
 }
 
-/// A scan of the index: (type, param, lo, hi, visitor).
-type ScanFn<'a> = dyn FnMut(&str, &str, &[u8], Option<&[u8]>, &mut dyn FnMut(&[u8], &str) -> bool) -> Result<()>
-    + 'a;
-
-fn stored_valueset(
-    scan: &mut ScanFn,
-    fetch: &mut dyn FnMut(&str, &str) -> Result<Option<Value>>,
-    url: &str,
-) -> Result<Option<HashSet<(String, String)>>> {
-    let (url, version) = match url.split_once('|') {
-        Some((u, v)) => (u, Some(v)),
-        None => (url, None),
-    };
-    let key = values::clean(url);
-    let mut hi = key.clone();
-    hi.push(1);
-    let mut ids = Vec::new();
-    scan("ValueSet", "url", &key, Some(&hi), &mut |_, id| {
-        ids.push(id.to_string());
-        true
-    })?;
-    for id in ids {
-        let Some(vs) = fetch("ValueSet", &id)? else {
-            continue;
-        };
-        if version.is_some_and(|v| vs["version"].as_str() != Some(v)) {
-            continue;
-        }
-        let mut codesystem = |system: &str| -> Result<Option<Value>> {
-            let key = values::clean(system);
-            let mut hi = key.clone();
-            hi.push(1);
-            let mut found = None;
-            scan("CodeSystem", "url", &key, Some(&hi), &mut |_, id| {
-                found = Some(id.to_string());
-                false
-            })?;
-            match found {
-                Some(id) => fetch("CodeSystem", &id),
-                None => Ok(None),
-            }
-        };
-        return Ok(Some(valueset::expand(&vs, &mut codesystem)?));
-    }
-    Ok(None)
-}
-
 impl IndexReader for StoreReader<'_> {
     fn scan(
         &mut self,
@@ -171,18 +123,12 @@ impl IndexReader for StoreReader<'_> {
         Vec::new()
     }
 
-    fn valueset_codes(&mut self, url: &str) -> Result<Option<HashSet<(String, String)>>> {
-        let store = self.store;
-        stored_valueset(
-            &mut |t, p, lo, hi, v| store.scan_index(t, p, lo, hi, v),
-            &mut |t, id| {
-                Ok(store
-                    .current(t, id)?
-                    .and_then(|r| r.resource)
-                    .and_then(|b| serde_json::from_slice(&b).ok()))
-            },
-            url,
-        )
+    fn resource(&mut self, rtype: &str, id: &str) -> Result<Option<Value>> {
+        Ok(self
+            .store
+            .current(rtype, id)?
+            .and_then(|r| r.resource)
+            .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 }
 
@@ -216,19 +162,12 @@ impl IndexReader for TxnReader<'_> {
         self.txn.pending(rtype)
     }
 
-    fn valueset_codes(&mut self, url: &str) -> Result<Option<HashSet<(String, String)>>> {
-        let txn = std::cell::RefCell::new(&mut *self.txn);
-        stored_valueset(
-            &mut |t, p, lo, hi, v| txn.borrow_mut().scan_index(t, p, lo, hi, v),
-            &mut |t, id| {
-                Ok(txn
-                    .borrow_mut()
-                    .current(t, id)?
-                    .and_then(|c| c.resource)
-                    .and_then(|b| serde_json::from_slice(&b).ok()))
-            },
-            url,
-        )
+    fn resource(&mut self, rtype: &str, id: &str) -> Result<Option<Value>> {
+        Ok(self
+            .txn
+            .current(rtype, id)?
+            .and_then(|c| c.resource)
+            .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 }
 
