@@ -34,7 +34,6 @@ pub fn build(base_url: Option<&str>) -> Result<Value> {
     }
     let engine = crate::search::init(base_url)?;
     let reg = &engine.registry;
-    let compartment = reg.compartment_types();
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
@@ -106,7 +105,6 @@ pub fn build(base_url: Option<&str>) -> Result<Value> {
             if !revincludes.is_empty() {
                 r["searchRevInclude"] = json!(revincludes);
             }
-            let _ = &compartment;
             r
         })
         .collect();

@@ -28,16 +28,24 @@ fn strict(headers: &HeaderMap) -> bool {
         .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
 }
 
+/// Run a search on the blocking pool and answer with its Bundle.
+async fn blocking<F>(f: F) -> Result<Response>
+where
+    F: FnOnce() -> Result<serde_json::Value> + Send + 'static,
+{
+    let bundle = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| FhirError::Storage(format!("search task failed: {e}")))??;
+    Ok(response::json(StatusCode::OK, &bundle))
+}
+
 async fn run(
     services: Services,
     scope: SearchScope,
     pairs: Vec<(String, String)>,
     base: String,
 ) -> Result<Response> {
-    let bundle = tokio::task::spawn_blocking(move || services.search_pairs(&scope, &pairs, &base))
-        .await
-        .map_err(|e| FhirError::Storage(format!("search task failed: {e}")))??;
-    Ok(response::json(StatusCode::OK, &bundle))
+    blocking(move || services.search_pairs(&scope, &pairs, &base)).await
 }
 
 fn type_scope(rtype: &str, headers: &HeaderMap) -> SearchScope {
@@ -142,10 +150,7 @@ pub async fn compartment(
     let base = s.base(&headers);
     if rtype == "$everything" {
         let services = s.services.clone();
-        let bundle = tokio::task::spawn_blocking(move || services.everything(&id, &all, &base))
-            .await
-            .map_err(|e| FhirError::Storage(format!("search task failed: {e}")))??;
-        return Ok(response::json(StatusCode::OK, &bundle));
+        return blocking(move || services.everything(&id, &all, &base)).await;
     }
     let types = if rtype == "*" {
         let engine = crate::search::engine()?;

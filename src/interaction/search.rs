@@ -184,14 +184,7 @@ fn shape(
     elements: Option<&[String]>,
 ) -> Value {
     let keep_always = |k: &str| matches!(k, "resourceType" | "id" | "meta");
-    let mandatory: Vec<String> = reg
-        .mandatory(rtype)
-        .iter()
-        .filter_map(|p| {
-            p.strip_prefix(&format!("{rtype}."))
-                .map(|s| s.trim_end_matches("[x]").to_string())
-        })
-        .collect();
+    let mandatory = reg.mandatory(rtype);
     let is_mandatory = |k: &str| mandatory.iter().any(|m| element_matches(k, m));
     let Value::Object(obj) = &mut r else { return r };
     let changed = match (elements, summary) {
@@ -279,7 +272,7 @@ impl Services {
         let mut reader = StoreReader {
             store: self.store.as_ref(),
         };
-        let mut exec = Executor::new(&engine.registry, &engine.defs, &mut reader);
+        let mut exec = Executor::new(&engine.defs, &mut reader);
         let multi = scope.types.len() > 1;
         // `_summary=count` needs only the number: no sort positions
         let counting = parsed.summary == Summary::Count;

@@ -10,7 +10,6 @@
 use std::collections::{HashMap, HashSet};
 
 use super::matcher::{Matcher, Test};
-use super::params::Registry;
 use super::query::Criterion;
 use super::values::{clean, enc_token};
 use crate::error::Result;
@@ -105,7 +104,6 @@ fn passes(r: &Resolved, id: &str, entries: &[IndexEntry]) -> bool {
 
 /// Runs searches over one reader.
 pub struct Executor<'a> {
-    reg: &'a Registry,
     defs: &'a Definitions,
     reader: &'a mut dyn IndexReader,
     cache: HashMap<(String, String), Option<Vec<IndexEntry>>>,
@@ -118,9 +116,8 @@ enum Probe {
 
 impl<'a> Executor<'a> {
     /// An executor over a reader.
-    pub fn new(reg: &'a Registry, defs: &'a Definitions, reader: &'a mut dyn IndexReader) -> Self {
+    pub fn new(defs: &'a Definitions, reader: &'a mut dyn IndexReader) -> Self {
         Executor {
-            reg,
             defs,
             reader,
             cache: HashMap::new(),
@@ -323,21 +320,5 @@ impl<'a> Executor<'a> {
         out.sort_unstable();
         out.dedup();
         Ok(out)
-    }
-
-    /// The values of one index parameter of a resource (for sorting).
-    pub fn param_values(&mut self, rtype: &str, id: &str, param: &str) -> Result<Vec<Vec<u8>>> {
-        Ok(self
-            .entries(rtype, id)?
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.param == param)
-            .map(|e| e.value)
-            .collect())
-    }
-
-    /// The registry in use.
-    pub fn registry(&self) -> &Registry {
-        self.reg
     }
 }

@@ -42,6 +42,8 @@ struct Out<'r> {
     reg: &'r Registry,
     /// The resource's `version` (canonical resources), for `url|version`.
     version: Option<String>,
+    /// The analyte an Observation measures (for clinical unit conversions).
+    analyte: Option<Analyte>,
 }
 
 impl Out<'_> {
@@ -344,16 +346,11 @@ impl Out<'_> {
     ) {
         let nodes = ev.eval(&p.expr, rtype, resource);
         let code = p.code.as_str();
-        let analyte = if rtype == "Observation" {
-            analyte_of(resource)
-        } else {
-            None
-        };
         for n in &nodes {
             match p.kind {
-                ParamType::Composite => self.composite(ev, defs, rtype, n, p, analyte),
+                ParamType::Composite => self.composite(ev, defs, rtype, n, p),
                 _ => {
-                    for (param, value) in self.simple(defs, n, p.kind, code, analyte) {
+                    for (param, value) in self.simple(defs, n, p.kind, code) {
                         self.push(&param, value);
                     }
                 }
@@ -368,7 +365,6 @@ impl Out<'_> {
         n: &Node,
         kind: ParamType,
         code: &str,
-        analyte: Option<Analyte>,
     ) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         match kind {
@@ -409,7 +405,7 @@ impl Out<'_> {
                 }
             }
             ParamType::Quantity => {
-                for (k, v) in quantity_values(n, analyte) {
+                for (k, v) in quantity_values(n, self.analyte) {
                     out.push((code.to_string(), enc_quantity(&k, v)));
                 }
             }
@@ -452,7 +448,6 @@ impl Out<'_> {
         rtype: &str,
         n: &Node,
         p: &ParamDef,
-        analyte: Option<Analyte>,
     ) {
         let [c1, c2] = match p.components.as_slice() {
             [a, b] => [a, b],
@@ -461,7 +456,7 @@ impl Out<'_> {
         let part = |c: &super::params::Component| -> Vec<Vec<u8>> {
             ev.eval_from(&c.expr, rtype, n)
                 .iter()
-                .flat_map(|cn| self.simple(defs, cn, c.kind, "", analyte))
+                .flat_map(|cn| self.simple(defs, cn, c.kind, ""))
                 .filter(|(param, _)| param.is_empty())
                 .map(|(_, v)| v)
                 .collect()
@@ -494,6 +489,11 @@ pub fn index_entries(
             .get("version")
             .and_then(Value::as_str)
             .map(str::to_string),
+        analyte: if rtype == "Observation" {
+            analyte_of(resource)
+        } else {
+            None
+        },
     };
     for p in reg.params(rtype) {
         out.extract(&ev, defs, rtype, resource, p);

@@ -2,7 +2,7 @@
 //! holds all of them (`Matcher::lo`/`hi`), so that a value is tested the same way whether it is
 //! found by scanning the index or by checking a candidate's entries.
 
-use super::values::{dec_i128, dec_i64, dec_quantity, dec_token, Range, TOKEN_SEP};
+use super::values::{dec_i64, dec_quantity, dec_token, Range, TOKEN_SEP};
 
 /// A search prefix (`eq`, `gt`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,7 +311,7 @@ impl Matcher {
 
 /// Decode a scaled quantity value (for sorting).
 pub fn quantity_sort_value(v: &[u8]) -> Option<i128> {
-    dec_quantity(v).map(|(_, x)| x).or_else(|| dec_i128(v))
+    dec_quantity(v).map(|(_, x)| x)
 }
 
 #[cfg(test)]

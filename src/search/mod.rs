@@ -89,7 +89,7 @@ impl Engine {
         criteria: &[Criterion],
     ) -> Result<Vec<String>> {
         let mut reader = TxnReader { txn };
-        Executor::new(&self.registry, &self.defs, &mut reader).matching(rtype, criteria)
+        Executor::new(&self.defs, &mut reader).matching(rtype, criteria)
     }
 }
 

@@ -240,9 +240,21 @@ impl Registry {
                     .collect()
             })
             .unwrap_or_default();
+        // element names (`status`, `value`), so subsetting does not re-derive them per resource
         let mandatory = summary_doc["mandatory"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), strings(v))).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(t, v)| {
+                        let names = strings(v)
+                            .iter()
+                            .filter_map(|p| p.strip_prefix(&format!("{t}.")))
+                            .map(|n| n.trim_end_matches("[x]").to_string())
+                            .collect();
+                        (t.clone(), names)
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let comp_doc: Value = serde_json::from_str(COMPARTMENT_JSON)
             .map_err(|e| bad("compartment-patient.json", e.to_string()))?;
@@ -306,7 +318,8 @@ impl Registry {
         self.summary.get(rtype).is_some_and(|s| s.contains(path))
     }
 
-    /// Top-level elements a resource must have (kept by `_elements`).
+    /// Names of the top-level elements a resource must have (kept by `_elements`), without
+    /// `[x]`.
     pub fn mandatory(&self, rtype: &str) -> &[String] {
         self.mandatory.get(rtype).map(Vec::as_slice).unwrap_or(&[])
     }

@@ -28,7 +28,7 @@ enum Step {
 
 /// A path from the resource root (when `root` is a type) or relative to a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct PathExpr {
+pub struct PathExpr {
     root: Option<String>,
     steps: Vec<Step>,
 }
@@ -37,14 +37,10 @@ struct PathExpr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
     /// The union of paths.
-    Union(Vec<PathExprPub>),
+    Union(Vec<PathExpr>),
     /// `X.exists() and X != false`: a computed boolean.
-    ExistsNotFalse(PathExprPub),
+    ExistsNotFalse(PathExpr),
 }
-
-/// Opaque compiled path (public wrapper).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathExprPub(PathExpr);
 
 /// A value found by an expression, with its FHIR type when the definitions know it.
 #[derive(Debug, Clone)]
@@ -182,13 +178,13 @@ pub fn compile(expr: &str) -> Option<Expr> {
         if a.trim() != b {
             return None;
         }
-        return Some(Expr::ExistsNotFalse(PathExprPub(parse_path(a)?)));
+        return Some(Expr::ExistsNotFalse(parse_path(a)?));
     }
     let paths = split_top(e, '|')
         .into_iter()
         .map(parse_path)
         .collect::<Option<Vec<_>>>()?;
-    Some(Expr::Union(paths.into_iter().map(PathExprPub).collect()))
+    Some(Expr::Union(paths))
 }
 
 fn capitalize(t: &str) -> String {
@@ -244,12 +240,12 @@ impl<'d> Evaluator<'d> {
             Expr::Union(paths) => {
                 let mut out = Vec::new();
                 for p in paths {
-                    out.extend(self.eval_path(&p.0, rtype, node));
+                    out.extend(self.eval_path(p, rtype, node));
                 }
                 out
             }
             Expr::ExistsNotFalse(p) => {
-                let found = self.eval_path(&p.0, rtype, node);
+                let found = self.eval_path(p, rtype, node);
                 let value =
                     !found.is_empty() && !found.iter().all(|n| n.value == &Value::Bool(false));
                 vec![Node {

@@ -263,7 +263,7 @@ impl Parser<'_> {
                 Criterion::Any(any)
             });
         }
-        self.typed(rtype, name, &def, modifier, values)
+        self.typed(name, &def, modifier, values)
     }
 
     fn id_criterion(&mut self, name: &str, modifier: Option<&str>, raw: &str) -> Option<Criterion> {
@@ -291,7 +291,6 @@ impl Parser<'_> {
 
     fn typed(
         &mut self,
-        rtype: &str,
         name: &str,
         def: &Arc<ParamDef>,
         modifier: Option<&str>,
@@ -445,7 +444,6 @@ impl Parser<'_> {
                 }
             }
         }
-        let _ = rtype;
         let matchers = with_combo_base(matchers);
         Some(if negate {
             Criterion::NoneOf(matchers)
@@ -702,9 +700,7 @@ impl Parser<'_> {
             );
             return Some(Criterion::Any(vec![]));
         }
-        if type_mod.is_none() && candidates.len() > 1 && def.targets.len() > 1 {
-            // ambiguous chains are searched on every target type that has the parameter
-        }
+        // a chain without a type is searched on every target type that has the parameter
         let mut inner = Vec::new();
         for t in &candidates {
             let c = self.criterion(t, right, raw);
@@ -797,13 +793,7 @@ fn control_values(errors: &mut Vec<Issue>, name: &str, v: &str) -> Vec<String> {
     out
 }
 
-fn parse_include(
-    reg: &Registry,
-    errors: &mut Vec<Issue>,
-    name: &str,
-    v: &str,
-    rev: bool,
-) -> Option<Include> {
+fn parse_include(reg: &Registry, errors: &mut Vec<Issue>, name: &str, v: &str) -> Option<Include> {
     let iterate = name.ends_with(":iterate") || name.ends_with(":recurse");
     if v == "*" {
         return Some(Include {
@@ -848,7 +838,6 @@ fn parse_include(
             return None;
         }
     }
-    let _ = rev;
     Some(Include {
         source: source.to_string(),
         param: param.to_string(),
@@ -954,12 +943,12 @@ pub fn parse(
                     }
                 }
                 "_include" => {
-                    if let Some(i) = parse_include(reg, &mut p.errors, name, value, false) {
+                    if let Some(i) = parse_include(reg, &mut p.errors, name, value) {
                         s.includes.push(i);
                     }
                 }
                 "_revinclude" => {
-                    if let Some(i) = parse_include(reg, &mut p.errors, name, value, true) {
+                    if let Some(i) = parse_include(reg, &mut p.errors, name, value) {
                         s.revincludes.push(i);
                     }
                 }
@@ -1017,11 +1006,6 @@ pub fn parse(
     }
     s.warnings = p.unknown;
     Ok(s)
-}
-
-/// The date range a `_since`-style instant denotes (for $everything).
-pub fn parse_instant(v: &str) -> Option<Range> {
-    values::parse_date_range(v)
 }
 
 #[cfg(test)]

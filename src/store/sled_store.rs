@@ -24,6 +24,9 @@ use crate::error::{FhirError, Result};
 const MAX_GROUP: usize = 1024;
 const SEP: u8 = 0;
 
+/// A visitor of live resources: (type, id, resource JSON).
+type LiveVisitor<'a> = dyn FnMut(&str, &str, &[u8]) -> Result<()> + 'a;
+
 /// sled-backed [`Store`].
 pub struct SledStore {
     db: sled::Db,
@@ -242,9 +245,9 @@ impl SledStore {
         })
     }
 
-    /// Every live resource: (type, id, resource JSON).
-    fn live_records(&self) -> Result<Vec<(String, String, Vec<u8>)>> {
-        let mut out = Vec::new();
+    /// Visit every live resource as (type, id, resource JSON), one at a time (the store may be
+    /// larger than memory).
+    fn for_each_live(&self, visit: &mut LiveVisitor) -> Result<()> {
         for item in self.db.scan_prefix(b"c\0") {
             let (k, c) = item?;
             if c.get(8) == Some(&1) {
@@ -261,11 +264,11 @@ impl SledStore {
             let Some(v) = u64_from(&c) else { continue };
             if let Some(rec) = self.read_version(&t, &id, v)? {
                 if let Some(r) = rec.resource {
-                    out.push((t, id, r));
+                    visit(&t, &id, &r)?;
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn read_version(&self, rtype: &str, id: &str, version: u64) -> Result<Option<VersionRecord>> {
@@ -428,21 +431,22 @@ impl Store for SledStore {
         self.db.apply_batch(std::mem::take(&mut batch))?;
         pending = 0;
         let mut count = 0usize;
-        for (rtype, id, rec) in self.live_records()? {
-            let mut entries = extract(&rtype, &rec);
+        self.for_each_live(&mut |rtype, id, rec| {
+            let mut entries = extract(rtype, rec);
             entries.sort();
             entries.dedup();
             for e in &entries {
-                batch.insert(index_key(&rtype, e, &id), &[][..]);
+                batch.insert(index_key(rtype, e, id), &[][..]);
             }
-            batch.insert(reverse_index_key(&rtype, &id), encode_entries(&entries));
+            batch.insert(reverse_index_key(rtype, id), encode_entries(&entries));
             pending += entries.len() + 1;
             count += 1;
             if pending >= 10_000 {
                 self.db.apply_batch(std::mem::take(&mut batch))?;
                 pending = 0;
             }
-        }
+            Ok(())
+        })?;
         self.db.apply_batch(batch)?;
         self.db.flush()?;
         Ok(count)
@@ -451,23 +455,24 @@ impl Store for SledStore {
     fn check_index(&self, extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<IndexReport> {
         let mut report = IndexReport::default();
         let mut expected: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        for (rtype, id, rec) in self.live_records()? {
+        self.for_each_live(&mut |rtype, id, rec| {
             report.resources += 1;
-            let mut entries = extract(&rtype, &rec);
+            let mut entries = extract(rtype, rec);
             entries.sort();
             entries.dedup();
-            let stored = committed_entries(&self.db, &rtype, &id)?.unwrap_or_default();
+            let stored = committed_entries(&self.db, rtype, id)?.unwrap_or_default();
             if stored != entries {
                 report.missing += 1;
             }
             for e in &entries {
-                let k = index_key(&rtype, e, &id);
+                let k = index_key(rtype, e, id);
                 if self.db.get(&k)?.is_none() {
                     report.missing += 1;
                 }
                 expected.insert(k);
             }
-        }
+            Ok(())
+        })?;
         for item in self.db.scan_prefix(b"i") {
             let (k, _) = item?;
             report.keys += 1;
