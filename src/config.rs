@@ -66,7 +66,22 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "VBC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Directory of contract definitions (`*.toml`) loaded at start; empty for none.
+    #[arg(long, env = "VBC_CONTRACTS_DIR", default_value = "contracts")]
+    pub contracts_dir: String,
+    /// Identifier systems whose shared values link Patient records of one person (comma
+    /// separated), besides `Patient.link`.
+    #[arg(
+        long,
+        env = "VBC_LINK_IDENTIFIER_SYSTEMS",
+        value_delimiter = ',',
+        default_value = DEFAULT_LINK_SYSTEM
+    )]
+    pub link_identifier_systems: Vec<String>,
 }
+
+/// The payer member-id system that links Patient records by default.
+pub const DEFAULT_LINK_SYSTEM: &str = "https://vbc-server.dev/fhir/sid/member-id";
 
 impl ServeConfig {
     /// The limits configured.

@@ -7,11 +7,14 @@
 
 pub mod bench;
 pub mod config;
+pub mod contracts;
+pub mod engine;
 pub mod error;
 pub mod fhir;
 pub mod http;
 pub mod interaction;
 pub mod maintenance;
+pub mod reports;
 pub mod search;
 pub mod server;
 pub mod store;

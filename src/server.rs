@@ -33,6 +33,7 @@ pub fn state(store: SharedStore, cfg: &ServeConfig) -> Result<AppState> {
         .unwrap_or_else(|| format!("http://{}", cfg.listen));
     crate::search::init(Some(&own_base))?;
     let capability = http::capabilities::build(cfg.base_url.as_deref())?;
+    let engine = crate::engine::Engine::open(&store, cfg.link_identifier_systems.clone())?;
     Ok(AppState {
         services: Services {
             store,
@@ -43,7 +44,38 @@ pub fn state(store: SharedStore, cfg: &ServeConfig) -> Result<AppState> {
         capability: Arc::new(
             serde_json::to_vec(&capability).map_err(|e| FhirError::Storage(e.to_string()))?,
         ),
+        engine,
     })
+}
+
+/// Load the contract definitions of the configured directory (each file once; a loaded version
+/// is immutable, so reloading at every start changes nothing).
+pub async fn load_contracts(state: &AppState, cfg: &ServeConfig) {
+    if cfg.contracts_dir.is_empty() {
+        return;
+    }
+    let dir = std::path::Path::new(&cfg.contracts_dir);
+    if !dir.is_dir() {
+        tracing::info!(dir = %dir.display(), "no contracts directory; no contracts loaded");
+        return;
+    }
+    let base = cfg
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", cfg.listen));
+    for (file, result) in crate::contracts::load_dir(&state.services, dir, &base).await {
+        match result {
+            Ok(l) => tracing::info!(%file, outcome = ?l, "contract loaded"),
+            Err(e) => {
+                let issues: Vec<String> = e
+                    .issues()
+                    .iter()
+                    .map(|i| format!("{} ({})", i.diagnostics, i.expression.as_deref().unwrap_or("")))
+                    .collect();
+                tracing::error!(%file, error = %e, issues = ?issues, "contract rejected");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -77,7 +109,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         &cfg.data_dir,
         cfg.cache_mb.saturating_mul(1024 * 1024),
     )?);
-    let app = http::router(state(store.clone(), &cfg)?);
+    let app_state = state(store.clone(), &cfg)?;
+    load_contracts(&app_state, &cfg).await;
+    let app = http::router(app_state);
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| FhirError::Storage(format!("cannot listen on {}: {e}", cfg.listen)))?;

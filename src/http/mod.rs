@@ -8,7 +8,9 @@ pub mod delete;
 pub mod headers;
 pub mod health;
 pub mod history;
+pub mod load_contract;
 pub mod negotiate;
+pub mod outcomes;
 pub mod patch;
 pub mod read;
 pub mod response;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub base_url: Option<Arc<str>>,
     /// The CapabilityStatement served at /metadata (JSON bytes).
     pub capability: Arc<Vec<u8>>,
+    /// The outcome engine.
+    pub engine: Arc<crate::engine::Engine>,
 }
 
 impl AppState {
@@ -95,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::live))
         .route("/ready", get(health::ready))
         .route("/", post(bundle::process).get(search::search_system))
+        .route("/$load-contract", post(load_contract::load))
         .route("/_history", get(history::system))
         .route(
             "/{rtype}",

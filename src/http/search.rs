@@ -12,7 +12,7 @@ use crate::error::{FhirError, Result};
 use crate::interaction::search::SearchScope;
 use crate::interaction::Services;
 
-fn pairs(query: &str) -> Vec<(String, String)> {
+pub(crate) fn pairs(query: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect()
@@ -29,7 +29,7 @@ fn strict(headers: &HeaderMap) -> bool {
 }
 
 /// Run a search on the blocking pool and answer with its Bundle.
-async fn blocking<F>(f: F) -> Result<Response>
+pub(crate) async fn blocking<F>(f: F) -> Result<Response>
 where
     F: FnOnce() -> Result<serde_json::Value> + Send + 'static,
 {
@@ -140,6 +140,9 @@ pub async fn compartment(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
+    if ctype == "Measure" && rtype == "$outcomes" {
+        return super::outcomes::outcomes(s, id, query.unwrap_or_default()).await;
+    }
     if ctype != "Patient" {
         return Err(FhirError::NotFound(format!(
             "only the Patient compartment is supported, not '{ctype}'"

@@ -139,6 +139,32 @@ pub fn analyte_values(
     }
 }
 
+/// Convert `value` from unit `from` to unit `to`: identical units as they are, an analyte's
+/// units by its clinical equation, other units by UCUM factors when they share a dimension.
+/// None when the units cannot be converted (which must be reported, never guessed).
+pub fn convert(analyte: Option<Analyte>, from: &str, value: Decimal, to: &str) -> Option<Decimal> {
+    if from == to {
+        return Some(value);
+    }
+    if let Some(a) = analyte {
+        return analyte_values(a, from, value)?
+            .into_iter()
+            .find(|(u, _)| *u == to)
+            .map(|(_, v)| v);
+    }
+    let (df, ff) = ucum_factor(from)?;
+    let (dt, ft) = ucum_factor(to)?;
+    if df != dt {
+        return None;
+    }
+    value.checked_mul(ff)?.checked_div(ft)
+}
+
+/// The analyte of a lab whose codes include one with clinical unit equations.
+pub fn analyte_of_codes<'a>(loinc_codes: impl IntoIterator<Item = &'a str>) -> Option<Analyte> {
+    loinc_codes.into_iter().find_map(analyte)
+}
+
 /// True when a unit's canonical form is the dimensionless one (ambiguous for analytes).
 pub fn is_dimensionless(code: &str) -> bool {
     ucum_factor(code).is_some_and(|(d, _)| d == "1")

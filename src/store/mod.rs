@@ -96,6 +96,28 @@ impl HistoryQuery {
     }
 }
 
+/// One resource version of a commit group that reached the disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed<'a> {
+    /// Resource type.
+    pub rtype: &'a str,
+    /// Logical id.
+    pub id: &'a str,
+    /// Version number.
+    pub version: u64,
+    /// The resource JSON (None for a delete).
+    pub resource: Option<&'a [u8]>,
+    /// When the version was written (ms since the epoch).
+    pub last_updated_ms: i64,
+}
+
+/// Told about every commit group once it is durable, before any writer in it is answered (so
+/// derived state such as outcome results is current when a write is acknowledged).
+pub trait CommitListener: Send + Sync {
+    /// The latest version of each resource the group wrote.
+    fn committed(&self, writes: &[Committed<'_>]);
+}
+
 /// A storage engine.
 pub trait Store: Send + Sync + 'static {
     /// Latest version of a resource (including tombstones).
@@ -136,6 +158,14 @@ pub trait Store: Send + Sync + 'static {
     fn size_on_disk(&self) -> Result<u64>;
     /// Live resources of a type in id order, after `after` (exclusive), at most `limit`.
     fn list(&self, rtype: &str, after: Option<&str>, limit: usize) -> Result<Vec<VersionRecord>>;
+    /// Visit every stored version of every resource of `rtype`, in (id, version) order.
+    fn for_each_version(
+        &self,
+        rtype: &str,
+        visit: &mut dyn FnMut(VersionRecord) -> Result<()>,
+    ) -> Result<()>;
+    /// Install the listener told about each durable commit group.
+    fn set_listener(&self, listener: Arc<dyn CommitListener>);
     /// Queue a write job for the writer.
     fn submit(&self, job: WriteJob) -> Result<()>;
     /// Stop accepting writes, finish queued ones and flush everything to disk.

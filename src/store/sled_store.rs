@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::record::{decode, encode, IndexEntry, Method, StagedWrite, VersionRecord};
-use super::{Current, HistoryQuery, IndexReport, JobOutcome, Store, WriteJob, WriteTxn};
+use super::{
+    CommitListener, Committed, Current, HistoryQuery, IndexReport, JobOutcome, Store, WriteJob,
+    WriteTxn,
+};
 use crate::error::{FhirError, Result};
 
 /// Most jobs folded into one commit group.
@@ -33,7 +36,10 @@ pub struct SledStore {
     sender: Mutex<Option<Sender<WriteJob>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     open: Arc<AtomicBool>,
+    listener: SharedListener,
 }
+
+type SharedListener = Arc<std::sync::RwLock<Option<Arc<dyn CommitListener>>>>;
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
@@ -233,15 +239,18 @@ impl SledStore {
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let open = Arc::new(AtomicBool::new(true));
         let writer_db = db.clone();
+        let listener: SharedListener = Arc::new(std::sync::RwLock::new(None));
+        let writer_listener = listener.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_db, receiver))
+            .spawn(move || writer_loop(writer_db, receiver, writer_listener))
             .map_err(|e| FhirError::Storage(format!("cannot start writer: {e}")))?;
         Ok(SledStore {
             db,
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
             open,
+            listener,
         })
     }
 
@@ -497,6 +506,31 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    fn for_each_version(
+        &self,
+        rtype: &str,
+        visit: &mut dyn FnMut(VersionRecord) -> Result<()>,
+    ) -> Result<()> {
+        let mut prefix = key(&[b"v", rtype.as_bytes()]);
+        prefix.push(SEP);
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, bytes) = item?;
+            let rest = &k[prefix.len()..];
+            if rest.len() < 10 || rest[rest.len() - 9] != SEP {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&rest[..rest.len() - 9]).into_owned();
+            visit(decode(rtype, &id, &bytes)?)?;
+        }
+        Ok(())
+    }
+
+    fn set_listener(&self, listener: Arc<dyn CommitListener>) {
+        if let Ok(mut l) = self.listener.write() {
+            *l = Some(listener);
+        }
     }
 
     fn submit(&self, job: WriteJob) -> Result<()> {
@@ -766,7 +800,29 @@ fn last_seq(db: &sled::Db) -> u64 {
         .unwrap_or(0)
 }
 
-fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>) {
+/// Tell the listener about a durable group; a panicking listener is logged, never fatal.
+fn notify(listener: &SharedListener, overlay: &Overlay) {
+    let Some(l) = listener.read().ok().and_then(|l| l.clone()) else {
+        return;
+    };
+    let mut writes: Vec<Committed<'_>> = overlay
+        .current
+        .iter()
+        .map(|((t, id), c)| Committed {
+            rtype: t,
+            id,
+            version: c.version,
+            resource: c.resource.as_deref(),
+            last_updated_ms: c.last_updated_ms,
+        })
+        .collect();
+    writes.sort_by(|a, b| (a.rtype, a.id).cmp(&(b.rtype, b.id)));
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.committed(&writes))).is_err() {
+        tracing::error!("the commit listener panicked; derived state may be stale until re-evaluation");
+    }
+}
+
+fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener) {
     let mut seq = last_seq(&db);
     let mut last_ms = i64::MIN;
     while let Ok(first) = rx.recv() {
@@ -822,11 +878,13 @@ fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>) {
                 let Group {
                     batch,
                     seq: new_seq,
+                    overlay,
                     ..
                 } = group;
                 match db.apply_batch(batch).and_then(|_| db.flush().map(|_| ())) {
                     Ok(()) => {
                         seq = new_seq;
+                        notify(&listener, &overlay);
                         Ok(())
                     }
                     Err(e) => Err(e.to_string()),

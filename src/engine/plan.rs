@@ -1,0 +1,101 @@
+//! A contract ready to evaluate: its rule set with value sets compiled to code sets and dates
+//! to days.
+
+use rustc_hash::FxHashMap;
+
+use super::codes::{self, CodeSet};
+use super::days::{self, Day};
+use super::facts::Source;
+use crate::contracts::fhir::{org_id, Ids};
+use crate::contracts::rules::{Rule, RuleSet};
+use crate::search::units::{self, Analyte};
+
+/// Encounter class system.
+const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+
+/// A compiled contract.
+pub struct Plan {
+    /// The rules.
+    pub rules: RuleSet,
+    /// Its resource ids.
+    pub ids: Ids,
+    sets: FxHashMap<String, CodeSet>,
+    classes: FxHashMap<String, CodeSet>,
+    analytes: FxHashMap<String, Option<Analyte>>,
+    /// Intake period.
+    pub intake: (Day, Day),
+    /// Exposure sources.
+    pub sources: Vec<Source>,
+    /// The payer as Coverage.payor keys (`Organization/id`, `identifier:system|value`).
+    pub payer_refs: Vec<String>,
+    empty: CodeSet,
+}
+
+impl Plan {
+    /// Compile a rule set.
+    pub fn new(rules: RuleSet) -> Plan {
+        let mut sets = FxHashMap::default();
+        for (name, vs) in &rules.valuesets {
+            let set: CodeSet = vs.codes.iter().map(|c| codes::intern(&c.system, &c.code)).collect();
+            sets.insert(name.clone(), set);
+        }
+        let mut classes = FxHashMap::default();
+        for o in &rules.outcomes {
+            if let Rule::Event { encounter_class, .. } = &o.rule {
+                classes.insert(
+                    o.id.clone(),
+                    encounter_class.iter().map(|c| codes::intern(ACT_CODE, c)).collect(),
+                );
+            }
+        }
+        let analytes = rules
+            .labs
+            .iter()
+            .map(|(name, lab)| {
+                let a = rules.valuesets.get(&lab.valueset).and_then(|vs| {
+                    units::analyte_of_codes(
+                        vs.codes.iter().filter(|c| c.system == "http://loinc.org").map(|c| c.code.as_str()),
+                    )
+                });
+                (name.clone(), a)
+            })
+            .collect();
+        let c = &rules.cohort;
+        let intake = (
+            days::parse_full(&c.intake_start).unwrap_or(Day::MIN),
+            days::parse_full(&c.intake_end).unwrap_or(Day::MAX),
+        );
+        let sources = c.sources.iter().filter_map(|s| Source::of(s)).collect();
+        let payer = &rules.contract.payer;
+        let mut payer_refs = vec![format!("Organization/{}", org_id(&payer.name))];
+        if let (Some(s), Some(v)) = (&payer.identifier_system, &payer.identifier_value) {
+            payer_refs.push(format!("identifier:{s}|{v}"));
+        }
+        Plan {
+            ids: Ids::of(&rules),
+            rules,
+            sets,
+            classes,
+            analytes,
+            intake,
+            sources,
+            payer_refs,
+            empty: CodeSet::default(),
+        }
+    }
+
+    /// A value set's codes (empty for an unknown name, which compilation rules out).
+    pub fn set(&self, name: &str) -> &CodeSet {
+        self.sets.get(name).unwrap_or(&self.empty)
+    }
+
+    /// The encounter classes of an event outcome.
+    pub fn classes(&self, outcome: &str) -> &CodeSet {
+        self.classes.get(outcome).unwrap_or(&self.empty)
+    }
+
+    /// The analyte of a lab (for HbA1c and LDL unit equations).
+    pub fn analyte(&self, lab: &str) -> Option<Analyte> {
+        self.analytes.get(lab).copied().flatten()
+    }
+}
