@@ -70,7 +70,13 @@ pub async fn load_contracts(state: &AppState, cfg: &ServeConfig) {
                 let issues: Vec<String> = e
                     .issues()
                     .iter()
-                    .map(|i| format!("{} ({})", i.diagnostics, i.expression.as_deref().unwrap_or("")))
+                    .map(|i| {
+                        format!(
+                            "{} ({})",
+                            i.diagnostics,
+                            i.expression.as_deref().unwrap_or("")
+                        )
+                    })
                     .collect();
                 tracing::error!(%file, error = %e, issues = ?issues, "contract rejected");
             }

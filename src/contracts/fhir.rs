@@ -12,7 +12,17 @@ const VBPR: &str = "http://hl7.org/fhir/us/davinci-vbpr";
 const POPULATION: &str = "http://terminology.hl7.org/CodeSystem/measure-population";
 /// Local payment streams (VBPR's code system has no refund or rebate codes).
 pub const LOCAL_STREAMS: &str = "https://vbc-server.dev/fhir/CodeSystem/payment-stream";
-const VBPR_STREAMS: &[&str] = &["ccf", "ccf-with-risk", "eoc", "pcpcp", "ssq", "ssl", "ssp", "tcoc", "qip"];
+const VBPR_STREAMS: &[&str] = &[
+    "ccf",
+    "ccf-with-risk",
+    "eoc",
+    "pcpcp",
+    "ssq",
+    "ssl",
+    "ssp",
+    "tcoc",
+    "qip",
+];
 
 /// Resource ids of a compiled contract.
 #[derive(Debug, Clone)]
@@ -59,7 +69,13 @@ pub fn canonical(rtype: &str, id: &str) -> String {
 pub fn org_id(name: &str) -> String {
     let mut s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     while s.contains("--") {
         s = s.replace("--", "-");
@@ -158,10 +174,19 @@ fn valueset(rules: &RuleSet, ids: &Ids, name: &str, vs: &ValueSetDef) -> Value {
 fn library(rules: &RuleSet, ids: &Ids, source_text: &str) -> serde_json::Result<Value> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let rules_json = serde_json::to_vec(rules)?;
-    let mut m = common(rules, "Library", &ids.library(), &format!("{} - rules", rules.contract.title));
+    let mut m = common(
+        rules,
+        "Library",
+        &ids.library(),
+        &format!("{} - rules", rules.contract.title),
+    );
     m.insert(
         "type".into(),
-        cc("http://terminology.hl7.org/CodeSystem/library-type", "logic-library", Some("Logic Library")),
+        cc(
+            "http://terminology.hl7.org/CodeSystem/library-type",
+            "logic-library",
+            Some("Logic Library"),
+        ),
     );
     m.insert(
         "description".into(),
@@ -203,36 +228,85 @@ fn outcome_measure(rules: &RuleSet, ids: &Ids, o: &OutcomeDef) -> Value {
     let mut m = common(rules, "Measure", &ids.outcome(&o.id), &o.title);
     m.insert(
         "description".into(),
-        json!(format!("Outcome '{}' of {} ({}), rule kind {}.", o.id, c.title, c.version, o.rule.kind())),
+        json!(format!(
+            "Outcome '{}' of {} ({}), rule kind {}.",
+            o.id,
+            c.title,
+            c.version,
+            o.rule.kind()
+        )),
     );
-    m.insert("effectivePeriod".into(), json!({"start": c.start, "end": c.end}));
+    m.insert(
+        "effectivePeriod".into(),
+        json!({"start": c.start, "end": c.end}),
+    );
     m.insert(
         "library".into(),
-        json!([format!("{}|{}", canonical("Library", &ids.library()), c.version)]),
+        json!([format!(
+            "{}|{}",
+            canonical("Library", &ids.library()),
+            c.version
+        )]),
     );
     m.insert(
         "scoring".into(),
-        cc("http://terminology.hl7.org/CodeSystem/measure-scoring", &o.scoring, None),
+        cc(
+            "http://terminology.hl7.org/CodeSystem/measure-scoring",
+            &o.scoring,
+            None,
+        ),
     );
     m.insert(
         "improvementNotation".into(),
-        cc("http://terminology.hl7.org/CodeSystem/measure-improvement-notation", &o.improvement, None),
+        cc(
+            "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
+            &o.improvement,
+            None,
+        ),
     );
     let e = |s: &str| format!("outcome('{}').{s}", o.id);
     let pops = if o.scoring == "continuous-variable" {
         vec![
-            population("initial-population", "cohort.initial-population".into(), "New users with an index date in the intake period"),
-            population("measure-population", "cohort.eligible".into(), "Eligible at index"),
-            population("measure-population-exclusion", e("excluded"), "Excluded (death, exclusion diagnosis, switch)"),
-            population("measure-observation", e("value"), "The patient's value (event count)"),
+            population(
+                "initial-population",
+                "cohort.initial-population".into(),
+                "New users with an index date in the intake period",
+            ),
+            population(
+                "measure-population",
+                "cohort.eligible".into(),
+                "Eligible at index",
+            ),
+            population(
+                "measure-population-exclusion",
+                e("excluded"),
+                "Excluded (death, exclusion diagnosis, switch)",
+            ),
+            population(
+                "measure-observation",
+                e("value"),
+                "The patient's value (event count)",
+            ),
         ]
     } else {
         vec![
-            population("initial-population", "cohort.initial-population".into(), "New users with an index date in the intake period"),
+            population(
+                "initial-population",
+                "cohort.initial-population".into(),
+                "New users with an index date in the intake period",
+            ),
             population("denominator", "cohort.eligible".into(), "Eligible at index"),
-            population("denominator-exclusion", e("excluded"), "Excluded (death, exclusion diagnosis, switch)"),
+            population(
+                "denominator-exclusion",
+                e("excluded"),
+                "Excluded (death, exclusion diagnosis, switch)",
+            ),
             population("numerator", e("met"), "Outcome met"),
-            population("numerator-exclusion", e("missing-data"), "Window closed without a usable measurement"),
+            population(
+                "numerator-exclusion",
+                e("missing-data"),
+                "Window closed without a usable measurement",
+            ),
         ]
     };
     m.insert("group".into(), json!([{"id": o.id, "population": pops}]));
@@ -242,7 +316,10 @@ fn outcome_measure(rules: &RuleSet, ids: &Ids, o: &OutcomeDef) -> Value {
 fn contract_measure(rules: &RuleSet, ids: &Ids) -> Value {
     let c = &rules.contract;
     let mut m = common(rules, "Measure", &ids.contract(), &c.title);
-    m.insert("meta".into(), json!({"profile": [format!("{VBPR}/StructureDefinition/vbp-measure")]}));
+    m.insert(
+        "meta".into(),
+        json!({"profile": [format!("{VBPR}/StructureDefinition/vbp-measure")]}),
+    );
     let mut ext = Vec::new();
     if let Some((code, display)) = c.lob.as_deref().and_then(lob_code) {
         ext.push(json!({"url": format!("{VBPR}/StructureDefinition/lob"), "valueCodeableConcept": cc("https://nahdo.org/sopt", code, Some(display))}));
@@ -259,10 +336,16 @@ fn contract_measure(rules: &RuleSet, ids: &Ids) -> Value {
         }
     }
     for s in streams {
-        let system = if VBPR_STREAMS.contains(&s) { format!("{VBPR}/CodeSystem/payment-stream") } else { LOCAL_STREAMS.to_string() };
-        ext.push(json!({"url": format!("{VBPR}/StructureDefinition/payment-stream"), "extension": [
-            {"url": "type", "valueCodeableConcept": cc(&system, s, None)}
-        ]}));
+        let system = if VBPR_STREAMS.contains(&s) {
+            format!("{VBPR}/CodeSystem/payment-stream")
+        } else {
+            LOCAL_STREAMS.to_string()
+        };
+        ext.push(
+            json!({"url": format!("{VBPR}/StructureDefinition/payment-stream"), "extension": [
+                {"url": "type", "valueCodeableConcept": cc(&system, s, None)}
+            ]}),
+        );
     }
     if !ext.is_empty() {
         m.insert("extension".into(), Value::Array(ext));
@@ -280,21 +363,39 @@ fn contract_measure(rules: &RuleSet, ids: &Ids) -> Value {
         "author".into(),
         json!([{"name": c.manufacturer.name}, {"name": c.payer.name}]),
     );
-    m.insert("effectivePeriod".into(), json!({"start": c.start, "end": c.end}));
-    let mut usage = format!("Parties: payer {}, manufacturer {}. Currency {}.", c.payer.name, c.manufacturer.name, c.currency);
+    m.insert(
+        "effectivePeriod".into(),
+        json!({"start": c.start, "end": c.end}),
+    );
+    let mut usage = format!(
+        "Parties: payer {}, manufacturer {}. Currency {}.",
+        c.payer.name, c.manufacturer.name, c.currency
+    );
     if let Some(p) = &c.unit_price {
         usage.push_str(&format!(" Unit price {p} {}.", c.currency));
     }
     if let Some(p) = &c.pack_price {
-        usage.push_str(&format!(" Price per dispense or administration {p} {}.", c.currency));
+        usage.push_str(&format!(
+            " Price per dispense or administration {p} {}.",
+            c.currency
+        ));
     }
     for p in &rules.payments {
-        usage.push_str(&format!(" Payment term {} ({}) on {}.", p.kind, p.stream, p.outcomes.join(", ")));
+        usage.push_str(&format!(
+            " Payment term {} ({}) on {}.",
+            p.kind,
+            p.stream,
+            p.outcomes.join(", ")
+        ));
     }
     m.insert("usage".into(), json!(usage));
     m.insert(
         "library".into(),
-        json!([format!("{}|{}", canonical("Library", &ids.library()), c.version)]),
+        json!([format!(
+            "{}|{}",
+            canonical("Library", &ids.library()),
+            c.version
+        )]),
     );
     m.insert(
         "relatedArtifact".into(),

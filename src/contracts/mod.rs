@@ -45,8 +45,14 @@ pub fn compile(text: &str) -> Result<Compiled> {
     for name in rules.valuesets.keys() {
         if ids.valueset(name).len() > 64 {
             issues.push(
-                crate::fhir::outcome::Issue::error("too-long", format!("the ValueSet id '{}' would be longer than 64 characters", ids.valueset(name)))
-                    .at(format!("valuesets.{name}")),
+                crate::fhir::outcome::Issue::error(
+                    "too-long",
+                    format!(
+                        "the ValueSet id '{}' would be longer than 64 characters",
+                        ids.valueset(name)
+                    ),
+                )
+                .at(format!("valuesets.{name}")),
             );
         }
     }
@@ -120,7 +126,11 @@ pub async fn load(services: &Services, text: &str, base: &str) -> Result<(Loaded
 }
 
 /// Load every `*.toml` in a directory (in name order); returns (file, result) per file.
-pub async fn load_dir(services: &Services, dir: &Path, base: &str) -> Vec<(String, Result<Loaded>)> {
+pub async fn load_dir(
+    services: &Services,
+    dir: &Path,
+    base: &str,
+) -> Vec<(String, Result<Loaded>)> {
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))

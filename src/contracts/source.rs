@@ -44,9 +44,8 @@ impl Cx {
     }
 
     fn missing(&mut self, at: &str, what: &str) {
-        self.issues.push(
-            Issue::error("required", format!("{what} is required")).at(at.to_string()),
-        );
+        self.issues
+            .push(Issue::error("required", format!("{what} is required")).at(at.to_string()));
     }
 
     fn check_keys(&mut self, t: &Table, allowed: &[&str], at: &str) {
@@ -54,13 +53,22 @@ impl Cx {
             if !allowed.contains(&k.as_str()) {
                 self.err(
                     &join(at, k),
-                    format!("unknown key '{k}' (expected one of: {})", allowed.join(", ")),
+                    format!(
+                        "unknown key '{k}' (expected one of: {})",
+                        allowed.join(", ")
+                    ),
                 );
             }
         }
     }
 
-    fn table<'a>(&mut self, t: &'a Table, key: &str, at: &str, required: bool) -> Option<&'a Table> {
+    fn table<'a>(
+        &mut self,
+        t: &'a Table,
+        key: &str,
+        at: &str,
+        required: bool,
+    ) -> Option<&'a Table> {
         match t.get(key) {
             Some(Value::Table(x)) => Some(x),
             Some(_) => {
@@ -235,9 +243,13 @@ fn period(cx: &mut Cx, s: &str, at: &str) -> Option<(String, String)> {
 
 /// Parse a day window `"A..B"`.
 fn window(cx: &mut Cx, s: &str, at: &str) -> Option<DayWindow> {
-    let parsed = split_range(s).and_then(|(a, b)| Some((a.parse::<i32>().ok()?, b.parse::<i32>().ok()?)));
+    let parsed =
+        split_range(s).and_then(|(a, b)| Some((a.parse::<i32>().ok()?, b.parse::<i32>().ok()?)));
     let Some((from, to)) = parsed else {
-        cx.err(at, format!("'{s}' is not a day window A..B (days relative to the index date)"));
+        cx.err(
+            at,
+            format!("'{s}' is not a day window A..B (days relative to the index date)"),
+        );
         return None;
     };
     if to < from {
@@ -304,13 +316,18 @@ fn code(cx: &mut Cx, s: &str, at: &str) -> Option<CodeDef> {
         (Some(sys), Some(c)) if !sys.is_empty() && !c.is_empty() => {
             let system = system_alias(sys);
             if !system.contains(':') {
-                cx.err(at, format!("'{sys}' is neither a URI nor a known system alias"));
+                cx.err(
+                    at,
+                    format!("'{sys}' is neither a URI nor a known system alias"),
+                );
                 return None;
             }
             Some(CodeDef {
                 system: system.to_string(),
                 code: c.to_string(),
-                display: display.map(|d| d.trim().to_string()).filter(|d| !d.is_empty()),
+                display: display
+                    .map(|d| d.trim().to_string())
+                    .filter(|d| !d.is_empty()),
             })
         }
         _ => {
@@ -329,11 +346,17 @@ fn amount(cx: &mut Cx, s: &str, currency: &str, at: &str) -> Option<String> {
     match parsed {
         Some((v, c)) if c == currency && v >= Decimal::ZERO => Some(v.to_string()),
         Some((_, c)) if c != currency => {
-            cx.err(at, format!("'{s}' is in {c}, the contract is in {currency}"));
+            cx.err(
+                at,
+                format!("'{s}' is in {c}, the contract is in {currency}"),
+            );
             None
         }
         _ => {
-            cx.err(at, format!("'{s}' is not an amount like '100.00 {currency}'"));
+            cx.err(
+                at,
+                format!("'{s}' is not an amount like '100.00 {currency}'"),
+            );
             None
         }
     }
@@ -341,7 +364,12 @@ fn amount(cx: &mut Cx, s: &str, currency: &str, at: &str) -> Option<String> {
 
 /// Parse `"NUMBER %"`.
 fn share(cx: &mut Cx, s: &str, at: &str) -> Option<String> {
-    match s.trim().strip_suffix('%').map(str::trim).and_then(|n| n.parse::<Decimal>().ok()) {
+    match s
+        .trim()
+        .strip_suffix('%')
+        .map(str::trim)
+        .and_then(|n| n.parse::<Decimal>().ok())
+    {
         Some(v) if v >= Decimal::ZERO && v <= Decimal::from(100) => Some(v.to_string()),
         _ => {
             cx.err(at, format!("'{s}' is not a share from 0 % to 100 %"));
@@ -362,7 +390,10 @@ fn pick(cx: &mut Cx, t: &Table, at: &str, allowed: &[&str], default: Pick) -> Pi
             _ => Pick::Any,
         },
         Some(p) => {
-            cx.err(&join(at, "pick"), format!("'{p}' is not one of {}", allowed.join(", ")));
+            cx.err(
+                &join(at, "pick"),
+                format!("'{p}' is not one of {}", allowed.join(", ")),
+            );
             default
         }
     }
@@ -381,21 +412,32 @@ impl Names<'_> {
             Some(name)
         } else {
             cx.issues.push(
-                Issue::error("not-found", format!("unknown value set '{name}' (define [valuesets.{name}])"))
-                    .at(join(at, key)),
+                Issue::error(
+                    "not-found",
+                    format!("unknown value set '{name}' (define [valuesets.{name}])"),
+                )
+                .at(join(at, key)),
             );
             None
         }
     }
 
-    fn lab(&self, cx: &mut Cx, t: &Table, at: &str) -> Option<(String, String, Option<units::Analyte>)> {
+    fn lab(
+        &self,
+        cx: &mut Cx,
+        t: &Table,
+        at: &str,
+    ) -> Option<(String, String, Option<units::Analyte>)> {
         let name = cx.string(t, "lab", at, true)?;
         match self.labs.get(&name) {
             Some(l) => Some((name.clone(), l.unit.clone(), self.analyte(&l.valueset))),
             None => {
                 cx.issues.push(
-                    Issue::error("not-found", format!("unknown lab '{name}' (define [labs.{name}])"))
-                        .at(join(at, "lab")),
+                    Issue::error(
+                        "not-found",
+                        format!("unknown lab '{name}' (define [labs.{name}])"),
+                    )
+                    .at(join(at, "lab")),
                 );
                 None
             }
@@ -436,16 +478,33 @@ pub fn compile(text: &str) -> Result<RuleSet, Vec<Issue>> {
     let mut cx = Cx { issues: Vec::new() };
     cx.check_keys(
         &doc,
-        &["format", "contract", "parties", "drug", "valuesets", "labs", "cohort", "exclusions", "outcome", "payment"],
+        &[
+            "format",
+            "contract",
+            "parties",
+            "drug",
+            "valuesets",
+            "labs",
+            "cohort",
+            "exclusions",
+            "outcome",
+            "payment",
+        ],
         "",
     );
     match cx.string(&doc, "format", "", true) {
         Some(f) if f == SOURCE_FORMAT => {}
-        Some(f) => cx.err("format", format!("'{f}' is not supported (expected '{SOURCE_FORMAT}')")),
+        Some(f) => cx.err(
+            "format",
+            format!("'{f}' is not supported (expected '{SOURCE_FORMAT}')"),
+        ),
         None => {}
     }
     let info = contract_info(&mut cx, &doc);
-    let currency = info.as_ref().map(|i| i.currency.clone()).unwrap_or_default();
+    let currency = info
+        .as_ref()
+        .map(|i| i.currency.clone())
+        .unwrap_or_default();
 
     // value sets
     let mut valuesets = BTreeMap::new();
@@ -453,14 +512,19 @@ pub fn compile(text: &str) -> Result<RuleSet, Vec<Issue>> {
         for (name, v) in vss {
             let at = format!("valuesets.{name}");
             if !valid_name(name, 40) {
-                cx.err(&at, format!("'{name}' must be lowercase letters, digits and '-'"));
+                cx.err(
+                    &at,
+                    format!("'{name}' must be lowercase letters, digits and '-'"),
+                );
             }
             let Value::Table(t) = v else {
                 cx.err(&at, "must be a table");
                 continue;
             };
             cx.check_keys(t, &["title", "codes"], &at);
-            let title = cx.string(t, "title", &at, false).unwrap_or_else(|| name.clone());
+            let title = cx
+                .string(t, "title", &at, false)
+                .unwrap_or_else(|| name.clone());
             let mut codes = Vec::new();
             for (i, c) in cx.strings(t, "codes", &at).iter().enumerate() {
                 if let Some(c) = code(&mut cx, c, &format!("{at}.codes[{i}]")) {
@@ -510,7 +574,10 @@ pub fn compile(text: &str) -> Result<RuleSet, Vec<Issue>> {
         .map(str::to_string);
     let cohort = cohort(&mut cx, &doc, &names, drug.as_deref());
     let exclusions = exclusions(&mut cx, &doc, &names);
-    let exposure = cohort.as_ref().map(|c| c.exposure.clone()).unwrap_or_default();
+    let exposure = cohort
+        .as_ref()
+        .map(|c| c.exposure.clone())
+        .unwrap_or_default();
     let outcomes = outcomes(&mut cx, &doc, &names, &exposure);
     let payments = payments(&mut cx, &doc, &outcomes, &currency);
     match (info, cohort, cx.issues.iter().any(Issue::is_error)) {
@@ -545,7 +612,10 @@ fn party(cx: &mut Cx, t: &Table, key: &str) -> Option<Party> {
                 system = Some(s.to_string());
                 value = Some(v.to_string());
             }
-            _ => cx.err(&join(&at, "identifier"), format!("'{id}' is not SYSTEM|VALUE with a URI system")),
+            _ => cx.err(
+                &join(&at, "identifier"),
+                format!("'{id}' is not SYSTEM|VALUE with a URI system"),
+            ),
         }
     }
     Some(Party {
@@ -559,25 +629,51 @@ fn contract_info(cx: &mut Cx, doc: &Table) -> Option<ContractInfo> {
     let c = cx.table(doc, "contract", "", true)?;
     cx.check_keys(
         c,
-        &["id", "version", "title", "description", "status", "period", "lob", "hcplan", "currency", "source"],
+        &[
+            "id",
+            "version",
+            "title",
+            "description",
+            "status",
+            "period",
+            "lob",
+            "hcplan",
+            "currency",
+            "source",
+        ],
         "contract",
     );
     let id = cx.string(c, "id", "contract", true);
     if let Some(id) = &id {
         if !valid_name(id, 40) {
-            cx.err("contract.id", format!("'{id}' must be 1-40 lowercase letters, digits and '-'"));
+            cx.err(
+                "contract.id",
+                format!("'{id}' must be 1-40 lowercase letters, digits and '-'"),
+            );
         }
     }
     let version = cx.string(c, "version", "contract", true);
     if let Some(v) = &version {
-        if v.len() > 16 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
-            cx.err("contract.version", format!("'{v}' must be 1-16 letters, digits, '.' and '-'"));
+        if v.len() > 16
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            cx.err(
+                "contract.version",
+                format!("'{v}' must be 1-16 letters, digits, '.' and '-'"),
+            );
         }
     }
     let title = cx.string(c, "title", "contract", true);
-    let status = cx.string(c, "status", "contract", false).unwrap_or_else(|| "active".into());
+    let status = cx
+        .string(c, "status", "contract", false)
+        .unwrap_or_else(|| "active".into());
     if !matches!(status.as_str(), "draft" | "active" | "retired") {
-        cx.err("contract.status", format!("'{status}' is not draft, active or retired"));
+        cx.err(
+            "contract.status",
+            format!("'{status}' is not draft, active or retired"),
+        );
     }
     let term = cx
         .string(c, "period", "contract", true)
@@ -585,25 +681,42 @@ fn contract_info(cx: &mut Cx, doc: &Table) -> Option<ContractInfo> {
     let lob = cx.string(c, "lob", "contract", false);
     if let Some(l) = &lob {
         if lob_code(l).is_none() {
-            cx.err("contract.lob", format!("'{l}' is not commercial, medicare or medicaid"));
+            cx.err(
+                "contract.lob",
+                format!("'{l}' is not commercial, medicare or medicaid"),
+            );
         }
     }
     let hcplan = cx.string(c, "hcplan", "contract", false);
     if let Some(h) = &hcplan {
         if !["2A", "2B", "2C", "3A", "3B", "3N", "4A", "4B", "4C", "4N"].contains(&h.as_str()) {
-            cx.err("contract.hcplan", format!("'{h}' is not an HCP-LAN APM category (2A..4N)"));
+            cx.err(
+                "contract.hcplan",
+                format!("'{h}' is not an HCP-LAN APM category (2A..4N)"),
+            );
         }
     }
     let currency = cx.string(c, "currency", "contract", true);
     if let Some(cur) = &currency {
         if cur.len() != 3 || !cur.bytes().all(|b| b.is_ascii_uppercase()) {
-            cx.err("contract.currency", format!("'{cur}' is not an ISO 4217 code"));
+            cx.err(
+                "contract.currency",
+                format!("'{cur}' is not an ISO 4217 code"),
+            );
         }
     }
-    let payer = party(cx, doc.get("parties").and_then(Value::as_table).unwrap_or(&Table::new()), "payer");
+    let payer = party(
+        cx,
+        doc.get("parties")
+            .and_then(Value::as_table)
+            .unwrap_or(&Table::new()),
+        "payer",
+    );
     let manufacturer = party(
         cx,
-        doc.get("parties").and_then(Value::as_table).unwrap_or(&Table::new()),
+        doc.get("parties")
+            .and_then(Value::as_table)
+            .unwrap_or(&Table::new()),
         "manufacturer",
     );
     let cur = currency.clone().unwrap_or_default();
@@ -622,7 +735,8 @@ fn contract_info(cx: &mut Cx, doc: &Table) -> Option<ContractInfo> {
         if let Some(vs) = &drug_vs {
             if !vss.is_some_and(|v| v.contains_key(vs)) {
                 cx.issues.push(
-                    Issue::error("not-found", format!("unknown value set '{vs}'")).at("drug.valueset"),
+                    Issue::error("not-found", format!("unknown value set '{vs}'"))
+                        .at("drug.valueset"),
                 );
             }
         }
@@ -663,7 +777,19 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
     let c = cx.table(doc, "cohort", "", true)?;
     cx.check_keys(
         c,
-        &["exposure", "sources", "intake", "washout_days", "age", "sex", "diagnosis", "lab", "finding", "therapy", "coverage"],
+        &[
+            "exposure",
+            "sources",
+            "intake",
+            "washout_days",
+            "age",
+            "sex",
+            "diagnosis",
+            "lab",
+            "finding",
+            "therapy",
+            "coverage",
+        ],
         at,
     );
     let exposure = if c.contains_key("exposure") {
@@ -673,7 +799,10 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
     };
     let mut sources = cx.strings(c, "sources", at);
     if sources.is_empty() {
-        sources = vec!["MedicationDispense".into(), "MedicationAdministration".into()];
+        sources = vec![
+            "MedicationDispense".into(),
+            "MedicationAdministration".into(),
+        ];
     }
     for (i, s) in sources.iter().enumerate() {
         if crate::engine::facts::Source::of(s).is_none() {
@@ -690,27 +819,44 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
     let (mut age_min, mut age_max) = (None, None);
     if let Some(a) = cx.string(c, "age", at, false) {
         let parsed = split_range(&a).and_then(|(lo, hi)| {
-            let lo = if lo.is_empty() { None } else { Some(lo.parse::<u32>().ok()?) };
-            let hi = if hi.is_empty() { None } else { Some(hi.parse::<u32>().ok()?) };
+            let lo = if lo.is_empty() {
+                None
+            } else {
+                Some(lo.parse::<u32>().ok()?)
+            };
+            let hi = if hi.is_empty() {
+                None
+            } else {
+                Some(hi.parse::<u32>().ok()?)
+            };
             Some((lo, hi))
         });
         match parsed {
             Some((lo, hi)) if lo.is_some() || hi.is_some() => {
                 if let (Some(l), Some(h)) = (lo, hi) {
                     if h < l {
-                        cx.err("cohort.age", format!("the age range '{a}' ends before it starts"));
+                        cx.err(
+                            "cohort.age",
+                            format!("the age range '{a}' ends before it starts"),
+                        );
                     }
                 }
                 age_min = lo;
                 age_max = hi;
             }
-            _ => cx.err("cohort.age", format!("'{a}' is not an age range like 18.., ..17 or 18..75")),
+            _ => cx.err(
+                "cohort.age",
+                format!("'{a}' is not an age range like 18.., ..17 or 18..75"),
+            ),
         }
     }
     let sex = cx.string(c, "sex", at, false);
     if let Some(s) = &sex {
         if !matches!(s.as_str(), "male" | "female" | "other" | "unknown") {
-            cx.err("cohort.sex", format!("'{s}' is not male, female, other or unknown"));
+            cx.err(
+                "cohort.sex",
+                format!("'{s}' is not male, female, other or unknown"),
+            );
         }
     }
     let mut diagnoses = Vec::new();
@@ -726,7 +872,11 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
         let value = cx.string(t, "value", &here, true);
         if let (Some((lab, unit, analyte)), Some(within_days), Some(v)) = (lab, within, value) {
             if let Some(value) = comparison(cx, &v, &unit, analyte, &join(&here, "value")) {
-                labs.push(LabCriterion { lab, within_days, value });
+                labs.push(LabCriterion {
+                    lab,
+                    within_days,
+                    value,
+                });
             }
         }
     }
@@ -737,7 +887,11 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
         let v = names.valueset(cx, t, "value_in", &here);
         let w = cx.uint(t, "within_days", &here, true);
         if let (Some(observation), Some(value_in), Some(within_days)) = (o, v, w) {
-            findings.push(FindingCriterion { observation, value_in, within_days });
+            findings.push(FindingCriterion {
+                observation,
+                value_in,
+                within_days,
+            });
         }
     }
     let mut therapies = Vec::new();
@@ -746,7 +900,10 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
         let v = names.valueset(cx, t, "valueset", &here);
         let w = cx.uint(t, "within_days", &here, true);
         if let (Some(valueset), Some(within_days)) = (v, w) {
-            therapies.push(TherapyCriterion { valueset, within_days });
+            therapies.push(TherapyCriterion {
+                valueset,
+                within_days,
+            });
         }
     }
     let coverage = match cx.table(c, "coverage", at, false) {
@@ -785,24 +942,56 @@ fn exclusions(cx: &mut Cx, doc: &Table, names: &Names<'_>) -> ExclusionRules {
         out.death = cx.boolean(e, "death", "exclusions", true);
         for (here, t) in cx.tables(e, "diagnosis", "exclusions") {
             cx.check_keys(t, &["valueset"], &here);
-            out.diagnoses.extend(names.valueset(cx, t, "valueset", &here));
+            out.diagnoses
+                .extend(names.valueset(cx, t, "valueset", &here));
         }
         for (here, t) in cx.tables(e, "switch", "exclusions") {
             cx.check_keys(t, &["valueset"], &here);
-            out.switches.extend(names.valueset(cx, t, "valueset", &here));
+            out.switches
+                .extend(names.valueset(cx, t, "valueset", &here));
         }
     }
     out
 }
 
 const OUTCOME_KEYS: &[&str] = &[
-    "id", "title", "kind", "scoring", "improvement", "weight", "status", "report", "repeat", "lab",
-    "window", "pick", "target", "baseline", "change", "source", "diagnosis", "encounter_class",
-    "on_therapy_grace_days", "max_events", "observation", "response", "min_pdc", "valueset",
-    "max_gap_days", "day", "of",
+    "id",
+    "title",
+    "kind",
+    "scoring",
+    "improvement",
+    "weight",
+    "status",
+    "report",
+    "repeat",
+    "lab",
+    "window",
+    "pick",
+    "target",
+    "baseline",
+    "change",
+    "source",
+    "diagnosis",
+    "encounter_class",
+    "on_therapy_grace_days",
+    "max_events",
+    "observation",
+    "response",
+    "min_pdc",
+    "valueset",
+    "max_gap_days",
+    "day",
+    "of",
 ];
 
-fn rule(cx: &mut Cx, t: &Table, at: &str, kind: &str, names: &Names<'_>, exposure: &str) -> Option<Rule> {
+fn rule(
+    cx: &mut Cx,
+    t: &Table,
+    at: &str,
+    kind: &str,
+    names: &Names<'_>,
+    exposure: &str,
+) -> Option<Rule> {
     let therapy = |cx: &mut Cx| -> Option<String> {
         if t.contains_key("valueset") {
             names.valueset(cx, t, "valueset", at)
@@ -814,22 +1003,42 @@ fn rule(cx: &mut Cx, t: &Table, at: &str, kind: &str, names: &Names<'_>, exposur
         "lab-target" => {
             let lab = names.lab(cx, t, at);
             let window = window_field(cx, t, "window", at);
-            let pick = pick(cx, t, at, &["latest", "first", "lowest", "highest", "mean"], Pick::Latest);
+            let pick = pick(
+                cx,
+                t,
+                at,
+                &["latest", "first", "lowest", "highest", "mean"],
+                Pick::Latest,
+            );
             let target_text = cx.string(t, "target", at, true);
             let (lab, unit, analyte) = lab?;
             let target = comparison(cx, &target_text?, &unit, analyte, &join(at, "target"))?;
-            Some(Rule::LabTarget { lab, window: window?, pick, target })
+            Some(Rule::LabTarget {
+                lab,
+                window: window?,
+                pick,
+                target,
+            })
         }
         "change-from-baseline" => {
             let lab = names.lab(cx, t, at);
             let baseline = window_field(cx, t, "baseline", at);
             let window = window_field(cx, t, "window", at);
-            let pick = pick(cx, t, at, &["latest", "first", "lowest", "highest", "mean"], Pick::Latest);
+            let pick = pick(
+                cx,
+                t,
+                at,
+                &["latest", "first", "lowest", "highest", "mean"],
+                Pick::Latest,
+            );
             let change = match cx.string(t, "change", at, true).as_deref() {
                 Some("absolute") => Some(Change::Absolute),
                 Some("relative") => Some(Change::Relative),
                 Some(other) => {
-                    cx.err(&join(at, "change"), format!("'{other}' is not absolute or relative"));
+                    cx.err(
+                        &join(at, "change"),
+                        format!("'{other}' is not absolute or relative"),
+                    );
                     None
                 }
                 None => None,
@@ -837,30 +1046,48 @@ fn rule(cx: &mut Cx, t: &Table, at: &str, kind: &str, names: &Names<'_>, exposur
             let target_text = cx.string(t, "target", at, true);
             if let (Some(b), Some(w)) = (baseline, window) {
                 if b.to >= w.from {
-                    cx.err(&join(at, "baseline"), "the baseline window must end before the follow-up window starts");
+                    cx.err(
+                        &join(at, "baseline"),
+                        "the baseline window must end before the follow-up window starts",
+                    );
                 }
             }
             let (lab, unit, analyte) = lab?;
             let change = change?;
             let target = match change {
-                Change::Absolute => comparison(cx, &target_text?, &unit, analyte, &join(at, "target"))?,
+                Change::Absolute => {
+                    comparison(cx, &target_text?, &unit, analyte, &join(at, "target"))?
+                }
                 Change::Relative => comparison(cx, &target_text?, "%", None, &join(at, "target"))?,
             };
-            Some(Rule::ChangeFromBaseline { lab, baseline: baseline?, window: window?, pick, change, target })
+            Some(Rule::ChangeFromBaseline {
+                lab,
+                baseline: baseline?,
+                window: window?,
+                pick,
+                change,
+                target,
+            })
         }
         "event" => {
             let source = match cx.string(t, "source", at, false).as_deref() {
                 None | Some("encounter") => Some(EventSource::Encounter),
                 Some("condition") => Some(EventSource::Condition),
                 Some(other) => {
-                    cx.err(&join(at, "source"), format!("'{other}' is not encounter or condition"));
+                    cx.err(
+                        &join(at, "source"),
+                        format!("'{other}' is not encounter or condition"),
+                    );
                     None
                 }
             };
             let diagnosis = names.valueset(cx, t, "diagnosis", at);
             let encounter_class = cx.strings(t, "encounter_class", at);
             if source == Some(EventSource::Condition) && !encounter_class.is_empty() {
-                cx.err(&join(at, "encounter_class"), "applies to encounter events only");
+                cx.err(
+                    &join(at, "encounter_class"),
+                    "applies to encounter events only",
+                );
             }
             let window = window_field(cx, t, "window", at);
             let on_therapy_grace_days = cx.uint(t, "on_therapy_grace_days", at, false);
@@ -879,7 +1106,12 @@ fn rule(cx: &mut Cx, t: &Table, at: &str, kind: &str, names: &Names<'_>, exposur
             let response = names.valueset(cx, t, "response", at);
             let window = window_field(cx, t, "window", at);
             let pick = pick(cx, t, at, &["any", "first", "latest"], Pick::Any);
-            Some(Rule::CodedResponse { observation: observation?, response: response?, window: window?, pick })
+            Some(Rule::CodedResponse {
+                observation: observation?,
+                response: response?,
+                window: window?,
+                pick,
+            })
         }
         "adherence" => {
             let window = window_field(cx, t, "window", at);
@@ -890,23 +1122,36 @@ fn rule(cx: &mut Cx, t: &Table, at: &str, kind: &str, names: &Names<'_>, exposur
             let min = match min {
                 Some(m) if m > Decimal::ZERO && m <= Decimal::ONE => Some(m),
                 Some(m) => {
-                    cx.err(&join(at, "min_pdc"), format!("{m} is not a proportion above 0 and at most 1"));
+                    cx.err(
+                        &join(at, "min_pdc"),
+                        format!("{m} is not a proportion above 0 and at most 1"),
+                    );
                     None
                 }
                 None => None,
             };
             let valueset = therapy(cx);
-            Some(Rule::Adherence { window: window?, min_pdc: min?.to_string(), valueset: valueset? })
+            Some(Rule::Adherence {
+                window: window?,
+                min_pdc: min?.to_string(),
+                valueset: valueset?,
+            })
         }
         "persistence" => {
             let window = window_field(cx, t, "window", at);
             let gap = cx.uint(t, "max_gap_days", at, true);
             let valueset = therapy(cx);
-            Some(Rule::Persistence { window: window?, max_gap_days: gap?, valueset: valueset? })
+            Some(Rule::Persistence {
+                window: window?,
+                max_gap_days: gap?,
+                valueset: valueset?,
+            })
         }
         "survival" => {
             let day = cx.uint(t, "day", at, true)?;
-            Some(Rule::Survival { day: i32::try_from(day).ok()? })
+            Some(Rule::Survival {
+                day: i32::try_from(day).ok()?,
+            })
         }
         "all" | "any" => {
             let of = cx.strings(t, "of", at);
@@ -914,7 +1159,11 @@ fn rule(cx: &mut Cx, t: &Table, at: &str, kind: &str, names: &Names<'_>, exposur
                 cx.missing(&join(at, "of"), "at least one outcome id");
                 return None;
             }
-            Some(if kind == "all" { Rule::All { of } } else { Rule::Any { of } })
+            Some(if kind == "all" {
+                Rule::All { of }
+            } else {
+                Rule::Any { of }
+            })
         }
         other => {
             cx.err(
@@ -928,31 +1177,91 @@ fn rule(cx: &mut Cx, t: &Table, at: &str, kind: &str, names: &Names<'_>, exposur
 
 /// Shift a rule's days by `by` (for repeated outcomes) and rename its components.
 fn shifted(rule: &Rule, by: i32, n: u32, repeated: &BTreeSet<String>) -> Rule {
-    let sw = |w: &DayWindow| DayWindow { from: w.from + by, to: w.to + by };
+    let sw = |w: &DayWindow| DayWindow {
+        from: w.from + by,
+        to: w.to + by,
+    };
     let rename = |of: &[String]| -> Vec<String> {
         of.iter()
-            .map(|o| if repeated.contains(o) { format!("{o}-{n}") } else { o.clone() })
+            .map(|o| {
+                if repeated.contains(o) {
+                    format!("{o}-{n}")
+                } else {
+                    o.clone()
+                }
+            })
             .collect()
     };
     match rule {
-        Rule::LabTarget { lab, window, pick, target } => Rule::LabTarget {
-            lab: lab.clone(), window: sw(window), pick: *pick, target: target.clone(),
+        Rule::LabTarget {
+            lab,
+            window,
+            pick,
+            target,
+        } => Rule::LabTarget {
+            lab: lab.clone(),
+            window: sw(window),
+            pick: *pick,
+            target: target.clone(),
         },
-        Rule::ChangeFromBaseline { lab, baseline, window, pick, change, target } => Rule::ChangeFromBaseline {
-            lab: lab.clone(), baseline: *baseline, window: sw(window), pick: *pick, change: *change, target: target.clone(),
+        Rule::ChangeFromBaseline {
+            lab,
+            baseline,
+            window,
+            pick,
+            change,
+            target,
+        } => Rule::ChangeFromBaseline {
+            lab: lab.clone(),
+            baseline: *baseline,
+            window: sw(window),
+            pick: *pick,
+            change: *change,
+            target: target.clone(),
         },
-        Rule::Event { source, diagnosis, encounter_class, window, on_therapy_grace_days, max_events } => Rule::Event {
-            source: *source, diagnosis: diagnosis.clone(), encounter_class: encounter_class.clone(),
-            window: sw(window), on_therapy_grace_days: *on_therapy_grace_days, max_events: *max_events,
+        Rule::Event {
+            source,
+            diagnosis,
+            encounter_class,
+            window,
+            on_therapy_grace_days,
+            max_events,
+        } => Rule::Event {
+            source: *source,
+            diagnosis: diagnosis.clone(),
+            encounter_class: encounter_class.clone(),
+            window: sw(window),
+            on_therapy_grace_days: *on_therapy_grace_days,
+            max_events: *max_events,
         },
-        Rule::CodedResponse { observation, response, window, pick } => Rule::CodedResponse {
-            observation: observation.clone(), response: response.clone(), window: sw(window), pick: *pick,
+        Rule::CodedResponse {
+            observation,
+            response,
+            window,
+            pick,
+        } => Rule::CodedResponse {
+            observation: observation.clone(),
+            response: response.clone(),
+            window: sw(window),
+            pick: *pick,
         },
-        Rule::Adherence { window, min_pdc, valueset } => Rule::Adherence {
-            window: sw(window), min_pdc: min_pdc.clone(), valueset: valueset.clone(),
+        Rule::Adherence {
+            window,
+            min_pdc,
+            valueset,
+        } => Rule::Adherence {
+            window: sw(window),
+            min_pdc: min_pdc.clone(),
+            valueset: valueset.clone(),
         },
-        Rule::Persistence { window, max_gap_days, valueset } => Rule::Persistence {
-            window: sw(window), max_gap_days: *max_gap_days, valueset: valueset.clone(),
+        Rule::Persistence {
+            window,
+            max_gap_days,
+            valueset,
+        } => Rule::Persistence {
+            window: sw(window),
+            max_gap_days: *max_gap_days,
+            valueset: valueset.clone(),
         },
         Rule::Survival { day } => Rule::Survival { day: day + by },
         Rule::All { of } => Rule::All { of: rename(of) },
@@ -972,23 +1281,44 @@ fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<
         let id = cx.string(t, "id", &here, true);
         if let Some(id) = &id {
             if !valid_name(id, 40) {
-                cx.err(&join(&here, "id"), format!("'{id}' must be lowercase letters, digits and '-'"));
+                cx.err(
+                    &join(&here, "id"),
+                    format!("'{id}' must be lowercase letters, digits and '-'"),
+                );
             }
         }
         let title = cx.string(t, "title", &here, true);
         let kind = cx.string(t, "kind", &here, true);
-        let scoring = cx.string(t, "scoring", &here, false).unwrap_or_else(|| "proportion".into());
+        let scoring = cx
+            .string(t, "scoring", &here, false)
+            .unwrap_or_else(|| "proportion".into());
         if !matches!(scoring.as_str(), "proportion" | "continuous-variable") {
-            cx.err(&join(&here, "scoring"), format!("'{scoring}' is not proportion or continuous-variable"));
+            cx.err(
+                &join(&here, "scoring"),
+                format!("'{scoring}' is not proportion or continuous-variable"),
+            );
         }
-        let improvement = cx.string(t, "improvement", &here, false).unwrap_or_else(|| "increase".into());
+        let improvement = cx
+            .string(t, "improvement", &here, false)
+            .unwrap_or_else(|| "increase".into());
         if !matches!(improvement.as_str(), "increase" | "decrease") {
-            cx.err(&join(&here, "improvement"), format!("'{improvement}' is not increase or decrease"));
+            cx.err(
+                &join(&here, "improvement"),
+                format!("'{improvement}' is not increase or decrease"),
+            );
         }
         let weight = cx.decimal_text(t, "weight", &here).unwrap_or(Decimal::ONE);
-        let status = cx.string(t, "status", &here, false).unwrap_or_else(|| "contractual".into());
-        if !matches!(status.as_str(), "contractual" | "contractual-alternate" | "reporting-only") {
-            cx.err(&join(&here, "status"), format!("'{status}' is not contractual, contractual-alternate or reporting-only"));
+        let status = cx
+            .string(t, "status", &here, false)
+            .unwrap_or_else(|| "contractual".into());
+        if !matches!(
+            status.as_str(),
+            "contractual" | "contractual-alternate" | "reporting-only"
+        ) {
+            cx.err(
+                &join(&here, "status"),
+                format!("'{status}' is not contractual, contractual-alternate or reporting-only"),
+            );
         }
         let report = cx.boolean(t, "report", &here, true);
         let repeat = match cx.table(t, "repeat", &here, false) {
@@ -1009,11 +1339,22 @@ fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<
             None => None,
         };
         let Some(kind) = kind else { continue };
-        let Some(rule) = rule(cx, t, &here, &kind, names, exposure) else { continue };
-        let (Some(id), Some(title)) = (id, title) else { continue };
+        let Some(rule) = rule(cx, t, &here, &kind, names, exposure) else {
+            continue;
+        };
+        let (Some(id), Some(title)) = (id, title) else {
+            continue;
+        };
         let defs: Vec<OutcomeDef> = match repeat {
             None => vec![OutcomeDef {
-                id: id.clone(), title, scoring, improvement, weight: weight.to_string(), status, report, rule,
+                id: id.clone(),
+                title,
+                scoring,
+                improvement,
+                weight: weight.to_string(),
+                status,
+                report,
+                rule,
             }],
             Some((every, times)) => {
                 repeated.insert(id.clone());
@@ -1033,15 +1374,21 @@ fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<
         };
         for d in defs {
             if out.iter().any(|o| o.id == d.id) {
-                cx.err(&join(&here, "id"), format!("the outcome id '{}' is used twice", d.id));
+                cx.err(
+                    &join(&here, "id"),
+                    format!("the outcome id '{}' is used twice", d.id),
+                );
                 continue;
             }
             if let Rule::All { of } | Rule::Any { of } = &d.rule {
                 for o in of {
                     if !out.iter().any(|x| &x.id == o) {
                         cx.issues.push(
-                            Issue::error("not-found", format!("'{o}' is not an outcome defined before '{}'", d.id))
-                                .at(join(&here, "of")),
+                            Issue::error(
+                                "not-found",
+                                format!("'{o}' is not an outcome defined before '{}'", d.id),
+                            )
+                            .at(join(&here, "of")),
                         );
                     }
                 }
@@ -1050,7 +1397,10 @@ fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<
         }
     }
     if !out.is_empty() && !out.iter().any(|o| o.report) {
-        cx.err("outcome", "at least one outcome must be reported (report = true)");
+        cx.err(
+            "outcome",
+            "at least one outcome must be reported (report = true)",
+        );
     }
     out
 }
@@ -1060,20 +1410,42 @@ fn payments(cx: &mut Cx, doc: &Table, outcomes: &[OutcomeDef], currency: &str) -
     for (here, t) in cx.tables(doc, "payment", "") {
         cx.check_keys(
             t,
-            &["stream", "kind", "outcome", "outcomes", "amount", "share_of_drug_cost", "cost_until_failure", "share", "rate_above", "tiers", "cap", "floor"],
+            &[
+                "stream",
+                "kind",
+                "outcome",
+                "outcomes",
+                "amount",
+                "share_of_drug_cost",
+                "cost_until_failure",
+                "share",
+                "rate_above",
+                "tiers",
+                "cap",
+                "floor",
+            ],
             &here,
         );
         let mut term = PaymentTerm {
-            stream: cx.string(t, "stream", &here, false).unwrap_or_else(|| "refund".into()),
+            stream: cx
+                .string(t, "stream", &here, false)
+                .unwrap_or_else(|| "refund".into()),
             ..PaymentTerm::default()
         };
         let kind = cx.string(t, "kind", &here, true).unwrap_or_default();
         let known = [
-            "refund-per-non-responder", "tiered-rebate", "event-rate-rebate", "refund-per-event",
-            "free-continuation", "instalments",
+            "refund-per-non-responder",
+            "tiered-rebate",
+            "event-rate-rebate",
+            "refund-per-event",
+            "free-continuation",
+            "instalments",
         ];
         if !kind.is_empty() && !known.contains(&kind.as_str()) {
-            cx.err(&join(&here, "kind"), format!("'{kind}' is not one of {}", known.join(", ")));
+            cx.err(
+                &join(&here, "kind"),
+                format!("'{kind}' is not one of {}", known.join(", ")),
+            );
         }
         term.kind = kind.clone();
         if let Some(o) = cx.string(t, "outcome", &here, false) {
@@ -1086,7 +1458,8 @@ fn payments(cx: &mut Cx, doc: &Table, outcomes: &[OutcomeDef], currency: &str) -
         for o in &term.outcomes {
             if !outcomes.iter().any(|x| &x.id == o) {
                 cx.issues.push(
-                    Issue::error("not-found", format!("unknown outcome '{o}'")).at(join(&here, "outcome")),
+                    Issue::error("not-found", format!("unknown outcome '{o}'"))
+                        .at(join(&here, "outcome")),
                 );
             }
         }
@@ -1106,7 +1479,9 @@ fn payments(cx: &mut Cx, doc: &Table, outcomes: &[OutcomeDef], currency: &str) -
         for (i, tier) in cx.tables(t, "tiers", &here).into_iter().enumerate() {
             let at = format!("{here}.tiers[{i}]");
             let min = cx.decimal_text(tier.1, "min_rate", &at);
-            let s = cx.string(tier.1, "share", &at, true).and_then(|s| share(cx, &s, &join(&at, "share")));
+            let s = cx
+                .string(tier.1, "share", &at, true)
+                .and_then(|s| share(cx, &s, &join(&at, "share")));
             match (min, s) {
                 (Some(m), Some(s)) => term.tiers.push((m.to_string(), s)),
                 (None, _) => cx.missing(&join(&at, "min_rate"), "'min_rate'"),
@@ -1125,7 +1500,10 @@ fn payments(cx: &mut Cx, doc: &Table, outcomes: &[OutcomeDef], currency: &str) -
                 term.floor = amount(cx, &a, currency, &join(&at, "amount"));
             }
         }
-        let needs_money = matches!(kind.as_str(), "refund-per-non-responder" | "refund-per-event" | "instalments");
+        let needs_money = matches!(
+            kind.as_str(),
+            "refund-per-non-responder" | "refund-per-event" | "instalments"
+        );
         if needs_money && term.amount.is_none() && term.share_of_drug_cost.is_none() {
             cx.missing(&here, "'amount' or 'share_of_drug_cost'");
         }

@@ -112,7 +112,11 @@ fn lab_values<'v, 'a>(
         let replaced = candidates.iter().find(|other| {
             !Arc::ptr_eq(&other.id, &o.id)
                 && (other.recorded_ms, &other.id) > (o.recorded_ms, &o.id)
-                && other.fact.identifiers.iter().any(|i| o.fact.identifiers.contains(i))
+                && other
+                    .fact
+                    .identifiers
+                    .iter()
+                    .any(|i| o.fact.identifiers.contains(i))
         });
         if let Some(r) = replaced {
             notes.push(o.evidence("replaced", format!("replaced by Observation/{}", r.id)));
@@ -124,7 +128,12 @@ fn lab_values<'v, 'a>(
         let ObsValue::Quantity { value, unit } = &o.fact.value else {
             continue;
         };
-        let analyte = o.fact.loinc.as_deref().and_then(units::analyte).or(plan.analyte(lab));
+        let analyte = o
+            .fact
+            .loinc
+            .as_deref()
+            .and_then(units::analyte)
+            .or(plan.analyte(lab));
         match units::convert(analyte, unit, *value, &def.unit) {
             Some(v) => out.push(LabValue {
                 day: o.fact.day,
@@ -156,7 +165,10 @@ fn lab_values<'v, 'a>(
     deduped
 }
 
-fn pick<'x, 'v, 'a>(values: &'x [LabValue<'v, 'a>], how: Pick) -> Option<(Decimal, Vec<&'x LabValue<'v, 'a>>)> {
+fn pick<'x, 'v, 'a>(
+    values: &'x [LabValue<'v, 'a>],
+    how: Pick,
+) -> Option<(Decimal, Vec<&'x LabValue<'v, 'a>>)> {
     let last = values.last()?;
     Some(match how {
         Pick::Latest | Pick::Any => (last.value, vec![last]),
@@ -171,7 +183,10 @@ fn pick<'x, 'v, 'a>(values: &'x [LabValue<'v, 'a>], how: Pick) -> Option<(Decima
         }
         Pick::Mean => {
             let sum: Decimal = values.iter().map(|v| v.value).sum();
-            ((sum / Decimal::from(values.len() as u64)).round_dp(6), values.iter().collect())
+            (
+                (sum / Decimal::from(values.len() as u64)).round_dp(6),
+                values.iter().collect(),
+            )
         }
     })
 }
@@ -219,9 +234,9 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
     let rules = &plan.rules;
     let cohort = &rules.cohort;
     let drug = exposures_in(view, plan, &cohort.exposure, Some(&plan.sources));
-    let index_exp = drug
-        .iter()
-        .find(|e| e.fact.day >= plan.intake.0 && e.fact.day <= plan.intake.1 && e.fact.day <= today)?;
+    let index_exp = drug.iter().find(|e| {
+        e.fact.day >= plan.intake.0 && e.fact.day <= plan.intake.1 && e.fact.day <= today
+    })?;
     let index = index_exp.fact.day;
     let mut result = PersonResult {
         person: view.person.clone(),
@@ -229,7 +244,14 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
         index,
         membership: Membership::Member,
         reason: String::new(),
-        evidence: vec![index_exp.evidence("index", format!("first {} on {}", index_exp.fact.source.name(), days::format(index)))],
+        evidence: vec![index_exp.evidence(
+            "index",
+            format!(
+                "first {} on {}",
+                index_exp.fact.source.name(),
+                days::format(index)
+            ),
+        )],
         outcomes: Vec::new(),
     };
     if let Some(w) = cohort.washout_days {
@@ -242,7 +264,9 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
                 "exposure on {} within the {w}-day washout before the index date",
                 days::format(e.fact.day)
             );
-            result.evidence.push(e.evidence("washout", "prior exposure"));
+            result
+                .evidence
+                .push(e.evidence("washout", "prior exposure"));
             return Some(result);
         }
     }
@@ -263,33 +287,56 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
     Some(result)
 }
 
-fn eligibility(plan: &Plan, view: &View<'_>, index: Day, failures: &mut Vec<String>, evidence: &mut Vec<Evidence>) {
+fn eligibility(
+    plan: &Plan,
+    view: &View<'_>,
+    index: Day,
+    failures: &mut Vec<String>,
+    evidence: &mut Vec<Evidence>,
+) {
     let c = &plan.rules.cohort;
     if c.age_min.is_some() || c.age_max.is_some() {
-        match view.demographics.iter().find_map(|p| p.fact.birth.map(|b| (b, p))) {
+        match view
+            .demographics
+            .iter()
+            .find_map(|p| p.fact.birth.map(|b| (b, p)))
+        {
             None => failures.push("no birth date to check the age at index".into()),
             Some((birth, p)) => {
                 let age = days::age_on(birth, index).unwrap_or(-1);
                 evidence.push(p.evidence("eligibility", format!("age {age} at index")));
-                if c.age_min.is_some_and(|m| age < m as i32) || c.age_max.is_some_and(|m| age > m as i32) {
-                    failures.push(format!("age {age} at index is outside the contract's range"));
+                if c.age_min.is_some_and(|m| age < m as i32)
+                    || c.age_max.is_some_and(|m| age > m as i32)
+                {
+                    failures.push(format!(
+                        "age {age} at index is outside the contract's range"
+                    ));
                 }
             }
         }
     }
     if let Some(sex) = &c.sex {
-        if !view.demographics.iter().any(|p| p.fact.gender.as_deref() == Some(sex.as_str())) {
+        if !view
+            .demographics
+            .iter()
+            .any(|p| p.fact.gender.as_deref() == Some(sex.as_str()))
+        {
             failures.push(format!("sex is not {sex}"));
         }
     }
     for d in &c.diagnoses {
         let set = plan.set(d);
         let found = view.conditions.iter().find(|x| {
-            x.fact.counts && x.fact.active && any_in(&x.fact.codes, set) && x.fact.onset.is_none_or(|o| o <= index)
+            x.fact.counts
+                && x.fact.active
+                && any_in(&x.fact.codes, set)
+                && x.fact.onset.is_none_or(|o| o <= index)
         });
         match found {
             Some(x) => evidence.push(x.evidence("eligibility", format!("diagnosis in {d}"))),
-            None => failures.push(format!("no active diagnosis in {d} with onset on or before the index date")),
+            None => failures.push(format!(
+                "no active diagnosis in {d} with onset on or before the index date"
+            )),
         }
     }
     for l in &c.labs {
@@ -301,12 +348,21 @@ fn eligibility(plan: &Plan, view: &View<'_>, index: Day, failures: &mut Vec<Stri
             .find(|v| v.day <= index && v.day >= index - l.within_days as i32);
         match latest {
             Some(v) => {
-                evidence.push(v.item.evidence("baseline", format!("{} {} {}", l.lab, v.value, l.value.unit)));
+                evidence.push(v.item.evidence(
+                    "baseline",
+                    format!("{} {} {}", l.lab, v.value, l.value.unit),
+                ));
                 if !compare(&l.value.op, v.value, dec(&l.value.value)) {
-                    failures.push(format!("baseline {} {} {} does not satisfy {}", l.lab, v.value, l.value.unit, l.value.text));
+                    failures.push(format!(
+                        "baseline {} {} {} does not satisfy {}",
+                        l.lab, v.value, l.value.unit, l.value.text
+                    ));
                 }
             }
-            None => failures.push(format!("no {} within {} days before the index date", l.lab, l.within_days)),
+            None => failures.push(format!(
+                "no {} within {} days before the index date",
+                l.lab, l.within_days
+            )),
         }
         evidence.extend(notes);
     }
@@ -320,8 +376,13 @@ fn eligibility(plan: &Plan, view: &View<'_>, index: Day, failures: &mut Vec<Stri
                 && matches!(&o.fact.value, ObsValue::Coded(cs) if any_in(cs, vals))
         });
         match found {
-            Some(o) => evidence.push(o.evidence("eligibility", format!("finding in {}", f.value_in))),
-            None => failures.push(format!("no {} finding in {} within {} days before the index date", f.observation, f.value_in, f.within_days)),
+            Some(o) => {
+                evidence.push(o.evidence("eligibility", format!("finding in {}", f.value_in)))
+            }
+            None => failures.push(format!(
+                "no {} finding in {} within {} days before the index date",
+                f.observation, f.value_in, f.within_days
+            )),
         }
     }
     for t in &c.therapies {
@@ -330,20 +391,31 @@ fn eligibility(plan: &Plan, view: &View<'_>, index: Day, failures: &mut Vec<Stri
             .rev()
             .find(|e| e.fact.day <= index && e.fact.day >= index - t.within_days as i32);
         match found {
-            Some(e) => evidence.push(e.evidence("eligibility", format!("background therapy {}", t.valueset))),
-            None => failures.push(format!("no {} therapy within {} days before the index date", t.valueset, t.within_days)),
+            Some(e) => evidence
+                .push(e.evidence("eligibility", format!("background therapy {}", t.valueset))),
+            None => failures.push(format!(
+                "no {} therapy within {} days before the index date",
+                t.valueset, t.within_days
+            )),
         }
     }
     if c.coverage {
         let found = view.coverages.iter().find(|cv| {
             cv.fact.active
-                && cv.fact.payors.iter().any(|p| plan.payer_refs.iter().any(|r| r.as_str() == p.as_ref()))
+                && cv
+                    .fact
+                    .payors
+                    .iter()
+                    .any(|p| plan.payer_refs.iter().any(|r| r.as_str() == p.as_ref()))
                 && cv.fact.start.is_none_or(|s| s <= index)
                 && cv.fact.end.is_none_or(|e| e >= index)
         });
         match found {
             Some(cv) => evidence.push(cv.evidence("eligibility", "coverage by the payer at index")),
-            None => failures.push(format!("no coverage by {} active at the index date", plan.rules.contract.payer.name)),
+            None => failures.push(format!(
+                "no coverage by {} active at the index date",
+                plan.rules.contract.payer.name
+            )),
         }
     }
 }
@@ -437,8 +509,14 @@ fn outcome(
             };
             let death = if plan.rules.exclusions.death && !matches!(rule, Rule::Survival { .. }) {
                 died.and_then(|(d, p)| match d {
-                    Some(d) if d <= w.1 => Some((Some(d), p.evidence("death", format!("died on {}", days::format(d))))),
-                    None => Some((None, p.evidence("death", "recorded as deceased without a date"))),
+                    Some(d) if d <= w.1 => Some((
+                        Some(d),
+                        p.evidence("death", format!("died on {}", days::format(d))),
+                    )),
+                    None => Some((
+                        None,
+                        p.evidence("death", "recorded as deceased without a date"),
+                    )),
                     _ => None,
                 })
             } else {
@@ -451,7 +529,10 @@ fn outcome(
             let frame = Frame {
                 window: w,
                 last,
-                closed: today > w.1 || death.as_ref().is_some_and(|(d, _)| d.is_some_and(|d| d <= today)),
+                closed: today > w.1
+                    || death
+                        .as_ref()
+                        .is_some_and(|(d, _)| d.is_some_and(|d| d <= today)),
                 death,
             };
             match exclusion(plan, view, index, &frame) {
@@ -461,14 +542,18 @@ fn outcome(
                     if let Some((d, ev)) = &frame.death {
                         // death decides only what the data before it could not
                         if matches!(r.status, Status::MissingData | Status::Pending)
-                            || (r.status == Status::Met && matches!(rule, Rule::Event { .. } | Rule::Adherence { .. } | Rule::Persistence { .. }))
+                            || (r.status == Status::Met
+                                && matches!(
+                                    rule,
+                                    Rule::Event { .. }
+                                        | Rule::Adherence { .. }
+                                        | Rule::Persistence { .. }
+                                ))
                         {
-                            if d.is_some() || r.status != Status::Pending {
-                                r.status = Status::Excluded;
-                                r.reason = format!("{} before the outcome could be measured", ev.note);
-                                r.decided_on = *d;
-                                r.evidence.push(ev.clone());
-                            }
+                            r.status = Status::Excluded;
+                            r.reason = format!("{} before the outcome could be measured", ev.note);
+                            r.decided_on = *d;
+                            r.evidence.push(ev.clone());
                         }
                     }
                     r
@@ -494,11 +579,14 @@ fn exclusion(plan: &Plan, view: &View<'_>, index: Day, f: &Frame) -> Option<Outc
     for d in &ex.diagnoses {
         let set = plan.set(d);
         if let Some(c) = view.conditions.iter().find(|c| {
-            c.fact.counts && any_in(&c.fact.codes, set) && c.fact.onset.is_none_or(|o| o <= f.window.1)
+            c.fact.counts
+                && any_in(&c.fact.codes, set)
+                && c.fact.onset.is_none_or(|o| o <= f.window.1)
         }) {
             let mut r = decided(Status::Excluded, format!("exclusion diagnosis in {d}"));
             r.decided_on = c.fact.onset;
-            r.evidence.push(c.evidence("exclusion", format!("diagnosis in {d}")));
+            r.evidence
+                .push(c.evidence("exclusion", format!("diagnosis in {d}")));
             return Some(r);
         }
     }
@@ -511,9 +599,13 @@ fn exclusion(plan: &Plan, view: &View<'_>, index: Day, f: &Frame) -> Option<Outc
                     && !drug.iter().any(|d| d.fact.day >= e.fact.day)
             });
             if let Some(e) = switched {
-                let mut r = decided(Status::Excluded, format!("switched to {s} on {}", days::format(e.fact.day)));
+                let mut r = decided(
+                    Status::Excluded,
+                    format!("switched to {s} on {}", days::format(e.fact.day)),
+                );
                 r.decided_on = Some(e.fact.day);
-                r.evidence.push(e.evidence("switch", format!("therapy in {s}")));
+                r.evidence
+                    .push(e.evidence("switch", format!("therapy in {s}")));
                 return Some(r);
             }
         }
@@ -522,7 +614,10 @@ fn exclusion(plan: &Plan, view: &View<'_>, index: Day, f: &Frame) -> Option<Outc
 }
 
 fn combine(rule: &Rule, of: &[String], done: &[OutcomeResult]) -> OutcomeResult {
-    let parts: Vec<&OutcomeResult> = of.iter().filter_map(|id| done.iter().find(|d| &d.id == id)).collect();
+    let parts: Vec<&OutcomeResult> = of
+        .iter()
+        .filter_map(|id| done.iter().find(|d| &d.id == id))
+        .collect();
     let has = |s: Status| parts.iter().any(|p| p.status == s);
     let status = if matches!(rule, Rule::All { .. }) {
         if has(Status::NotMet) {
@@ -558,25 +653,63 @@ fn combine(rule: &Rule, of: &[String], done: &[OutcomeResult]) -> OutcomeResult 
         parts.iter().map(|p| p.window.1).max().unwrap_or(0),
     );
     r.decided_on = parts.iter().filter_map(|p| p.decided_on).max();
-    r.evidence = parts.iter().flat_map(|p| p.evidence.iter().cloned()).collect();
+    r.evidence = parts
+        .iter()
+        .flat_map(|p| p.evidence.iter().cloned())
+        .collect();
     r
 }
 
-fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, today: Day, f: &Frame) -> OutcomeResult {
+fn run(
+    plan: &Plan,
+    view: &View<'_>,
+    o: &OutcomeDef,
+    rule: &Rule,
+    index: Day,
+    today: Day,
+    f: &Frame,
+) -> OutcomeResult {
     let in_window = |d: Day| d >= f.window.0 && d <= f.last && d <= today;
     let open_reason = || format!("window open until {}", days::format(f.window.1));
     match rule {
-        Rule::LabTarget { lab, pick: how, target, .. } => {
+        Rule::LabTarget {
+            lab,
+            pick: how,
+            target,
+            ..
+        } => {
             let mut notes = Vec::new();
-            let values: Vec<LabValue> = lab_values(plan, view, lab, &mut notes).into_iter().filter(|v| in_window(v.day)).collect();
+            let values: Vec<LabValue> = lab_values(plan, view, lab, &mut notes)
+                .into_iter()
+                .filter(|v| in_window(v.day))
+                .collect();
             let mut r = lab_decision(&values, *how, f, lab, &open_reason, |v| {
-                (compare(&target.op, v, dec(&target.value)), format!("{lab} {v} {} {} target {}", target.unit, if compare(&target.op, v, dec(&target.value)) { "meets" } else { "misses" }, target.text))
+                (
+                    compare(&target.op, v, dec(&target.value)),
+                    format!(
+                        "{lab} {v} {} {} target {}",
+                        target.unit,
+                        if compare(&target.op, v, dec(&target.value)) {
+                            "meets"
+                        } else {
+                            "misses"
+                        },
+                        target.text
+                    ),
+                )
             });
             r.unit = target.unit.clone();
             r.evidence.extend(notes);
             r
         }
-        Rule::ChangeFromBaseline { lab, baseline, pick: how, change, target, .. } => {
+        Rule::ChangeFromBaseline {
+            lab,
+            baseline,
+            pick: how,
+            change,
+            target,
+            ..
+        } => {
             let mut notes = Vec::new();
             let all = lab_values(plan, view, lab, &mut notes);
             let base = all
@@ -585,16 +718,42 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
                 .find(|v| v.day >= index + baseline.from && v.day <= index + baseline.to);
             let Some(base) = base else {
                 let mut r = if f.closed {
-                    decided(Status::MissingData, format!("no baseline {lab} in days {}..{}", baseline.from, baseline.to))
+                    decided(
+                        Status::MissingData,
+                        format!(
+                            "no baseline {lab} in days {}..{}",
+                            baseline.from, baseline.to
+                        ),
+                    )
                 } else {
-                    decided(Status::Pending, format!("{}; no baseline {lab} yet", open_reason()))
+                    decided(
+                        Status::Pending,
+                        format!("{}; no baseline {lab} yet", open_reason()),
+                    )
                 };
                 r.evidence.extend(notes);
                 return r;
             };
             let b = base.value;
-            let values: Vec<LabValue> = all.iter().filter(|v| in_window(v.day)).map(|v| LabValue { day: v.day, instant: v.instant, value: v.value, item: v.item }).collect();
-            let unit = if *change == Change::Relative { "%".to_string() } else { plan.rules.labs.get(lab).map(|l| l.unit.clone()).unwrap_or_default() };
+            let values: Vec<LabValue> = all
+                .iter()
+                .filter(|v| in_window(v.day))
+                .map(|v| LabValue {
+                    day: v.day,
+                    instant: v.instant,
+                    value: v.value,
+                    item: v.item,
+                })
+                .collect();
+            let unit = if *change == Change::Relative {
+                "%".to_string()
+            } else {
+                plan.rules
+                    .labs
+                    .get(lab)
+                    .map(|l| l.unit.clone())
+                    .unwrap_or_default()
+            };
             let mut r = lab_decision(&values, *how, f, lab, &open_reason, |v| {
                 let delta = match change {
                     Change::Absolute => v - b,
@@ -602,7 +761,14 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
                     Change::Relative => ((v - b) * Decimal::from(100) / b).round_dp(4),
                 };
                 let ok = compare(&target.op, delta, dec(&target.value));
-                (ok, format!("{lab} {v} vs baseline {b}: change {delta} {unit} {} target {}", if ok { "meets" } else { "misses" }, target.text))
+                (
+                    ok,
+                    format!(
+                        "{lab} {v} vs baseline {b}: change {delta} {unit} {} target {}",
+                        if ok { "meets" } else { "misses" },
+                        target.text
+                    ),
+                )
             });
             if let Some(v) = r.value {
                 r.value = Some(match change {
@@ -612,11 +778,19 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
                 });
             }
             r.unit = unit;
-            r.evidence.insert(0, base.item.evidence("baseline", format!("{lab} {b}")));
+            r.evidence
+                .insert(0, base.item.evidence("baseline", format!("{lab} {b}")));
             r.evidence.extend(notes);
             r
         }
-        Rule::Event { source, diagnosis, window: _, on_therapy_grace_days, max_events, .. } => {
+        Rule::Event {
+            source,
+            diagnosis,
+            window: _,
+            on_therapy_grace_days,
+            max_events,
+            ..
+        } => {
             let set = plan.set(diagnosis);
             let classes = plan.classes(&o.id);
             let mut events: Vec<(Day, Evidence)> = Vec::new();
@@ -626,15 +800,27 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
                         if !e.fact.counts || !in_window(e.fact.day) {
                             continue;
                         }
-                        if !classes.is_empty() && !e.fact.class.is_some_and(|c| classes.contains(&c)) {
+                        if !classes.is_empty()
+                            && !e.fact.class.is_some_and(|c| classes.contains(&c))
+                        {
                             continue;
                         }
                         let coded = any_in(&e.fact.codes, set)
                             || e.fact.conditions.iter().any(|cid| {
-                                view.conditions.iter().any(|c| &*c.id == cid.as_ref() && c.fact.counts && any_in(&c.fact.codes, set))
+                                view.conditions.iter().any(|c| {
+                                    &*c.id == cid.as_ref()
+                                        && c.fact.counts
+                                        && any_in(&c.fact.codes, set)
+                                })
                             });
                         if coded {
-                            events.push((e.fact.day, e.evidence("event", format!("encounter on {}", days::format(e.fact.day)))));
+                            events.push((
+                                e.fact.day,
+                                e.evidence(
+                                    "event",
+                                    format!("encounter on {}", days::format(e.fact.day)),
+                                ),
+                            ));
                         }
                     }
                 }
@@ -642,7 +828,10 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
                     for c in &view.conditions {
                         if let Some(d) = c.fact.onset {
                             if c.fact.counts && any_in(&c.fact.codes, set) && in_window(d) {
-                                events.push((d, c.evidence("event", format!("onset on {}", days::format(d)))));
+                                events.push((
+                                    d,
+                                    c.evidence("event", format!("onset on {}", days::format(d))),
+                                ));
                             }
                         }
                     }
@@ -651,21 +840,37 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
             if let Some(grace) = on_therapy_grace_days {
                 let fills: Vec<Fill> = exposures_in(view, plan, &plan.rules.cohort.exposure, None)
                     .iter()
-                    .map(|e| Fill { day: e.fact.day, supply: e.fact.days_supply.max(1) + grace })
+                    .map(|e| Fill {
+                        day: e.fact.day,
+                        supply: e.fact.days_supply.max(1),
+                    })
                     .collect();
-                let iv = supply::covered(&fills);
+                // on therapy: within a (shifted) supply or the grace days after it ends
+                let iv: Vec<(Day, Day)> = supply::covered(&fills)
+                    .into_iter()
+                    .map(|(s, e)| (s, e.saturating_add(*grace as i32)))
+                    .collect();
                 events.retain(|(d, _)| supply::days_covered(&iv, *d, *d) > 0);
             }
             events.sort_by_key(|(d, e)| (*d, e.id.clone()));
             let count = events.len() as u32;
             let mut r = if count > *max_events {
-                let mut r = decided(Status::NotMet, format!("{count} event(s) in the window, at most {max_events} allowed"));
+                let mut r = decided(
+                    Status::NotMet,
+                    format!("{count} event(s) in the window, at most {max_events} allowed"),
+                );
                 r.decided_on = events.get(*max_events as usize).map(|e| e.0);
                 r
             } else if !f.closed {
-                decided(Status::Pending, format!("{}; {count} event(s) so far", open_reason()))
+                decided(
+                    Status::Pending,
+                    format!("{}; {count} event(s) so far", open_reason()),
+                )
             } else {
-                let mut r = decided(Status::Met, format!("{count} event(s) in the window, at most {max_events} allowed"));
+                let mut r = decided(
+                    Status::Met,
+                    format!("{count} event(s) in the window, at most {max_events} allowed"),
+                );
                 r.decided_on = Some(f.window.1);
                 r
             };
@@ -674,38 +879,79 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
             r.evidence = events.into_iter().map(|e| e.1).collect();
             r
         }
-        Rule::CodedResponse { observation, response, pick: how, .. } => {
+        Rule::CodedResponse {
+            observation,
+            response,
+            pick: how,
+            ..
+        } => {
             let (oset, rset) = (plan.set(observation), plan.set(response));
             let mut obs: Vec<&Item<ObservationFact>> = view
                 .observations
                 .iter()
-                .filter(|x| x.fact.counts && any_in(&x.fact.codes, oset) && in_window(x.fact.day) && matches!(x.fact.value, ObsValue::Coded(_)))
+                .filter(|x| {
+                    x.fact.counts
+                        && any_in(&x.fact.codes, oset)
+                        && in_window(x.fact.day)
+                        && matches!(x.fact.value, ObsValue::Coded(_))
+                })
                 .collect();
-            obs.sort_by(|a, b| (a.fact.day, a.fact.instant, &a.id).cmp(&(b.fact.day, b.fact.instant, &b.id)));
+            obs.sort_by(|a, b| {
+                (a.fact.day, a.fact.instant, &a.id).cmp(&(b.fact.day, b.fact.instant, &b.id))
+            });
             let responds = |x: &Item<ObservationFact>| matches!(&x.fact.value, ObsValue::Coded(cs) if any_in(cs, rset));
             let chosen: Option<&Item<ObservationFact>> = match how {
-                Pick::Any => obs.iter().copied().find(|x| responds(x)).or(if f.closed { obs.last().copied() } else { None }),
+                Pick::Any => obs.iter().copied().find(|x| responds(x)).or(if f.closed {
+                    obs.last().copied()
+                } else {
+                    None
+                }),
                 Pick::First => obs.first().copied(),
-                _ => if f.closed { obs.last().copied() } else { None },
+                _ => {
+                    if f.closed {
+                        obs.last().copied()
+                    } else {
+                        None
+                    }
+                }
             };
             match chosen {
                 Some(x) => {
                     let ok = responds(x);
                     let mut r = decided(
                         if ok { Status::Met } else { Status::NotMet },
-                        format!("{} on {} {} in {response}", observation, days::format(x.fact.day), if ok { "is" } else { "is not" }),
+                        format!(
+                            "{} on {} {} in {response}",
+                            observation,
+                            days::format(x.fact.day),
+                            if ok { "is" } else { "is not" }
+                        ),
                     );
                     r.decided_on = Some(x.fact.day);
                     r.evidence.push(x.evidence("value", "decisive assessment"));
                     r
                 }
-                None if !f.closed => decided(Status::Pending, format!("{}; {} assessment(s) so far", open_reason(), obs.len())),
-                None => decided(Status::MissingData, format!("no {observation} assessment in the window")),
+                None if !f.closed => decided(
+                    Status::Pending,
+                    format!("{}; {} assessment(s) so far", open_reason(), obs.len()),
+                ),
+                None => decided(
+                    Status::MissingData,
+                    format!("no {observation} assessment in the window"),
+                ),
             }
         }
-        Rule::Adherence { min_pdc, valueset, .. } => {
+        Rule::Adherence {
+            min_pdc, valueset, ..
+        } => {
             let fills_ev = exposures_in(view, plan, valueset, None);
-            let fills: Vec<Fill> = fills_ev.iter().map(|e| Fill { day: e.fact.day, supply: e.fact.days_supply }).collect();
+            let fills: Vec<Fill> = fills_ev
+                .iter()
+                .map(|e| Fill {
+                    day: e.fact.day,
+                    supply: e.fact.days_supply,
+                })
+                .collect();
             let iv = supply::covered(&fills);
             let len = (f.window.1 - f.window.0 + 1) as u32;
             let covered = supply::days_covered(&iv, f.window.0, f.window.1);
@@ -713,16 +959,31 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
             let min = dec(min_pdc);
             let needed = (min * Decimal::from(len)).ceil();
             let mut r = if Decimal::from(covered) >= needed {
-                decided(Status::Met, format!("{covered} of {len} days covered (PDC {pdc} >= {min_pdc})"))
+                decided(
+                    Status::Met,
+                    format!("{covered} of {len} days covered (PDC {pdc} >= {min_pdc})"),
+                )
             } else if f.closed {
-                decided(Status::NotMet, format!("{covered} of {len} days covered (PDC {pdc} < {min_pdc})"))
+                decided(
+                    Status::NotMet,
+                    format!("{covered} of {len} days covered (PDC {pdc} < {min_pdc})"),
+                )
             } else {
                 let remaining = (f.window.1 - today.max(f.window.0 - 1)).max(0) as u32;
                 let covered_past = supply::days_covered(&iv, f.window.0, today.min(f.window.1));
                 if Decimal::from(covered_past + remaining) < needed {
-                    decided(Status::NotMet, format!("at most {} of {len} days can still be covered (PDC below {min_pdc})", covered_past + remaining))
+                    decided(
+                        Status::NotMet,
+                        format!(
+                            "at most {} of {len} days can still be covered (PDC below {min_pdc})",
+                            covered_past + remaining
+                        ),
+                    )
                 } else {
-                    decided(Status::Pending, format!("{}; {covered} of {len} days covered so far", open_reason()))
+                    decided(
+                        Status::Pending,
+                        format!("{}; {covered} of {len} days covered so far", open_reason()),
+                    )
                 }
             };
             r.value = Some(pdc);
@@ -730,31 +991,68 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
             r.evidence = fills_ev
                 .iter()
                 .filter(|e| e.fact.day <= f.window.1)
-                .map(|e| e.evidence("fill", format!("{} days' supply on {}", e.fact.days_supply, days::format(e.fact.day))))
+                .map(|e| {
+                    e.evidence(
+                        "fill",
+                        format!(
+                            "{} days' supply on {}",
+                            e.fact.days_supply,
+                            days::format(e.fact.day)
+                        ),
+                    )
+                })
                 .collect();
             r
         }
-        Rule::Persistence { max_gap_days, valueset, .. } => {
+        Rule::Persistence {
+            max_gap_days,
+            valueset,
+            ..
+        } => {
             let fills_ev = exposures_in(view, plan, valueset, None);
-            let fills: Vec<Fill> = fills_ev.iter().map(|e| Fill { day: e.fact.day, supply: e.fact.days_supply }).collect();
+            let fills: Vec<Fill> = fills_ev
+                .iter()
+                .map(|e| Fill {
+                    day: e.fact.day,
+                    supply: e.fact.days_supply,
+                })
+                .collect();
             let iv = supply::covered(&fills);
             let upto = f.window.1.min(today - 1);
             let (gap, start) = supply::longest_gap(&iv, f.window.0, upto);
             let mut r = if gap > *max_gap_days {
-                let mut r = decided(Status::NotMet, format!("{gap}-day gap in supply from {}", days::format(start)));
+                let mut r = decided(
+                    Status::NotMet,
+                    format!("{gap}-day gap in supply from {}", days::format(start)),
+                );
                 r.decided_on = Some(start + *max_gap_days as i32);
                 r
             } else if !f.closed {
-                decided(Status::Pending, format!("{}; longest gap so far {gap} days", open_reason()))
+                decided(
+                    Status::Pending,
+                    format!("{}; longest gap so far {gap} days", open_reason()),
+                )
             } else {
-                decided(Status::Met, format!("longest gap {gap} days (at most {max_gap_days})"))
+                decided(
+                    Status::Met,
+                    format!("longest gap {gap} days (at most {max_gap_days})"),
+                )
             };
             r.value = Some(Decimal::from(gap));
             r.unit = "d".into();
             r.evidence = fills_ev
                 .iter()
                 .filter(|e| e.fact.day <= f.window.1)
-                .map(|e| e.evidence("fill", format!("{} days' supply on {}", e.fact.days_supply, days::format(e.fact.day))))
+                .map(|e| {
+                    e.evidence(
+                        "fill",
+                        format!(
+                            "{} days' supply on {}",
+                            e.fact.days_supply,
+                            days::format(e.fact.day)
+                        ),
+                    )
+                })
                 .collect();
             r
         }
@@ -762,23 +1060,41 @@ fn run(plan: &Plan, view: &View<'_>, o: &OutcomeDef, rule: &Rule, index: Day, to
             let target = index + day;
             match death(view) {
                 Some((Some(d), p)) if d <= target => {
-                    let mut r = decided(Status::NotMet, format!("died on {} before day {day}", days::format(d)));
+                    let mut r = decided(
+                        Status::NotMet,
+                        format!("died on {} before day {day}", days::format(d)),
+                    );
                     r.decided_on = Some(d);
-                    r.evidence.push(p.evidence("death", format!("died on {}", days::format(d))));
+                    r.evidence
+                        .push(p.evidence("death", format!("died on {}", days::format(d))));
                     r
                 }
                 Some((None, p)) => {
-                    let mut r = decided(Status::MissingData, "recorded as deceased without a date".into());
-                    r.evidence.push(p.evidence("death", "deceased, date unknown"));
+                    let mut r = decided(
+                        Status::MissingData,
+                        "recorded as deceased without a date".into(),
+                    );
+                    r.evidence
+                        .push(p.evidence("death", "deceased, date unknown"));
                     r
                 }
                 _ if today > target => {
-                    let mut r = decided(Status::Met, format!("alive on day {day} ({})", days::format(target)));
+                    let mut r = decided(
+                        Status::Met,
+                        format!("alive on day {day} ({})", days::format(target)),
+                    );
                     r.decided_on = Some(target);
-                    r.evidence = view.demographics.iter().map(|p| p.evidence("alive", "not recorded as deceased")).collect();
+                    r.evidence = view
+                        .demographics
+                        .iter()
+                        .map(|p| p.evidence("alive", "not recorded as deceased"))
+                        .collect();
                     r
                 }
-                _ => decided(Status::Pending, format!("day {day} is {}", days::format(target))),
+                _ => decided(
+                    Status::Pending,
+                    format!("day {day} is {}", days::format(target)),
+                ),
             }
         }
         Rule::All { .. } | Rule::Any { .. } => decided(Status::Pending, String::new()),
@@ -796,23 +1112,46 @@ fn lab_decision(
 ) -> OutcomeResult {
     if values.is_empty() {
         return if f.closed {
-            decided(Status::MissingData, format!("no usable {lab} result in the window"))
+            decided(
+                Status::MissingData,
+                format!("no usable {lab} result in the window"),
+            )
         } else {
-            decided(Status::Pending, format!("{}; no {lab} result yet", open_reason()))
+            decided(
+                Status::Pending,
+                format!("{}; no {lab} result yet", open_reason()),
+            )
         };
     }
     if !f.closed && how != Pick::First {
-        let mut r = decided(Status::Pending, format!("{}; {} {lab} result(s) so far", open_reason(), values.len()));
-        r.evidence = values.iter().map(|v| v.item.evidence("value", format!("{lab} {}", v.value))).collect();
+        let mut r = decided(
+            Status::Pending,
+            format!("{}; {} {lab} result(s) so far", open_reason(), values.len()),
+        );
+        r.evidence = values
+            .iter()
+            .map(|v| v.item.evidence("value", format!("{lab} {}", v.value)))
+            .collect();
         return r;
     }
     let Some((v, used)) = pick(values, how) else {
-        return decided(Status::MissingData, format!("no usable {lab} result in the window"));
+        return decided(
+            Status::MissingData,
+            format!("no usable {lab} result in the window"),
+        );
     };
     let (ok, reason) = judge(v);
     let mut r = decided(if ok { Status::Met } else { Status::NotMet }, reason);
     r.value = Some(v);
     r.decided_on = used.iter().map(|u| u.day).max();
-    r.evidence = used.iter().map(|u| u.item.evidence("value", format!("{lab} {} on {}", u.value, days::format(u.day)))).collect();
+    r.evidence = used
+        .iter()
+        .map(|u| {
+            u.item.evidence(
+                "value",
+                format!("{lab} {} on {}", u.value, days::format(u.day)),
+            )
+        })
+        .collect();
     r
 }

@@ -356,16 +356,25 @@ fn exposure(rtype: &str, r: &Value) -> Option<ExposureFact> {
     let status = str_of(r, "status").unwrap_or("");
     let counts = !match source {
         Source::MedicationDispense => {
-            matches!(status, "entered-in-error" | "cancelled" | "declined" | "stopped")
+            matches!(
+                status,
+                "entered-in-error" | "cancelled" | "declined" | "stopped"
+            )
         }
         Source::MedicationAdministration => {
             matches!(status, "entered-in-error" | "not-done" | "stopped")
         }
         Source::MedicationRequest => {
-            matches!(status, "entered-in-error" | "cancelled" | "stopped" | "draft")
+            matches!(
+                status,
+                "entered-in-error" | "cancelled" | "stopped" | "draft"
+            )
         }
         Source::Procedure => {
-            matches!(status, "entered-in-error" | "not-done" | "stopped" | "preparation")
+            matches!(
+                status,
+                "entered-in-error" | "not-done" | "stopped" | "preparation"
+            )
         }
     };
     let (day, instant) = match source {
@@ -386,19 +395,26 @@ fn exposure(rtype: &str, r: &Value) -> Option<ExposureFact> {
     {
         if let Some(local) = reference.strip_prefix('#') {
             if let Some(m) = r.get("contained").and_then(Value::as_array).and_then(|cs| {
-                cs.iter()
-                    .find(|c| str_of(c, "resourceType") == Some("Medication") && str_of(c, "id") == Some(local))
+                cs.iter().find(|c| {
+                    str_of(c, "resourceType") == Some("Medication")
+                        && str_of(c, "id") == Some(local)
+                })
             }) {
                 codes = medication_codes(m);
             }
         } else {
-            medication = r.get("medicationReference").and_then(|m| ref_id(m, "Medication")).map(Box::from);
+            medication = r
+                .get("medicationReference")
+                .and_then(|m| ref_id(m, "Medication"))
+                .map(Box::from);
         }
     }
     let supply_days = |q: Option<&Value>| -> u32 {
         let Some(q) = q else { return 0 };
         let v = q.get("value").and_then(json_decimal).unwrap_or_default();
-        let unit = str_of(q, "code").or_else(|| str_of(q, "unit")).unwrap_or("d");
+        let unit = str_of(q, "code")
+            .or_else(|| str_of(q, "unit"))
+            .unwrap_or("d");
         let factor = match unit {
             "d" | "day" | "days" => Decimal::ONE,
             "wk" | "week" | "weeks" => Decimal::from(7),
@@ -416,7 +432,10 @@ fn exposure(rtype: &str, r: &Value) -> Option<ExposureFact> {
         _ => 0,
     };
     let quantity = match source {
-        Source::MedicationDispense => r.get("quantity").and_then(|q| q.get("value")).and_then(json_decimal),
+        Source::MedicationDispense => r
+            .get("quantity")
+            .and_then(|q| q.get("value"))
+            .and_then(json_decimal),
         Source::MedicationAdministration => Some(Decimal::ONE),
         _ => None,
     };
@@ -436,7 +455,12 @@ fn exposure(rtype: &str, r: &Value) -> Option<ExposureFact> {
 fn observation(r: &Value) -> Option<ObservationFact> {
     let (day, instant) = when(
         r,
-        &["effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"],
+        &[
+            "effectiveDateTime",
+            "effectivePeriod",
+            "effectiveInstant",
+            "issued",
+        ],
     )?;
     let loinc = r
         .get("code")
@@ -475,10 +499,7 @@ fn observation(r: &Value) -> Option<ObservationFact> {
         day,
         instant,
         value,
-        counts: matches!(
-            str_of(r, "status"),
-            Some("final" | "amended" | "corrected")
-        ),
+        counts: matches!(str_of(r, "status"), Some("final" | "amended" | "corrected")),
         identifiers: identifiers(r),
     })
 }
@@ -503,7 +524,10 @@ fn condition(r: &Value) -> Option<ConditionFact> {
         active: clinical
             .as_deref()
             .is_none_or(|c| matches!(c, "active" | "recurrence" | "relapse")),
-        counts: !matches!(verification.as_deref(), Some("refuted" | "entered-in-error")),
+        counts: !matches!(
+            verification.as_deref(),
+            Some("refuted" | "entered-in-error")
+        ),
     })
 }
 
@@ -528,7 +552,11 @@ fn encounter(r: &Value) -> Option<EncounterFact> {
         );
     }
     if let Some(rs) = r.get("reasonReference").and_then(Value::as_array) {
-        conditions.extend(rs.iter().filter_map(|x| ref_id(x, "Condition")).map(Box::from));
+        conditions.extend(
+            rs.iter()
+                .filter_map(|x| ref_id(x, "Condition"))
+                .map(Box::from),
+        );
     }
     Some(EncounterFact {
         patient: subject(r, "subject")?,
@@ -555,7 +583,14 @@ fn coverage(r: &Value) -> Option<CoverageFact> {
                         return Some(format!("Organization/{id}").into_boxed_str());
                     }
                     let i = p.get("identifier")?;
-                    Some(format!("identifier:{}|{}", str_of(i, "system")?, str_of(i, "value")?).into())
+                    Some(
+                        format!(
+                            "identifier:{}|{}",
+                            str_of(i, "system")?,
+                            str_of(i, "value")?
+                        )
+                        .into(),
+                    )
                 })
                 .collect()
         })
@@ -564,7 +599,9 @@ fn coverage(r: &Value) -> Option<CoverageFact> {
     Some(CoverageFact {
         patient: subject(r, "beneficiary")?,
         payors,
-        start: period.and_then(|p| str_of(p, "start")).and_then(days::parse),
+        start: period
+            .and_then(|p| str_of(p, "start"))
+            .and_then(days::parse),
         end: period.and_then(|p| str_of(p, "end")).and_then(days::parse),
         active: str_of(r, "status") == Some("active"),
     })

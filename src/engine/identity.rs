@@ -59,7 +59,11 @@ impl Identity {
         seen.insert(patient.clone());
         while let Some(p) = queue.pop_front() {
             let own: Box<str> = format!("l:{p}").into();
-            let keys = self.keys_of.get(&p).map(|k| k.as_slice()).unwrap_or(std::slice::from_ref(&own));
+            let keys = self
+                .keys_of
+                .get(&p)
+                .map(|k| k.as_slice())
+                .unwrap_or(std::slice::from_ref(&own));
             for k in keys {
                 for q in self.by_key.get(k).into_iter().flatten() {
                     if seen.insert(q.clone()) {
@@ -90,7 +94,10 @@ impl Identity {
         }
         let keys = self.keys(patient, fact);
         for k in &keys {
-            self.by_key.entry(k.clone()).or_default().insert(patient.clone());
+            self.by_key
+                .entry(k.clone())
+                .or_default()
+                .insert(patient.clone());
         }
         self.keys_of.insert(patient.clone(), keys);
         // the old group may have split; the new one may have merged others
@@ -123,7 +130,10 @@ impl Identity {
 
     /// The person a patient belongs to.
     pub fn person(&self, patient: &Arc<str>) -> Arc<str> {
-        self.person_of.get(patient).cloned().unwrap_or_else(|| patient.clone())
+        self.person_of
+            .get(patient)
+            .cloned()
+            .unwrap_or_else(|| patient.clone())
     }
 }
 

@@ -73,7 +73,9 @@ pub fn rules_of_library(library: &Value) -> Option<RuleSet> {
         .find(|c| c.get("contentType").and_then(Value::as_str) == Some(CONTENT_TYPE))?
         .get("data")?
         .as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
     let rules: RuleSet = serde_json::from_slice(&bytes).ok()?;
     (rules.format == FORMAT).then_some(rules)
 }
@@ -107,7 +109,10 @@ impl Engine {
         let patients: Vec<(Arc<str>, Option<Arc<Fact>>)> = timeline
             .patients()
             .map(|(k, vs)| {
-                let current = vs.last().filter(|v| v.to_ms == i64::MAX).and_then(|v| v.fact.clone());
+                let current = vs
+                    .last()
+                    .filter(|v| v.to_ms == i64::MAX)
+                    .and_then(|v| v.fact.clone());
                 (k.1.clone(), current)
             })
             .collect();
@@ -137,7 +142,11 @@ impl Engine {
             latest.insert(rec.id.clone(), rec.resource);
         }
         for bytes in latest.into_values().flatten() {
-            if let Some(rules) = serde_json::from_slice::<Value>(&bytes).ok().as_ref().and_then(rules_of_library) {
+            if let Some(rules) = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .as_ref()
+                .and_then(rules_of_library)
+            {
                 engine.register(rules);
             }
         }
@@ -151,7 +160,14 @@ impl Engine {
         let today = days::today();
         let results = {
             let st = read_lock(&self.state);
-            full(&st, &plan, AsOf { instant_ms: None, today })
+            full(
+                &st,
+                &plan,
+                AsOf {
+                    instant_ms: None,
+                    today,
+                },
+            )
         };
         let mut st = write_lock(&self.state);
         st.contracts.insert(
@@ -176,7 +192,13 @@ impl Engine {
             if c.plan.ids.contract() == measure_id {
                 return Some((c.plan.clone(), None));
             }
-            if let Some(o) = c.plan.rules.outcomes.iter().find(|o| c.plan.ids.outcome(&o.id) == measure_id) {
+            if let Some(o) = c
+                .plan
+                .rules
+                .outcomes
+                .iter()
+                .find(|o| c.plan.ids.outcome(&o.id) == measure_id)
+            {
                 return Some((c.plan.clone(), Some(o.id.clone())));
             }
         }
@@ -199,11 +221,21 @@ impl Engine {
         };
         let fresh = {
             let st = read_lock(&self.state);
-            full(&st, &stale, AsOf { instant_ms: None, today })
+            full(
+                &st,
+                &stale,
+                AsOf {
+                    instant_ms: None,
+                    today,
+                },
+            )
         };
         let mut st = write_lock(&self.state);
         if let Some(c) = st.contracts.get_mut(contract) {
-            c.results = fresh.iter().map(|r| (r.person.clone(), r.clone())).collect();
+            c.results = fresh
+                .iter()
+                .map(|r| (r.person.clone(), r.clone()))
+                .collect();
             c.evaluated_on = today;
         }
         Ok(fresh)
@@ -221,7 +253,12 @@ impl Engine {
     }
 
     /// Evaluate one person (any of their Patient ids) for a contract.
-    pub fn evaluate_person(&self, contract: &str, patient: &str, at: AsOf) -> Result<Option<PersonResult>> {
+    pub fn evaluate_person(
+        &self,
+        contract: &str,
+        patient: &str,
+        at: AsOf,
+    ) -> Result<Option<PersonResult>> {
         let st = read_lock(&self.state);
         let plan = st
             .contracts
@@ -245,7 +282,9 @@ impl Engine {
         // parse outside the lock
         let mut parsed: Vec<(&Committed<'_>, Option<Fact>, Option<Option<RuleSet>>)> = Vec::new();
         for w in writes {
-            let json = w.resource.and_then(|b| serde_json::from_slice::<Value>(b).ok());
+            let json = w
+                .resource
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok());
             if w.rtype == "Library" {
                 let rules = json.as_ref().and_then(rules_of_library);
                 parsed.push((w, None, Some(rules)));
@@ -285,7 +324,13 @@ impl Engine {
                     };
                     touched.extend(st.identity.set(&p, pf.as_ref()));
                 }
-                touched.extend(st.timeline.record(w.rtype, w.id, w.version, w.last_updated_ms, fact));
+                touched.extend(st.timeline.record(
+                    w.rtype,
+                    w.id,
+                    w.version,
+                    w.last_updated_ms,
+                    fact,
+                ));
             }
             touched.sort();
             touched.dedup();
@@ -367,7 +412,12 @@ fn full(st: &State, plan: &Plan, at: AsOf) -> Vec<PersonResult> {
 }
 
 /// Gather what is visible about a person.
-fn view<'a>(tl: &'a Timeline, person: Arc<str>, members: Vec<Arc<str>>, as_of: Option<i64>) -> View<'a> {
+fn view<'a>(
+    tl: &'a Timeline,
+    person: Arc<str>,
+    members: Vec<Arc<str>>,
+    as_of: Option<i64>,
+) -> View<'a> {
     let mut v = View {
         person,
         ..View::default()
@@ -376,12 +426,22 @@ fn view<'a>(tl: &'a Timeline, person: Arc<str>, members: Vec<Arc<str>>, as_of: O
     for p in &members {
         if let Some(ver) = tl.visible(&(patient_type, p.clone()), as_of) {
             if let Some(Fact::Patient(f)) = ver.fact.as_deref() {
-                v.demographics.push(Item { fact: f, rtype: "Patient", id: p.clone(), version: ver.version, recorded_ms: ver.from_ms });
+                v.demographics.push(Item {
+                    fact: f,
+                    rtype: "Patient",
+                    id: p.clone(),
+                    version: ver.version,
+                    recorded_ms: ver.from_ms,
+                });
             }
         }
         for key in tl.of_patient(p) {
-            let Some(ver) = tl.visible(key, as_of) else { continue };
-            let Some(fact) = ver.fact.as_deref() else { continue };
+            let Some(ver) = tl.visible(key, as_of) else {
+                continue;
+            };
+            let Some(fact) = ver.fact.as_deref() else {
+                continue;
+            };
             if fact.patient() != Some(p.as_ref()) {
                 continue;
             }
@@ -397,21 +457,61 @@ fn view<'a>(tl: &'a Timeline, person: Arc<str>, members: Vec<Arc<str>>, as_of: O
                         },
                         None => e.codes.clone(),
                     };
-                    v.exposures.push((Item { fact: e, rtype, id, version, recorded_ms }, codes));
+                    v.exposures.push((
+                        Item {
+                            fact: e,
+                            rtype,
+                            id,
+                            version,
+                            recorded_ms,
+                        },
+                        codes,
+                    ));
                 }
-                Fact::Observation(o) => v.observations.push(Item { fact: o, rtype, id, version, recorded_ms }),
-                Fact::Condition(c) => v.conditions.push(Item { fact: c, rtype, id, version, recorded_ms }),
-                Fact::Encounter(e) => v.encounters.push(Item { fact: e, rtype, id, version, recorded_ms }),
-                Fact::Coverage(c) => v.coverages.push(Item { fact: c, rtype, id, version, recorded_ms }),
+                Fact::Observation(o) => v.observations.push(Item {
+                    fact: o,
+                    rtype,
+                    id,
+                    version,
+                    recorded_ms,
+                }),
+                Fact::Condition(c) => v.conditions.push(Item {
+                    fact: c,
+                    rtype,
+                    id,
+                    version,
+                    recorded_ms,
+                }),
+                Fact::Encounter(e) => v.encounters.push(Item {
+                    fact: e,
+                    rtype,
+                    id,
+                    version,
+                    recorded_ms,
+                }),
+                Fact::Coverage(c) => v.coverages.push(Item {
+                    fact: c,
+                    rtype,
+                    id,
+                    version,
+                    recorded_ms,
+                }),
                 Fact::Patient(_) | Fact::Medication(_) => {}
             }
         }
     }
     v.patients = members;
-    v.exposures.sort_by(|a, b| (a.0.fact.day, a.0.fact.instant, &a.0.id).cmp(&(b.0.fact.day, b.0.fact.instant, &b.0.id)));
-    v.observations.sort_by(|a, b| (a.fact.day, a.fact.instant, &a.id).cmp(&(b.fact.day, b.fact.instant, &b.id)));
-    v.conditions.sort_by(|a, b| (a.fact.onset, &a.id).cmp(&(b.fact.onset, &b.id)));
-    v.encounters.sort_by(|a, b| (a.fact.day, a.fact.instant, &a.id).cmp(&(b.fact.day, b.fact.instant, &b.id)));
+    v.exposures.sort_by(|a, b| {
+        (a.0.fact.day, a.0.fact.instant, &a.0.id).cmp(&(b.0.fact.day, b.0.fact.instant, &b.0.id))
+    });
+    v.observations.sort_by(|a, b| {
+        (a.fact.day, a.fact.instant, &a.id).cmp(&(b.fact.day, b.fact.instant, &b.id))
+    });
+    v.conditions
+        .sort_by(|a, b| (a.fact.onset, &a.id).cmp(&(b.fact.onset, &b.id)));
+    v.encounters.sort_by(|a, b| {
+        (a.fact.day, a.fact.instant, &a.id).cmp(&(b.fact.day, b.fact.instant, &b.id))
+    });
     v.coverages.sort_by(|a, b| a.id.cmp(&b.id));
     v.demographics.sort_by(|a, b| a.id.cmp(&b.id));
     v

@@ -36,15 +36,25 @@ impl Plan {
     pub fn new(rules: RuleSet) -> Plan {
         let mut sets = FxHashMap::default();
         for (name, vs) in &rules.valuesets {
-            let set: CodeSet = vs.codes.iter().map(|c| codes::intern(&c.system, &c.code)).collect();
+            let set: CodeSet = vs
+                .codes
+                .iter()
+                .map(|c| codes::intern(&c.system, &c.code))
+                .collect();
             sets.insert(name.clone(), set);
         }
         let mut classes = FxHashMap::default();
         for o in &rules.outcomes {
-            if let Rule::Event { encounter_class, .. } = &o.rule {
+            if let Rule::Event {
+                encounter_class, ..
+            } = &o.rule
+            {
                 classes.insert(
                     o.id.clone(),
-                    encounter_class.iter().map(|c| codes::intern(ACT_CODE, c)).collect(),
+                    encounter_class
+                        .iter()
+                        .map(|c| codes::intern(ACT_CODE, c))
+                        .collect(),
                 );
             }
         }
@@ -54,7 +64,10 @@ impl Plan {
             .map(|(name, lab)| {
                 let a = rules.valuesets.get(&lab.valueset).and_then(|vs| {
                     units::analyte_of_codes(
-                        vs.codes.iter().filter(|c| c.system == "http://loinc.org").map(|c| c.code.as_str()),
+                        vs.codes
+                            .iter()
+                            .filter(|c| c.system == "http://loinc.org")
+                            .map(|c| c.code.as_str()),
                     )
                 });
                 (name.clone(), a)

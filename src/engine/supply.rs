@@ -87,7 +87,13 @@ mod tests {
     #[test]
     fn early_refills_shift_forward() {
         // fills on day 0 (30 d) and day 20 (30 d): the second covers days 30..59
-        let iv = covered(&[Fill { day: 0, supply: 30 }, Fill { day: 20, supply: 30 }]);
+        let iv = covered(&[
+            Fill { day: 0, supply: 30 },
+            Fill {
+                day: 20,
+                supply: 30,
+            },
+        ]);
         assert_eq!(iv, vec![(0, 59)]);
         assert_eq!(days_covered(&iv, 0, 89), 60);
         assert_eq!(longest_gap(&iv, 0, 89), (30, 60));
@@ -95,7 +101,13 @@ mod tests {
 
     #[test]
     fn gaps_between_fills_and_before_the_first() {
-        let iv = covered(&[Fill { day: 10, supply: 10 }, Fill { day: 40, supply: 5 }]);
+        let iv = covered(&[
+            Fill {
+                day: 10,
+                supply: 10,
+            },
+            Fill { day: 40, supply: 5 },
+        ]);
         assert_eq!(iv, vec![(10, 19), (40, 44)]);
         assert_eq!(days_covered(&iv, 0, 49), 15);
         assert_eq!(longest_gap(&iv, 0, 49), (20, 20));

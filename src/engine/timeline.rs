@@ -26,7 +26,10 @@ pub type Key = (u8, Arc<str>);
 
 /// The type index of a resource type the engine reads.
 pub fn type_index(rtype: &str) -> Option<u8> {
-    facts::TYPES.iter().position(|t| *t == rtype).map(|i| i as u8)
+    facts::TYPES
+        .iter()
+        .position(|t| *t == rtype)
+        .map(|i| i as u8)
 }
 
 /// The resource type of a type index.
@@ -73,12 +76,18 @@ impl Timeline {
         if let Some(f) = &fact {
             if let Some(p) = f.patient() {
                 let p = self.intern(p);
-                self.by_patient.entry(p.clone()).or_default().insert(key.clone());
+                self.by_patient
+                    .entry(p.clone())
+                    .or_default()
+                    .insert(key.clone());
                 if let Fact::Exposure(e) = f.as_ref() {
                     self.exposed.insert(p.clone());
                     if let Some(m) = &e.medication {
                         let m = self.intern(m);
-                        self.medication_users.entry(m).or_default().insert(key.clone());
+                        self.medication_users
+                            .entry(m)
+                            .or_default()
+                            .insert(key.clone());
                     }
                 }
                 touched.push(p);
@@ -107,7 +116,11 @@ impl Timeline {
         if rtype == "Medication" {
             if let Some(users) = self.medication_users.get(&key.1) {
                 for u in users {
-                    if let Some(p) = self.visible(u, None).and_then(|v| v.fact.as_ref()).and_then(|f| f.patient()) {
+                    if let Some(p) = self
+                        .visible(u, None)
+                        .and_then(|v| v.fact.as_ref())
+                        .and_then(|f| f.patient())
+                    {
                         touched.push(Arc::from(p));
                     }
                 }
@@ -123,7 +136,10 @@ impl Timeline {
         let versions = self.resources.get(key)?;
         let v = match as_of {
             None => versions.last().filter(|v| v.to_ms == i64::MAX),
-            Some(t) => versions.iter().rev().find(|v| v.from_ms <= t && t < v.to_ms),
+            Some(t) => versions
+                .iter()
+                .rev()
+                .find(|v| v.from_ms <= t && t < v.to_ms),
         }?;
         v.fact.as_ref().map(|_| v)
     }

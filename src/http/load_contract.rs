@@ -19,7 +19,10 @@ pub async fn load(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/toml");
     let mime = ct.split(';').next().unwrap_or("").trim();
-    if !matches!(mime, "application/toml" | "text/toml" | "text/x-toml" | "text/plain" | "") {
+    if !matches!(
+        mime,
+        "application/toml" | "text/toml" | "text/x-toml" | "text/plain" | ""
+    ) {
         return Err(FhirError::UnsupportedMediaType(format!(
             "{mime}: send the contract definition as application/toml"
         )));

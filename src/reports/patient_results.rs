@@ -39,7 +39,10 @@ impl Filter {
             }
         }
         if let Some(s) = self.status {
-            return r.outcomes.iter().any(|o| self.keeps_outcome(o) && o.status == s);
+            return r
+                .outcomes
+                .iter()
+                .any(|o| self.keeps_outcome(o) && o.status == s);
         }
         true
     }
@@ -72,7 +75,11 @@ fn evidence(e: &Evidence) -> Value {
 fn outcome(ids: &Ids, o: &OutcomeResult) -> Value {
     let mut parts = vec![
         param("id", "valueString", json!(o.id)),
-        param("measure", "valueCanonical", json!(canonical("Measure", &ids.outcome(&o.id)))),
+        param(
+            "measure",
+            "valueCanonical",
+            json!(canonical("Measure", &ids.outcome(&o.id))),
+        ),
         param("status", "valueCode", json!(o.status.code())),
     ];
     if !o.reason.is_empty() {
@@ -80,7 +87,14 @@ fn outcome(ids: &Ids, o: &OutcomeResult) -> Value {
     }
     if let Some(v) = o.value {
         let mut q = Map::new();
-        q.insert("value".into(), json!(v.normalize().to_string().parse::<serde_json::Number>().unwrap_or_else(|_| 0.into())));
+        q.insert(
+            "value".into(),
+            json!(v
+                .normalize()
+                .to_string()
+                .parse::<serde_json::Number>()
+                .unwrap_or_else(|_| 0.into())),
+        );
         if !o.unit.is_empty() {
             q.insert("unit".into(), json!(o.unit));
             q.insert("system".into(), json!("http://unitsofmeasure.org"));
@@ -103,18 +117,35 @@ fn outcome(ids: &Ids, o: &OutcomeResult) -> Value {
 
 /// One person's result.
 pub fn person(ids: &Ids, r: &PersonResult, filter: &Filter) -> Value {
-    let mut parts = vec![param("subject", "valueReference", json!({"reference": format!("Patient/{}", r.person)}))];
+    let mut parts = vec![param(
+        "subject",
+        "valueReference",
+        json!({"reference": format!("Patient/{}", r.person)}),
+    )];
     for p in r.patients.iter().filter(|p| **p != r.person) {
-        parts.push(param("linkedPatient", "valueReference", json!({"reference": format!("Patient/{p}")})));
+        parts.push(param(
+            "linkedPatient",
+            "valueReference",
+            json!({"reference": format!("Patient/{p}")}),
+        ));
     }
-    parts.push(param("indexDate", "valueDate", json!(days::format(r.index))));
+    parts.push(param(
+        "indexDate",
+        "valueDate",
+        json!(days::format(r.index)),
+    ));
     parts.push(param("membership", "valueCode", json!(r.membership.code())));
     if !r.reason.is_empty() {
         parts.push(param("reason", "valueString", json!(r.reason)));
     }
     parts.extend(r.evidence.iter().map(evidence));
     if r.membership == Membership::Member {
-        parts.extend(r.outcomes.iter().filter(|o| filter.keeps_outcome(o)).map(|o| outcome(ids, o)));
+        parts.extend(
+            r.outcomes
+                .iter()
+                .filter(|o| filter.keeps_outcome(o))
+                .map(|o| outcome(ids, o)),
+        );
     }
     part("result", parts)
 }
@@ -122,8 +153,18 @@ pub fn person(ids: &Ids, r: &PersonResult, filter: &Filter) -> Value {
 /// Counts per membership and per outcome status.
 pub fn counts(results: &[PersonResult]) -> Vec<Value> {
     let mut out = Vec::new();
-    let members = results.iter().filter(|r| r.membership == Membership::Member).count();
-    out.push(param("initialPopulation", "valueInteger", json!(results.iter().filter(|r| r.membership != Membership::NotNewUser).count())));
+    let members = results
+        .iter()
+        .filter(|r| r.membership == Membership::Member)
+        .count();
+    out.push(param(
+        "initialPopulation",
+        "valueInteger",
+        json!(results
+            .iter()
+            .filter(|r| r.membership != Membership::NotNewUser)
+            .count()),
+    ));
     out.push(param("members", "valueInteger", json!(members)));
     let mut ids: Vec<&str> = Vec::new();
     for r in results {
@@ -135,7 +176,13 @@ pub fn counts(results: &[PersonResult]) -> Vec<Value> {
     }
     for id in ids {
         let mut parts = vec![param("id", "valueString", json!(id))];
-        for s in [Status::Met, Status::NotMet, Status::Pending, Status::MissingData, Status::Excluded] {
+        for s in [
+            Status::Met,
+            Status::NotMet,
+            Status::Pending,
+            Status::MissingData,
+            Status::Excluded,
+        ] {
             let n = results
                 .iter()
                 .filter(|r| r.outcomes.iter().any(|o| o.id == id && o.status == s))

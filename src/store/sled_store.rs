@@ -818,7 +818,9 @@ fn notify(listener: &SharedListener, overlay: &Overlay) {
         .collect();
     writes.sort_by(|a, b| (a.rtype, a.id).cmp(&(b.rtype, b.id)));
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.committed(&writes))).is_err() {
-        tracing::error!("the commit listener panicked; derived state may be stale until re-evaluation");
+        tracing::error!(
+            "the commit listener panicked; derived state may be stale until re-evaluation"
+        );
     }
 }
 

@@ -52,6 +52,11 @@ impl Server {
             .arg("--data-dir")
             .arg(dir)
             .args(args)
+            .args(if args.contains(&"--contracts-dir") {
+                &[][..]
+            } else {
+                &["--contracts-dir", ""][..]
+            })
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
