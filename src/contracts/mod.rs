@@ -4,6 +4,7 @@
 //! A loaded `id` + `version` is immutable: loading different content under it is refused, and
 //! loading the same content again changes nothing.
 
+pub mod command;
 pub mod fhir;
 pub mod rules;
 pub mod source;

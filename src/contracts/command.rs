@@ -1,0 +1,85 @@
+//! `vbc-server load-contract`: check contract definitions, or load them into the data directory
+//! of a stopped server (a running server takes them at `POST [base]/$load-contract`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Limits;
+use crate::error::{FhirError, Result};
+use crate::fhir::validate::Validator;
+use crate::interaction::Services;
+use crate::store::sled_store::SledStore;
+use crate::store::Store;
+
+/// Options of `load-contract`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadContractConfig {
+    /// Contract definition files (`*.toml`).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Only compile and validate; print every mistake; store nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Data directory of a stopped server.
+    #[arg(long, env = "VBC_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The server's base URL, if it runs with one.
+    #[arg(long, env = "VBC_BASE_URL")]
+    pub base_url: Option<String>,
+}
+
+fn report(file: &str, e: &FhirError) {
+    eprintln!("{file}: rejected: {e}");
+    for i in e.issues() {
+        eprintln!("  {}: {}", i.expression.as_deref().unwrap_or("-"), i.diagnostics);
+    }
+}
+
+/// Run the command; fails when any file is rejected.
+pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
+    let mut failed = 0usize;
+    let mut texts = Vec::new();
+    for f in &cfg.files {
+        let name = f.display().to_string();
+        match std::fs::read_to_string(f) {
+            Ok(t) => match super::compile(&t) {
+                Ok(c) => {
+                    println!("{name}: ok ({} {}, {} outcomes, {} resources)", c.rules.contract.id, c.rules.contract.version, c.rules.outcomes.len(), c.resources.len());
+                    texts.push((name, t));
+                }
+                Err(e) => {
+                    report(&name, &e);
+                    failed += 1;
+                }
+            },
+            Err(e) => {
+                eprintln!("{name}: cannot read: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if !cfg.check && failed == 0 {
+        crate::search::init(cfg.base_url.as_deref())?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&cfg.data_dir)?);
+        let services = Services {
+            store: store.clone(),
+            validator: Arc::new(Validator::new()?),
+            limits: Limits::default(),
+        };
+        let base = cfg.base_url.clone().unwrap_or_else(|| "http://localhost".into());
+        for (name, text) in &texts {
+            match super::load(&services, text, &base).await {
+                Ok((l, _)) => println!("{name}: {l:?}"),
+                Err(e) => {
+                    report(name, &e);
+                    failed += 1;
+                }
+            }
+        }
+        store.shutdown()?;
+    }
+    if failed > 0 {
+        return Err(FhirError::BadRequest(format!("{failed} contract file(s) rejected")));
+    }
+    Ok(())
+}
