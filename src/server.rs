@@ -117,6 +117,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     )?);
     let app_state = state(store.clone(), &cfg)?;
     load_contracts(&app_state, &cfg).await;
+    tokio::spawn(crate::engine::cohort_group::maintain(
+        app_state.engine.clone(),
+        app_state.services.clone(),
+    ));
     let app = http::router(app_state);
     let listener = TcpListener::bind(cfg.listen)
         .await

@@ -980,3 +980,44 @@ fn a_loaded_version_is_immutable_and_published_as_fhir() {
     );
     assert_eq!(vs["total"], 1);
 }
+
+#[test]
+fn the_cohort_is_published_as_a_group_and_kept_current() {
+    let s = server();
+    let c = client();
+    post_bundle(&s, &c, &member("gm1", "2025-01-10", vec![]));
+    post_bundle(&s, &c, &member("gm2", "2025-02-03", vec![]));
+    post_bundle(
+        &s,
+        &c,
+        &member(
+            "gwash",
+            "2024-08-01",
+            vec![dispense("gwash-d0", "gwash", "2024-05-01")],
+        ),
+    );
+    let wait_for = |n: usize| -> Value {
+        for _ in 0..50 {
+            let resp = get(&s, &c, "/Group/januvia-aetna-1.0.0-cohort");
+            if resp.status() == 200 {
+                let g = body_json(resp);
+                if g["member"].as_array().map_or(0, |m| m.len()) == n {
+                    return g;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("the Group never reached {n} members");
+    };
+    let g = wait_for(2);
+    assert_eq!(g["actual"], true);
+    assert_eq!(g["member"][0]["entity"]["reference"], "Patient/gm1");
+    assert_eq!(g["member"][0]["period"]["start"], "2025-01-10");
+    assert_eq!(g["member"][1]["period"]["start"], "2025-02-03");
+    // the second member's fill is entered in error: it leaves the cohort
+    let mut d = dispense("gm2-d1", "gm2", "2025-02-03");
+    d["resource"]["status"] = json!("entered-in-error");
+    post_bundle(&s, &c, &transaction(vec![d]));
+    let g = wait_for(1);
+    assert_eq!(g["member"][0]["entity"]["reference"], "Patient/gm1");
+}

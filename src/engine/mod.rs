@@ -7,6 +7,7 @@
 //! instant from the version history) runs the same per-person evaluation over every candidate.
 
 pub mod codes;
+pub mod cohort_group;
 pub mod days;
 pub mod evaluate;
 pub mod facts;
@@ -271,6 +272,19 @@ impl Engine {
         let members = identity.component(&p);
         let view = view(&st.timeline, identity.person(&p), members, at.instant_ms);
         Ok(evaluate::evaluate(&plan, &view, at.today))
+    }
+
+    /// The cohort members of a contract as (person, index day), in person order.
+    pub fn members(&self, contract: &str) -> Option<(Arc<Plan>, Vec<(Arc<str>, Day)>)> {
+        let st = read_lock(&self.state);
+        let c = st.contracts.get(contract)?;
+        let members = c
+            .results
+            .values()
+            .filter(|r| r.membership == result::Membership::Member)
+            .map(|r| (r.person.clone(), r.index))
+            .collect();
+        Some((c.plan.clone(), members))
     }
 
     /// Number of resources the engine holds facts for.
