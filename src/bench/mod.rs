@@ -3,6 +3,7 @@
 //! URL) and print throughput, latency percentiles and the server's peak memory.
 
 pub mod generator;
+// pub mod outcomes; (enabled with the synth generator)
 pub mod search;
 
 use std::path::PathBuf;
@@ -117,7 +118,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<()> {
 }
 
 /// Peak resident set size (VmHWM) of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -31,7 +31,11 @@ pub struct LoadContractConfig {
 fn report(file: &str, e: &FhirError) {
     eprintln!("{file}: rejected: {e}");
     for i in e.issues() {
-        eprintln!("  {}: {}", i.expression.as_deref().unwrap_or("-"), i.diagnostics);
+        eprintln!(
+            "  {}: {}",
+            i.expression.as_deref().unwrap_or("-"),
+            i.diagnostics
+        );
     }
 }
 
@@ -44,7 +48,13 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
         match std::fs::read_to_string(f) {
             Ok(t) => match super::compile(&t) {
                 Ok(c) => {
-                    println!("{name}: ok ({} {}, {} outcomes, {} resources)", c.rules.contract.id, c.rules.contract.version, c.rules.outcomes.len(), c.resources.len());
+                    println!(
+                        "{name}: ok ({} {}, {} outcomes, {} resources)",
+                        c.rules.contract.id,
+                        c.rules.contract.version,
+                        c.rules.outcomes.len(),
+                        c.resources.len()
+                    );
                     texts.push((name, t));
                 }
                 Err(e) => {
@@ -66,7 +76,10 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
             validator: Arc::new(Validator::new()?),
             limits: Limits::default(),
         };
-        let base = cfg.base_url.clone().unwrap_or_else(|| "http://localhost".into());
+        let base = cfg
+            .base_url
+            .clone()
+            .unwrap_or_else(|| "http://localhost".into());
         for (name, text) in &texts {
             match super::load(&services, text, &base).await {
                 Ok((l, _)) => println!("{name}: {l:?}"),
@@ -79,7 +92,9 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
         store.shutdown()?;
     }
     if failed > 0 {
-        return Err(FhirError::BadRequest(format!("{failed} contract file(s) rejected")));
+        return Err(FhirError::BadRequest(format!(
+            "{failed} contract file(s) rejected"
+        )));
     }
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::days::{self, Day};
-use super::Engine;
+use super::days;
+use super::{Engine, Members};
 use crate::contracts::fhir::{canonical, org_id};
 use crate::contracts::rules::CANONICAL_BASE;
 use crate::interaction::Services;
@@ -18,7 +18,7 @@ use crate::interaction::Services;
 pub const PERIOD: Duration = Duration::from_secs(2);
 
 /// The Group resource of a contract's cohort.
-pub fn group(engine: &Engine, contract: &str) -> Option<(String, Value, Vec<(Arc<str>, Day)>)> {
+pub fn group(engine: &Engine, contract: &str) -> Option<(String, Value, Members)> {
     let (plan, members) = engine.members(contract)?;
     let id = plan.ids.group();
     let g = json!({
@@ -52,7 +52,7 @@ pub fn group(engine: &Engine, contract: &str) -> Option<(String, Value, Vec<(Arc
 
 /// Keep every contract's Group current (runs until the process ends).
 pub async fn maintain(engine: Arc<Engine>, services: Services) {
-    let mut written: HashMap<String, Vec<(Arc<str>, Day)>> = HashMap::new();
+    let mut written: HashMap<String, Members> = HashMap::new();
     loop {
         for contract in engine.contract_ids() {
             let e = engine.clone();

@@ -35,6 +35,17 @@ use plan::Plan;
 use result::PersonResult;
 use timeline::{type_index, Timeline};
 
+/// A cohort's members as (person, index day), in person order.
+pub type Members = Vec<(Arc<str>, Day)>;
+
+/// A resource version handed to [`Engine::ingest`]: type, id, version, ms, resource JSON (None
+/// for a delete).
+pub type Ingested = (String, String, u64, i64, Option<Vec<u8>>);
+
+/// What one committed write means to the engine: its facts, or for a Library its rules (None
+/// when it carries none).
+type Parsed<'w, 'a> = (&'w Committed<'a>, Option<Fact>, Option<Option<RuleSet>>);
+
 /// One contract's current results.
 pub struct ContractState {
     /// The compiled contract.
@@ -153,6 +164,34 @@ impl Engine {
         }
         store.set_listener(engine.clone());
         Ok(engine)
+    }
+
+    /// An engine over no store (benchmarks and tests feed it with [`Engine::ingest`]).
+    pub fn in_memory(link_systems: Vec<String>) -> Arc<Engine> {
+        Arc::new(Engine {
+            state: RwLock::new(State {
+                timeline: Timeline::default(),
+                identity: Identity::new(link_systems.clone()),
+                contracts: BTreeMap::new(),
+            }),
+            link_systems,
+        })
+    }
+
+    /// Take resource versions as if the store had just committed them (the same path as
+    /// [`CommitListener::committed`]): (type, id, version, ms, resource JSON or None).
+    pub fn ingest(&self, writes: &[Ingested]) {
+        let committed: Vec<Committed<'_>> = writes
+            .iter()
+            .map(|(t, id, v, ms, r)| Committed {
+                rtype: t,
+                id,
+                version: *v,
+                resource: r.as_deref(),
+                last_updated_ms: *ms,
+            })
+            .collect();
+        self.apply(&committed);
     }
 
     /// Register (or replace) a contract and evaluate it in full.
@@ -275,7 +314,7 @@ impl Engine {
     }
 
     /// The cohort members of a contract as (person, index day), in person order.
-    pub fn members(&self, contract: &str) -> Option<(Arc<Plan>, Vec<(Arc<str>, Day)>)> {
+    pub fn members(&self, contract: &str) -> Option<(Arc<Plan>, Members)> {
         let st = read_lock(&self.state);
         let c = st.contracts.get(contract)?;
         let members = c
@@ -294,7 +333,7 @@ impl Engine {
 
     fn apply(&self, writes: &[Committed<'_>]) {
         // parse outside the lock
-        let mut parsed: Vec<(&Committed<'_>, Option<Fact>, Option<Option<RuleSet>>)> = Vec::new();
+        let mut parsed: Vec<Parsed<'_, '_>> = Vec::new();
         for w in writes {
             let json = w
                 .resource
@@ -356,26 +395,29 @@ impl Engine {
                 .collect();
             persons.sort();
             persons.dedup();
-            for c in st.contracts.values_mut() {
+            if !st.contracts.is_empty() {
                 for (p, person) in &persons {
                     if p != person {
-                        c.results.remove(p);
+                        for c in st.contracts.values_mut() {
+                            c.results.remove(p);
+                        }
                     }
                 }
-                let mut seen: Vec<&Arc<str>> = Vec::new();
-                for (_, person) in &persons {
-                    if seen.contains(&person) {
-                        continue;
-                    }
-                    seen.push(person);
+                let mut unique: Vec<&Arc<str>> = persons.iter().map(|(_, person)| person).collect();
+                unique.sort();
+                unique.dedup();
+                for person in unique {
+                    // one view per person, evaluated for every contract
                     let members = st.identity.component(person);
                     let v = view(&st.timeline, person.clone(), members, None);
-                    match evaluate::evaluate(&c.plan, &v, today) {
-                        Some(r) => {
-                            c.results.insert(person.clone(), r);
-                        }
-                        None => {
-                            c.results.remove(person);
+                    for c in st.contracts.values_mut() {
+                        match evaluate::evaluate(&c.plan, &v, today) {
+                            Some(r) => {
+                                c.results.insert(person.clone(), r);
+                            }
+                            None => {
+                                c.results.remove(person);
+                            }
                         }
                     }
                 }
