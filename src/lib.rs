@@ -18,3 +18,4 @@ pub mod reports;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod synth;

@@ -30,6 +30,8 @@ enum Command {
     LoadContract(vbc_server::contracts::command::LoadContractConfig),
     /// Check that the search index matches the stored resources (exit status 1 if not).
     CheckIndex(vbc_server::maintenance::MaintenanceConfig),
+    /// Write a synthetic population for a contract with the expected per-patient results.
+    Synth(vbc_server::synth::SynthConfig),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Bench(cfg) => runtime.block_on(vbc_server::bench::run(cfg)),
         Command::LoadContract(cfg) => runtime.block_on(vbc_server::contracts::command::run(&cfg)),
+        Command::Synth(cfg) => vbc_server::synth::run(&cfg),
         Command::Reindex(cfg) => vbc_server::maintenance::reindex(&cfg).map(|n| {
             println!("reindexed {n} resources");
         }),
