@@ -26,6 +26,8 @@ enum Command {
     Bench(vbc_server::bench::BenchConfig),
     /// Rebuild the search index of a stopped server's data directory (after a definition change).
     Reindex(vbc_server::maintenance::MaintenanceConfig),
+    /// Time full evaluation and incremental updates of the outcome engine on generated patients.
+    BenchOutcomes(vbc_server::bench::outcomes::OutcomeBenchConfig),
     /// Check contract definitions, or load them into a stopped server's data directory.
     LoadContract(vbc_server::contracts::command::LoadContractConfig),
     /// Check that the search index matches the stored resources (exit status 1 if not).
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(server::serve(cfg))
         }
         Command::Bench(cfg) => runtime.block_on(vbc_server::bench::run(cfg)),
+        Command::BenchOutcomes(cfg) => vbc_server::bench::outcomes::run(&cfg),
         Command::LoadContract(cfg) => runtime.block_on(vbc_server::contracts::command::run(&cfg)),
         Command::Synth(cfg) => vbc_server::synth::run(&cfg),
         Command::Reindex(cfg) => vbc_server::maintenance::reindex(&cfg).map(|n| {

@@ -3,7 +3,7 @@
 //! URL) and print throughput, latency percentiles and the server's peak memory.
 
 pub mod generator;
-// pub mod outcomes; (enabled with the synth generator)
+pub mod outcomes;
 pub mod search;
 
 use std::path::PathBuf;

@@ -37,7 +37,11 @@ fn contract_files(cfg: &OutcomeBenchConfig) -> Vec<PathBuf> {
         return cfg.contract.clone();
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir("contracts")
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
@@ -46,11 +50,16 @@ fn contract_files(cfg: &OutcomeBenchConfig) -> Vec<PathBuf> {
 /// Run the benchmark.
 pub fn run(cfg: &OutcomeBenchConfig) -> Result<()> {
     let today = days::today();
-    println!("outcome engine benchmark: {} patients per contract, evaluation day {}", cfg.patients, days::format(today));
+    println!(
+        "outcome engine benchmark: {} patients per contract, evaluation day {}",
+        cfg.patients,
+        days::format(today)
+    );
     println!("| contract | resources | persons in IP | full evaluation (best / median) | patients/s | incremental p50 / p99 |");
     println!("|---|---:|---:|---:|---:|---:|");
     for file in contract_files(cfg) {
-        let text = std::fs::read_to_string(&file).map_err(|e| FhirError::BadRequest(format!("{}: {e}", file.display())))?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| FhirError::BadRequest(format!("{}: {e}", file.display())))?;
         let compiled = crate::contracts::compile(&text)?;
         let rules = compiled.rules.clone();
         let engine = Engine::in_memory(vec![crate::config::DEFAULT_LINK_SYSTEM.to_string()]);
@@ -67,11 +76,19 @@ pub fn run(cfg: &OutcomeBenchConfig) -> Result<()> {
             for b in bundles {
                 for e in b["entry"].as_array().into_iter().flatten() {
                     let r = &e["resource"];
-                    let (Some(t), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) else { continue };
+                    let (Some(t), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) else {
+                        continue;
+                    };
                     let v = versions.entry((t.to_string(), id.to_string())).or_insert(0);
                     *v += 1;
                     resources += 1;
-                    batch.push((t.to_string(), id.to_string(), *v, t0 + resources as i64, serde_json::to_vec(r).ok()));
+                    batch.push((
+                        t.to_string(),
+                        id.to_string(),
+                        *v,
+                        t0 + resources as i64,
+                        serde_json::to_vec(r).ok(),
+                    ));
                 }
             }
             if batch.len() >= 4000 {
@@ -82,15 +99,32 @@ pub fn run(cfg: &OutcomeBenchConfig) -> Result<()> {
         engine.ingest(&batch);
         batch.clear();
         let contract = crate::contracts::fhir::Ids::of(&rules).contract();
-        let library = compiled.resources.iter().find(|r| r["resourceType"] == "Library").cloned().unwrap_or_default();
+        let library = compiled
+            .resources
+            .iter()
+            .find(|r| r["resourceType"] == "Library")
+            .cloned()
+            .unwrap_or_default();
         let start = Instant::now();
-        engine.ingest(&[("Library".into(), format!("{contract}-rules"), 1, t0 + resources as i64 + 1, serde_json::to_vec(&library).ok())]);
+        engine.ingest(&[(
+            "Library".into(),
+            format!("{contract}-rules"),
+            1,
+            t0 + resources as i64 + 1,
+            serde_json::to_vec(&library).ok(),
+        )]);
         let register = start.elapsed();
         let mut times = Vec::new();
         let mut persons = 0;
         for _ in 0..cfg.rounds.max(1) {
             let s = Instant::now();
-            let r = engine.evaluate(&contract, AsOf { instant_ms: None, today })?;
+            let r = engine.evaluate(
+                &contract,
+                AsOf {
+                    instant_ms: None,
+                    today,
+                },
+            )?;
             times.push(s.elapsed());
             persons = r.len();
         }
@@ -109,17 +143,28 @@ pub fn run(cfg: &OutcomeBenchConfig) -> Result<()> {
             .map(|c| (c.system.clone(), c.code.clone()))
             .unwrap_or_else(|| ("http://loinc.org".into(), "4548-4".into()));
         for i in 0..cfg.writes.min(members.len().max(1) * 10) {
-            let Some(p) = members.get(i % members.len().max(1)) else { break };
+            let Some(p) = members.get(i % members.len().max(1)) else {
+                break;
+            };
             let obs = json!({"resourceType": "Observation", "id": format!("bench-obs-{i}"), "status": "final",
                 "code": {"coding": [{"system": lab_code.0, "code": lab_code.1}]},
                 "subject": {"reference": format!("Patient/{p}")}, "effectiveDateTime": days::format(today - 1),
                 "valueQuantity": {"value": 6.5, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}});
             let bytes = serde_json::to_vec(&obs).ok();
             let s = Instant::now();
-            engine.ingest(&[("Observation".into(), format!("bench-obs-{i}"), 1, t0 + resources as i64 + 10 + i as i64, bytes)]);
+            engine.ingest(&[(
+                "Observation".into(),
+                format!("bench-obs-{i}"),
+                1,
+                t0 + resources as i64 + 10 + i as i64,
+                bytes,
+            )]);
             let _ = hist.record(s.elapsed().as_micros() as u64);
         }
-        let name = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         println!(
             "| {name} | {resources} | {persons} | {:.1} ms / {:.1} ms (first, with registration: {:.1} ms) | {:.0} | {} / {} µs |",
             best.as_secs_f64() * 1000.0,

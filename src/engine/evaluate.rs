@@ -255,8 +255,9 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
         outcomes: Vec::new(),
     };
     if let Some(w) = cohort.washout_days {
-        let earlier = drug
-            .iter()
+        // any counting exposure to the drug, from any source, makes a prior user
+        let earlier = exposures_in(view, plan, &cohort.exposure, None)
+            .into_iter()
             .find(|e| e.fact.day < index && e.fact.day >= index - w as i32);
         if let Some(e) = earlier {
             result.membership = Membership::NotNewUser;

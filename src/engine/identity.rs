@@ -93,6 +93,16 @@ impl Identity {
             }
         }
         let keys = self.keys(patient, fact);
+        // a linked record not seen yet answers to its own key, so links are symmetric
+        for k in &keys {
+            if let Some(other) = k.strip_prefix("l:") {
+                if other != patient.as_ref() && !self.keys_of.contains_key(other) {
+                    let o: Arc<str> = Arc::from(other);
+                    self.by_key.entry(k.clone()).or_default().insert(o.clone());
+                    self.keys_of.insert(o, vec![k.clone()]);
+                }
+            }
+        }
         for k in &keys {
             self.by_key
                 .entry(k.clone())

@@ -439,11 +439,18 @@ impl CommitListener for Engine {
 fn identity_at(st: &State, systems: &[String], as_of: Option<i64>) -> Option<Identity> {
     let t = as_of?;
     let mut identity = Identity::new(systems.to_vec());
-    for (k, vs) in st.timeline.patients() {
-        let v = vs.iter().rev().find(|v| v.from_ms <= t && t < v.to_ms);
-        if let Some(Fact::Patient(pf)) = v.and_then(|v| v.fact.as_deref()) {
-            identity.set(&k.1, Some(pf));
+    let mut patients: Vec<_> = st.timeline.patients().collect();
+    patients.sort_by(|a, b| a.0 .1.cmp(&b.0 .1));
+    for (k, vs) in patients {
+        if vs.first().is_some_and(|v| v.from_ms > t) {
+            continue;
         }
+        let v = vs.iter().rev().find(|v| v.from_ms <= t && t < v.to_ms);
+        let pf = match v.and_then(|v| v.fact.as_deref()) {
+            Some(Fact::Patient(pf)) => Some(pf),
+            _ => None,
+        };
+        identity.set(&k.1, pf);
     }
     Some(identity)
 }
