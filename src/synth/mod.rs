@@ -99,19 +99,23 @@ pub struct SynthConfig {
 
 /// Write the population and `expected.ndjson` (streamed: memory does not grow with N).
 pub fn run(cfg: &SynthConfig) -> Result<()> {
-    let text = std::fs::read_to_string(&cfg.contract)
-        .map_err(|e| FhirError::BadRequest(format!("cannot read {}: {e}", cfg.contract.display())))?;
+    let text = std::fs::read_to_string(&cfg.contract).map_err(|e| {
+        FhirError::BadRequest(format!("cannot read {}: {e}", cfg.contract.display()))
+    })?;
     let rules = crate::contracts::source::compile(&text).map_err(FhirError::Invalid)?;
     let today = match &cfg.today {
-        Some(s) => days::parse_full(s)
-            .ok_or_else(|| FhirError::BadRequest(format!("--today '{s}' is not a date YYYY-MM-DD")))?,
+        Some(s) => days::parse_full(s).ok_or_else(|| {
+            FhirError::BadRequest(format!("--today '{s}' is not a date YYYY-MM-DD"))
+        })?,
         None => days::today(),
     };
     let io = |e: std::io::Error| FhirError::Storage(format!("{}: {e}", cfg.out.display()));
     std::fs::create_dir_all(&cfg.out).map_err(io)?;
     let mut expected = BufWriter::new(File::create(cfg.out.join("expected.ndjson")).map_err(io)?);
     let mut bundles = match cfg.format {
-        SynthFormat::Bundles => Some(BufWriter::new(File::create(cfg.out.join("bundles.ndjson")).map_err(io)?)),
+        SynthFormat::Bundles => Some(BufWriter::new(
+            File::create(cfg.out.join("bundles.ndjson")).map_err(io)?,
+        )),
         SynthFormat::Ndjson => None,
     };
     let mut by_type: HashMap<String, BufWriter<File>> = HashMap::new();
@@ -131,17 +135,22 @@ pub fn run(cfg: &SynthConfig) -> Result<()> {
                     by_type.insert(t.clone(), BufWriter::new(f));
                 }
                 if let Some(w) = by_type.get_mut(&t) {
-                    serde_json::to_writer(&mut *w, r).map_err(|e| FhirError::Storage(e.to_string()))?;
+                    serde_json::to_writer(&mut *w, r)
+                        .map_err(|e| FhirError::Storage(e.to_string()))?;
                     w.write_all(b"\n").map_err(io)?;
                 }
             }
         }
-        let key = exp.membership.clone().unwrap_or_else(|| "not-in-initial-population".into());
+        let key = exp
+            .membership
+            .clone()
+            .unwrap_or_else(|| "not-in-initial-population".into());
         *counts.entry(key).or_default() += 1;
         for (o, s) in &exp.outcomes {
             *counts.entry(format!("{o}={s}")).or_default() += 1;
         }
-        serde_json::to_writer(&mut expected, &exp.to_json()).map_err(|e| FhirError::Storage(e.to_string()))?;
+        serde_json::to_writer(&mut expected, &exp.to_json())
+            .map_err(|e| FhirError::Storage(e.to_string()))?;
         expected.write_all(b"\n").map_err(io)?;
     }
     if let Some(mut w) = bundles {
@@ -263,7 +272,11 @@ impl Ctx {
         let mut sets = HashMap::new();
         let mut all_codes = HashSet::new();
         for (name, vs) in &rules.valuesets {
-            let s: HashSet<Code> = vs.codes.iter().map(|c| (c.system.clone(), c.code.clone())).collect();
+            let s: HashSet<Code> = vs
+                .codes
+                .iter()
+                .map(|c| (c.system.clone(), c.code.clone()))
+                .collect();
             all_codes.extend(s.iter().cloned());
             sets.insert(name.clone(), s);
         }
@@ -272,7 +285,12 @@ impl Ctx {
             let codes: Vec<Code> = rules
                 .valuesets
                 .get(&l.valueset)
-                .map(|vs| vs.codes.iter().map(|c| (c.system.clone(), c.code.clone())).collect())
+                .map(|vs| {
+                    vs.codes
+                        .iter()
+                        .map(|c| (c.system.clone(), c.code.clone()))
+                        .collect()
+                })
                 .unwrap_or_default();
             let analyte_codes: Vec<Code> = codes
                 .iter()
@@ -348,7 +366,12 @@ impl Ctx {
         self.rules
             .valuesets
             .get(set)
-            .map(|vs| vs.codes.iter().map(|c| (c.system.clone(), c.code.clone())).collect())
+            .map(|vs| {
+                vs.codes
+                    .iter()
+                    .map(|c| (c.system.clone(), c.code.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -145,10 +145,21 @@ impl Exposure {
     /// False when the status says it did not happen.
     pub fn counts(&self) -> bool {
         !match self.src {
-            Src::Dispense => matches!(self.status, "entered-in-error" | "cancelled" | "declined" | "stopped"),
-            Src::Administration => matches!(self.status, "entered-in-error" | "not-done" | "stopped"),
-            Src::Request => matches!(self.status, "entered-in-error" | "cancelled" | "stopped" | "draft"),
-            Src::Procedure => matches!(self.status, "entered-in-error" | "not-done" | "stopped" | "preparation"),
+            Src::Dispense => matches!(
+                self.status,
+                "entered-in-error" | "cancelled" | "declined" | "stopped"
+            ),
+            Src::Administration => {
+                matches!(self.status, "entered-in-error" | "not-done" | "stopped")
+            }
+            Src::Request => matches!(
+                self.status,
+                "entered-in-error" | "cancelled" | "stopped" | "draft"
+            ),
+            Src::Procedure => matches!(
+                self.status,
+                "entered-in-error" | "not-done" | "stopped" | "preparation"
+            ),
         }
     }
 }
@@ -202,7 +213,8 @@ pub struct Cond {
 impl Cond {
     /// Active (or no clinical status) and not refuted / entered in error.
     pub fn counts(&self) -> bool {
-        self.clinical.is_none_or(|c| matches!(c, "active" | "recurrence" | "relapse"))
+        self.clinical
+            .is_none_or(|c| matches!(c, "active" | "recurrence" | "relapse"))
             && !matches!(self.verification, "refuted" | "entered-in-error")
     }
 }
@@ -251,7 +263,11 @@ pub struct Model {
 impl Model {
     /// The person id: the smallest Patient id.
     pub fn person(&self) -> String {
-        self.patients.iter().map(|p| p.id.clone()).min().unwrap_or_default()
+        self.patients
+            .iter()
+            .map(|p| p.id.clone())
+            .min()
+            .unwrap_or_default()
     }
 }
 
@@ -281,7 +297,9 @@ fn uuid_of(rtype: &str, id: &str) -> String {
     let mut h2: u64 = 0x8422_2325_CBF2_9CE4;
     for b in rtype.bytes().chain(std::iter::once(b'/')).chain(id.bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
-        h2 = (h2 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3).rotate_left(7);
+        h2 = (h2 ^ u64::from(b))
+            .wrapping_mul(0x0000_0100_0000_01B3)
+            .rotate_left(7);
     }
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
@@ -294,7 +312,10 @@ fn uuid_of(rtype: &str, id: &str) -> String {
 }
 
 fn put(resource: Value) -> Value {
-    let rtype = resource["resourceType"].as_str().unwrap_or("Basic").to_string();
+    let rtype = resource["resourceType"]
+        .as_str()
+        .unwrap_or("Basic")
+        .to_string();
     let id = resource["id"].as_str().unwrap_or("").to_string();
     json!({
         "fullUrl": format!("urn:uuid:{}", uuid_of(&rtype, &id)),
@@ -308,10 +329,16 @@ fn patient(p: &PatientRec) -> Value {
     r.insert("resourceType".into(), json!("Patient"));
     r.insert("id".into(), json!(p.id));
     if let Some(m) = &p.member_id {
-        r.insert("identifier".into(), json!([{"system": MEMBER_ID, "value": m}]));
+        r.insert(
+            "identifier".into(),
+            json!([{"system": MEMBER_ID, "value": m}]),
+        );
     }
     r.insert("active".into(), json!(true));
-    r.insert("name".into(), json!([{"family": format!("Synth-{}", p.id), "given": ["Pat"]}]));
+    r.insert(
+        "name".into(),
+        json!([{"family": format!("Synth-{}", p.id), "given": ["Pat"]}]),
+    );
     if let Some(g) = p.gender {
         r.insert("gender".into(), json!(g));
     }
@@ -328,7 +355,10 @@ fn patient(p: &PatientRec) -> Value {
         }
     }
     if let Some(l) = &p.link {
-        r.insert("link".into(), json!([{"other": {"reference": format!("Patient/{l}")}, "type": "seealso"}]));
+        r.insert(
+            "link".into(),
+            json!([{"other": {"reference": format!("Patient/{l}")}, "type": "seealso"}]),
+        );
     }
     Value::Object(r)
 }
@@ -359,8 +389,12 @@ fn exposure(m: &Model, e: &Exposure, out: &mut Vec<Value>) {
         }
         MedRepr::Reference => {
             let mid = format!("{}-med", e.id);
-            r.insert("medicationReference".into(), json!({"reference": format!("Medication/{mid}")}));
-            medication = Some(json!({"resourceType": "Medication", "id": mid, "code": concept(&e.code)}));
+            r.insert(
+                "medicationReference".into(),
+                json!({"reference": format!("Medication/{mid}")}),
+            );
+            medication =
+                Some(json!({"resourceType": "Medication", "id": mid, "code": concept(&e.code)}));
         }
     }
     // `contained` must come before the elements that refer to it only in XML; JSON order is free
@@ -408,7 +442,8 @@ fn lab(m: &Model, l: &Lab, value: Decimal, unit: &str, status: &str) -> Value {
         "valueQuantity": {"value": num(value), "unit": unit, "system": UCUM, "code": unit},
     });
     if let Some(i) = &l.identifier {
-        r["identifier"] = json!([{"system": "https://vbc-server.dev/fhir/sid/lab-result", "value": i}]);
+        r["identifier"] =
+            json!([{"system": "https://vbc-server.dev/fhir/sid/lab-result", "value": i}]);
     }
     r
 }
@@ -430,7 +465,10 @@ fn condition(m: &Model, c: &Cond) -> Value {
     r.insert("resourceType".into(), json!("Condition"));
     r.insert("id".into(), json!(c.id));
     if let Some(cs) = c.clinical {
-        r.insert("clinicalStatus".into(), json!({"coding": [{"system": CLINICAL, "code": cs}]}));
+        r.insert(
+            "clinicalStatus".into(),
+            json!({"coding": [{"system": CLINICAL, "code": cs}]}),
+        );
     }
     r.insert(
         "verificationStatus".into(),
@@ -439,7 +477,11 @@ fn condition(m: &Model, c: &Cond) -> Value {
     r.insert("code".into(), concept(&c.code));
     r.insert("subject".into(), subject(m, c.patient));
     if let Some(d) = c.onset {
-        let key = if c.recorded { "recordedDate" } else { "onsetDateTime" };
+        let key = if c.recorded {
+            "recordedDate"
+        } else {
+            "onsetDateTime"
+        };
         r.insert(key.into(), json!(days::format(d)));
     }
     Value::Object(r)

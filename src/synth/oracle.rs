@@ -145,7 +145,12 @@ fn check_dates(m: &Model, today: Day) -> R<()> {
     stamps.extend(m.labs.iter().map(|x| (x.day, x.tz)));
     stamps.extend(m.coded.iter().map(|x| (x.day, x.tz)));
     stamps.extend(m.encs.iter().map(|x| (x.day, x.tz)));
-    stamps.extend(m.conds.iter().filter_map(|x| x.onset).map(|d| (d, model::Tz::Date)));
+    stamps.extend(
+        m.conds
+            .iter()
+            .filter_map(|x| x.onset)
+            .map(|d| (d, model::Tz::Date)),
+    );
     stamps.extend(m.covs.iter().map(|x| (x.start, model::Tz::Date)));
     for p in &m.patients {
         if let Deceased::On(d) = p.deceased {
@@ -157,10 +162,16 @@ fn check_dates(m: &Model, today: Day) -> R<()> {
     }
     for (d, tz) in stamps {
         if d > today {
-            return Err(format!("an item is dated {} after the evaluation day", days::format(d)));
+            return Err(format!(
+                "an item is dated {} after the evaluation day",
+                days::format(d)
+            ));
         }
         if model::utc_day(d, tz) > today {
-            return Err(format!("an item on {} is after the evaluation day in UTC", days::format(d)));
+            return Err(format!(
+                "an item on {} is after the evaluation day in UTC",
+                days::format(d)
+            ));
         }
     }
     Ok(())
@@ -290,7 +301,11 @@ impl<'a> Judge<'a> {
             if !matches!(l.status, "final" | "amended" | "corrected") {
                 continue;
             }
-            let analyte = if l.code.0 == "http://loinc.org" { units::analyte(&l.code.1) } else { None };
+            let analyte = if l.code.0 == "http://loinc.org" {
+                units::analyte(&l.code.1)
+            } else {
+                None
+            };
             let Some(v) = units::convert(analyte, &l.unit, l.value, &info.unit) else {
                 continue;
             };
@@ -320,7 +335,9 @@ impl<'a> Judge<'a> {
                 return Err("no birth date".into());
             };
             let age = days::age_on(b, index).unwrap_or(-1);
-            if c.age_min.is_some_and(|a| age < a as i32) || c.age_max.is_some_and(|a| age > a as i32) {
+            if c.age_min.is_some_and(|a| age < a as i32)
+                || c.age_max.is_some_and(|a| age > a as i32)
+            {
                 return Ok(false);
             }
         }
@@ -339,7 +356,10 @@ impl<'a> Judge<'a> {
         }
         for l in &c.labs {
             let lo = index - l.within_days as Day;
-            let latest = self.labs[&l.lab].iter().filter(|v| v.day >= lo && v.day <= index).last();
+            let latest = self.labs[&l.lab]
+                .iter()
+                .filter(|v| v.day >= lo && v.day <= index)
+                .last();
             if !latest.is_some_and(|v| holds(&l.value, v.value)) {
                 return Ok(false);
             }
@@ -359,10 +379,9 @@ impl<'a> Judge<'a> {
         }
         for t in &c.therapies {
             let lo = index - t.within_days as Day;
-            let ok = m
-                .exposures
-                .iter()
-                .any(|e| e.counts() && ctx.in_set(&t.valueset, &e.code) && e.day >= lo && e.day <= index);
+            let ok = m.exposures.iter().any(|e| {
+                e.counts() && ctx.in_set(&t.valueset, &e.code) && e.day >= lo && e.day <= index
+            });
             if !ok {
                 return Ok(false);
             }
@@ -397,7 +416,11 @@ impl<'a> Judge<'a> {
             Rule::All { of } | Rule::Any { of } => {
                 let parts: Vec<Status> = of
                     .iter()
-                    .map(|id| done.get(id).copied().ok_or_else(|| format!("component {id} unknown")))
+                    .map(|id| {
+                        done.get(id)
+                            .copied()
+                            .ok_or_else(|| format!("component {id} unknown"))
+                    })
                     .collect::<R<_>>()?;
                 let has = |s: Status| parts.contains(&s);
                 return Ok(if matches!(o.rule, Rule::All { .. }) {
@@ -435,12 +458,9 @@ impl<'a> Judge<'a> {
         };
         // (1) exclusion diagnosis
         for dx in &ctx.rules.exclusions.diagnoses {
-            if self
-                .m
-                .conds
-                .iter()
-                .any(|k| k.counts() && ctx.in_set(dx, &k.code) && k.onset.is_none_or(|d| d <= w_end))
-            {
+            if self.m.conds.iter().any(|k| {
+                k.counts() && ctx.in_set(dx, &k.code) && k.onset.is_none_or(|d| d <= w_end)
+            }) {
                 return Ok(Status::Excluded);
             }
         }
@@ -450,11 +470,9 @@ impl<'a> Judge<'a> {
                 e.counts() && ctx.in_set(sw, &e.code) && e.day > index && e.day <= w_end
             });
             for s in switched {
-                let back = self
-                    .m
-                    .exposures
-                    .iter()
-                    .any(|e| e.counts() && ctx.in_set(&ctx.rules.cohort.exposure, &e.code) && e.day >= s.day);
+                let back = self.m.exposures.iter().any(|e| {
+                    e.counts() && ctx.in_set(&ctx.rules.cohort.exposure, &e.code) && e.day >= s.day
+                });
                 if !back {
                     return Ok(Status::Excluded);
                 }
@@ -482,7 +500,14 @@ impl<'a> Judge<'a> {
             } => {
                 let vals: Vec<Val> = self.in_window(lab, w_start, end);
                 match decide_values(&vals, *pick, closed) {
-                    Decided::Value(v) => (if holds(target, v) { Status::Met } else { Status::NotMet }, true),
+                    Decided::Value(v) => (
+                        if holds(target, v) {
+                            Status::Met
+                        } else {
+                            Status::NotMet
+                        },
+                        true,
+                    ),
                     Decided::Pending => (Status::Pending, false),
                     Decided::Missing => (Status::MissingData, false),
                 }
@@ -496,9 +521,19 @@ impl<'a> Judge<'a> {
                 ..
             } => {
                 let (bs, be) = (index + baseline.from, index + baseline.to);
-                let base = self.in_window(lab, bs, be.min(today)).last().map(|v| v.value);
+                let base = self
+                    .in_window(lab, bs, be.min(today))
+                    .last()
+                    .map(|v| v.value);
                 match base {
-                    None => (if closed { Status::MissingData } else { Status::Pending }, false),
+                    None => (
+                        if closed {
+                            Status::MissingData
+                        } else {
+                            Status::Pending
+                        },
+                        false,
+                    ),
                     Some(b) => {
                         let vals = self.in_window(lab, w_start, end);
                         match decide_values(&vals, *pick, closed) {
@@ -507,12 +542,21 @@ impl<'a> Judge<'a> {
                                     Change::Absolute => f - b,
                                     Change::Relative => {
                                         if b.is_zero() {
-                                            return Err("relative change from a zero baseline".into());
+                                            return Err(
+                                                "relative change from a zero baseline".into()
+                                            );
                                         }
                                         ((f - b) / b * Decimal::from(100)).round_dp(4)
                                     }
                                 };
-                                (if holds(target, ch) { Status::Met } else { Status::NotMet }, true)
+                                (
+                                    if holds(target, ch) {
+                                        Status::Met
+                                    } else {
+                                        Status::NotMet
+                                    },
+                                    true,
+                                )
                             }
                             Decided::Pending => (Status::Pending, false),
                             Decided::Missing => (Status::MissingData, false),
@@ -528,7 +572,15 @@ impl<'a> Judge<'a> {
                 max_events,
                 ..
             } => {
-                let n = self.events(*source, diagnosis, encounter_class, *on_therapy_grace_days, w_start, w_end, end)?;
+                let n = self.events(
+                    *source,
+                    diagnosis,
+                    encounter_class,
+                    *on_therapy_grace_days,
+                    w_start,
+                    w_end,
+                    end,
+                )?;
                 if n > *max_events as usize {
                     (Status::NotMet, false)
                 } else if closed {
@@ -589,15 +641,19 @@ impl<'a> Judge<'a> {
                     }
                 }
             }
-            Rule::Adherence { window, min_pdc, valueset } => {
-                self.adherence(index, window, min_pdc, valueset, died_in, death)?
-            }
+            Rule::Adherence {
+                window,
+                min_pdc,
+                valueset,
+            } => self.adherence(index, window, min_pdc, valueset, died_in, death)?,
             Rule::Persistence {
                 window,
                 max_gap_days,
                 valueset,
             } => self.persistence(index, window, *max_gap_days, valueset, died_in, death)?,
-            Rule::Survival { .. } | Rule::All { .. } | Rule::Any { .. } => unreachable!("handled above"),
+            Rule::Survival { .. } | Rule::All { .. } | Rule::Any { .. } => {
+                unreachable!("handled above")
+            }
         };
         // (4) death
         if ctx.rules.exclusions.death && died_in {
@@ -617,7 +673,12 @@ impl<'a> Judge<'a> {
     fn in_window(&self, lab: &str, from: Day, to: Day) -> Vec<Val> {
         self.labs
             .get(lab)
-            .map(|vs| vs.iter().filter(|v| v.day >= from && v.day <= to).copied().collect())
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v.day >= from && v.day <= to)
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -626,15 +687,19 @@ impl<'a> Judge<'a> {
         let (a, b) = (index + w.from, index + w.to);
         let inw = |d: Day| d >= a && d <= b;
         match rule {
-            Rule::LabTarget { lab, .. } | Rule::ChangeFromBaseline { lab, .. } => {
-                self.labs.get(lab).is_some_and(|vs| vs.iter().any(|v| inw(v.day)))
-            }
+            Rule::LabTarget { lab, .. } | Rule::ChangeFromBaseline { lab, .. } => self
+                .labs
+                .get(lab)
+                .is_some_and(|vs| vs.iter().any(|v| inw(v.day))),
             Rule::CodedResponse { observation, .. } => self
                 .m
                 .coded
                 .iter()
                 .any(|c| self.ctx.in_set(observation, &c.code) && inw(c.day)),
-            Rule::Event { .. } => self.m.encs.iter().any(|e| inw(e.day)) || self.m.conds.iter().any(|c| c.onset.is_some_and(inw)),
+            Rule::Event { .. } => {
+                self.m.encs.iter().any(|e| inw(e.day))
+                    || self.m.conds.iter().any(|c| c.onset.is_some_and(inw))
+            }
             _ => true,
         }
     }
@@ -685,12 +750,15 @@ impl<'a> Judge<'a> {
             .filter_map(|k| k.onset)
             .collect();
         let inw = |d: &Day| *d >= w_start && *d <= w_end;
-        let odd_conds = m
-            .conds
-            .iter()
-            .any(|k| ctx.in_set(set, &k.code) && (!k.counts() || k.recorded) && k.onset.is_some_and(|d| inw(&d)));
+        let odd_conds = m.conds.iter().any(|k| {
+            ctx.in_set(set, &k.code)
+                && (!k.counts() || k.recorded)
+                && k.onset.is_some_and(|d| inw(&d))
+        });
         if odd_conds {
-            return Err("a non-counting or recorded-only condition of the event set in the window".into());
+            return Err(
+                "a non-counting or recorded-only condition of the event set in the window".into(),
+            );
         }
         let (mut days, other): (Vec<Day>, Vec<Day>) = match source {
             EventSource::Encounter => (enc_days, cond_days),
@@ -726,7 +794,10 @@ impl<'a> Judge<'a> {
         let today = self.ctx.today;
         let (a, b) = (index + window.from, index + window.to);
         let len = i64::from(window.to - window.from + 1);
-        let need = (dec(min_pdc) * Decimal::from(len)).ceil().to_i64().unwrap_or(len);
+        let need = (dec(min_pdc) * Decimal::from(len))
+            .ceil()
+            .to_i64()
+            .unwrap_or(len);
         let slack = len - need;
         let until = death.map_or(today, |d| d.min(today));
         let iv = coverage(&self.fills(set, until), true, false, 0);
@@ -736,21 +807,30 @@ impl<'a> Judge<'a> {
             if count_covered(&iv, a, (d - 1).min(b)) >= need {
                 return Ok((Status::Met, false));
             }
-            let uncovered = i64::from((d - 1).min(b) - a + 1).max(0) - count_covered(&iv, a, (d - 1).min(b));
+            let uncovered =
+                i64::from((d - 1).min(b) - a + 1).max(0) - count_covered(&iv, a, (d - 1).min(b));
             if uncovered > slack {
                 return Ok((Status::NotMet, false));
             }
             return Err("adherence with a death in the window".into());
         }
         if today > b {
-            return Ok((if count_covered(&iv, a, b) >= need { Status::Met } else { Status::NotMet }, false));
+            return Ok((
+                if count_covered(&iv, a, b) >= need {
+                    Status::Met
+                } else {
+                    Status::NotMet
+                },
+                false,
+            ));
         }
         // open window: unambiguous whether or not supply beyond today, or today itself, counts
         let past_end = (today - 1).min(b);
         let covered_past = count_covered(&iv, a, past_end);
         let uncovered_past = i64::from(past_end - a + 1).max(0) - covered_past;
         let thru_today = today.min(b);
-        let uncovered_thru_today = i64::from(thru_today - a + 1).max(0) - count_covered(&iv, a, thru_today);
+        let uncovered_thru_today =
+            i64::from(thru_today - a + 1).max(0) - count_covered(&iv, a, thru_today);
         let covered_all = count_covered(&iv, a, b);
         if covered_past >= need {
             return Ok((Status::Met, false));
@@ -784,7 +864,8 @@ impl<'a> Judge<'a> {
             if longest_gap(&iv, a, to) > max_gap {
                 return Ok((Status::NotMet, false));
             }
-            if longest_gap(&iv, a, b) <= max_gap && longest_gap(&iv, a, b.min(today - 1)) <= max_gap {
+            if longest_gap(&iv, a, b) <= max_gap && longest_gap(&iv, a, b.min(today - 1)) <= max_gap
+            {
                 return Ok((Status::Met, false));
             }
             return Err("persistence with a death in the window".into());

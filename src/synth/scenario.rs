@@ -9,9 +9,12 @@
 //! the window's edge, results in the other unit, entered-in-error and unconvertible results,
 //! amendments and corrections sent later, duplicates from a second source, early refills.
 
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
-use super::model::{self, Cond, Cov, Coded, Deceased, Enc, Exposure, Ids, Lab, MedRepr, Model, PatientRec, Src, Tz};
+use super::model::{
+    self, Coded, Cond, Cov, Deceased, Enc, Exposure, Ids, Lab, MedRepr, Model, PatientRec, Src, Tz,
+};
 use super::oracle::{self, Membership, Status};
 use super::{dec, Code, Ctx, Expected, Rng};
 use crate::contracts::rules::{Change, Comparison, OutcomeDef, Pick, Rule};
@@ -111,11 +114,18 @@ pub fn person_with_intent(ctx: &Ctx, n: usize) -> (Model, Expected, Intent) {
         let mut b = Builder::new(ctx, prefix.clone(), rng);
         b.build(kind);
         if let Ok(v) = oracle::judge(ctx, &b.m) {
+            if attempt > 0 {
+                b.case.push(format!("redrawn-{attempt}"));
+            }
             let exp = Expected {
                 person: b.m.person(),
                 membership: v.membership.map(|m| m.code().to_string()),
                 index: v.index.map(days::format),
-                outcomes: v.outcomes.iter().map(|(k, s)| (k.clone(), s.code().to_string())).collect(),
+                outcomes: v
+                    .outcomes
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.code().to_string()))
+                    .collect(),
                 case: b.case.join(";"),
             };
             return (b.m, exp, b.intent);
@@ -158,34 +168,66 @@ fn breaks(ctx: &Ctx) -> Vec<Break> {
         v.push(Break::Sex);
     }
     for i in 0..c.diagnoses.len() {
-        v.extend([Break::DxNone(i), Break::DxAfter(i), Break::DxRefuted(i), Break::DxResolved(i)]);
+        v.extend([
+            Break::DxNone(i),
+            Break::DxAfter(i),
+            Break::DxRefuted(i),
+            Break::DxResolved(i),
+        ]);
     }
     for i in 0..c.labs.len() {
-        v.extend([Break::LabOut(i), Break::LabLatestOut(i), Break::LabOld(i), Break::LabUnusable(i)]);
+        v.extend([
+            Break::LabOut(i),
+            Break::LabLatestOut(i),
+            Break::LabOld(i),
+            Break::LabUnusable(i),
+        ]);
     }
     for i in 0..c.findings.len() {
-        v.extend([Break::FindingNone(i), Break::FindingWrong(i), Break::FindingOld(i)]);
+        v.extend([
+            Break::FindingNone(i),
+            Break::FindingWrong(i),
+            Break::FindingOld(i),
+        ]);
     }
     for i in 0..c.therapies.len() {
         v.extend([Break::TherapyNone(i), Break::TherapyOld(i)]);
     }
     if c.coverage {
-        v.extend([Break::CovNone, Break::CovOther, Break::CovEnded, Break::CovCancelled]);
+        v.extend([
+            Break::CovNone,
+            Break::CovOther,
+            Break::CovEnded,
+            Break::CovCancelled,
+        ]);
     }
     v
 }
 
 fn has_survival(ctx: &Ctx) -> bool {
-    ctx.rules.outcomes.iter().any(|o| matches!(o.rule, Rule::Survival { .. }))
+    ctx.rules
+        .outcomes
+        .iter()
+        .any(|o| matches!(o.rule, Rule::Survival { .. }))
 }
 
 fn choose(ctx: &Ctx, slot: u64, round: usize, attempt: u64, rng: &mut Rng) -> Kind {
     let (is, ie) = ctx.intake;
     let hi = ie.min(ctx.today);
     let r = round + attempt as usize;
-    let not_ip = [NotIp::PreIntake, NotIp::UnrelatedOnly, NotIp::Cancelled, NotIp::WrongSource, NotIp::PostIntake];
+    let not_ip = [
+        NotIp::PreIntake,
+        NotIp::UnrelatedOnly,
+        NotIp::Cancelled,
+        NotIp::WrongSource,
+        NotIp::PostIntake,
+    ];
     if hi < is {
-        return Kind::NotIp(if rng.pct(50) { NotIp::PreIntake } else { NotIp::UnrelatedOnly });
+        return Kind::NotIp(if rng.pct(50) {
+            NotIp::PreIntake
+        } else {
+            NotIp::UnrelatedOnly
+        });
     }
     let late = attempt >= 32;
     match slot {
@@ -214,7 +256,9 @@ fn choose(ctx: &Ctx, slot: u64, round: usize, attempt: u64, rng: &mut Rng) -> Ki
 
 /// A day `y` years before `day` (29 February -> 28 February).
 fn years_before(day: Day, y: i32) -> Day {
-    let Some(d) = days::to_date(day) else { return day - 365 * y };
+    let Some(d) = days::to_date(day) else {
+        return day - 365 * y;
+    };
     let year = d.year() - y;
     let dd = time::Date::from_calendar_date(year, d.month(), d.day())
         .or_else(|_| time::Date::from_calendar_date(year, d.month(), d.day() - 1));
@@ -327,15 +371,26 @@ impl<'a> Builder<'a> {
     }
 
     fn sources(&self) -> Vec<Src> {
-        self.ctx.rules.cohort.sources.iter().filter_map(|s| Src::of(s)).collect()
+        self.ctx
+            .rules
+            .cohort
+            .sources
+            .iter()
+            .filter_map(|s| Src::of(s))
+            .collect()
     }
 
     /// A source type that is not a cohort source.
     fn other_source(&self) -> Option<Src> {
         let s = self.sources();
-        [Src::Request, Src::Administration, Src::Dispense, Src::Procedure]
-            .into_iter()
-            .find(|x| !s.contains(x))
+        [
+            Src::Request,
+            Src::Administration,
+            Src::Dispense,
+            Src::Procedure,
+        ]
+        .into_iter()
+        .find(|x| !s.contains(x))
     }
 
     fn drug_code(&mut self, set: &str) -> Code {
@@ -343,11 +398,21 @@ impl<'a> Builder<'a> {
         if self.rng.pct(80) {
             codes[0].clone()
         } else {
-            self.rng.pick(&codes).cloned().unwrap_or_else(|| codes[0].clone())
+            self.rng
+                .pick(&codes)
+                .cloned()
+                .unwrap_or_else(|| codes[0].clone())
         }
     }
 
-    fn add_exposure(&mut self, src: Src, day: Day, code: Code, supply: u32, status: &'static str) -> usize {
+    fn add_exposure(
+        &mut self,
+        src: Src,
+        day: Day,
+        code: Code,
+        supply: u32,
+        status: &'static str,
+    ) -> usize {
         let repr = if src == Src::Procedure {
             MedRepr::Concept
         } else {
@@ -418,7 +483,8 @@ impl<'a> Builder<'a> {
         self.ctx.rules.outcomes.iter().any(|o| match &o.rule {
             Rule::Adherence { .. } | Rule::Persistence { .. } => true,
             Rule::Event {
-                on_therapy_grace_days, ..
+                on_therapy_grace_days,
+                ..
             } => on_therapy_grace_days.is_some(),
             _ => false,
         })
@@ -430,13 +496,27 @@ impl<'a> Builder<'a> {
         let mut horizon = 0;
         let mut max_gap = 30;
         let mut adherence = false;
+        // (window start, length, covered days needed) of the first adherence outcome
+        let mut pdc: Option<(Day, Day, Day)> = None;
         for o in &self.ctx.rules.outcomes {
             match &o.rule {
-                Rule::Adherence { window, .. } => {
+                Rule::Adherence {
+                    window, min_pdc, ..
+                } => {
                     horizon = horizon.max(window.to);
                     adherence = true;
+                    let len = window.to - window.from + 1;
+                    let need = (dec(min_pdc) * Decimal::from(len))
+                        .ceil()
+                        .to_i32()
+                        .unwrap_or(len);
+                    pdc.get_or_insert((window.from, len, need));
                 }
-                Rule::Persistence { window, max_gap_days, .. } => {
+                Rule::Persistence {
+                    window,
+                    max_gap_days,
+                    ..
+                } => {
                     horizon = horizon.max(window.to);
                     max_gap = *max_gap_days as Day;
                     adherence = true;
@@ -445,10 +525,17 @@ impl<'a> Builder<'a> {
                 _ => {}
             }
         }
+        let mut supplies: Vec<u32> = Vec::new();
         let rel: Vec<Day> = if adherence {
-            let p = self.rng.range(0, 6);
+            let p = self.rng.range(0, 8);
             let (label, v): (&str, Vec<Day>) = match p {
-                0 | 1 => ("regular", (0..).map(|j| 30 * j).take_while(|d| *d <= horizon).collect()),
+                0 | 1 => (
+                    "regular",
+                    (0..)
+                        .map(|j| 30 * j)
+                        .take_while(|d| *d <= horizon)
+                        .collect(),
+                ),
                 2 => ("early-refills-5", (0..5).map(|j| 20 * j).collect()),
                 3 => ("early-refills-4", (0..4).map(|j| 20 * j).collect()),
                 4 | 5 => {
@@ -461,9 +548,46 @@ impl<'a> Builder<'a> {
                     }
                     (if p == 4 { "gap-at-max" } else { "gap-over-max" }, v)
                 }
+                6 | 7 if pdc.is_some_and(|(from, _, need)| from == 0 && need > 31) => {
+                    // 30-day fills from the index, then one short fill that ends on the
+                    // window's last day: exactly the covered days needed (or one fewer)
+                    let (_, len, need) = pdc.unwrap_or((0, 0, 0));
+                    let short = if p == 6 { 0 } else { 1 };
+                    let full = (need - 1) / 30;
+                    let last = need - 30 * full - short;
+                    let mut v: Vec<Day> = (0..full).map(|j| 30 * j).collect();
+                    supplies = vec![30; v.len()];
+                    v.push(len - last);
+                    supplies.push(last as u32);
+                    (
+                        if p == 6 {
+                            "pdc-exactly-minimum"
+                        } else {
+                            "pdc-one-day-short"
+                        },
+                        v,
+                    )
+                }
                 _ => ("lapse", vec![0, 30]),
             };
             self.case.push(format!("fills:{label}"));
+            // adherence known by construction when its window has closed with no death
+            let adherence_met = match label {
+                "regular" | "pdc-exactly-minimum" => Some(true),
+                "lapse" | "pdc-one-day-short" => Some(false),
+                _ => None,
+            };
+            let member = self.intent.membership == Some(Some(Membership::Member));
+            if let (Some(met), None, true) = (adherence_met, self.death, member) {
+                for o in &self.ctx.rules.outcomes {
+                    if let Rule::Adherence { window, .. } = &o.rule {
+                        if window.from == 0 && self.ctx.today > index + window.to {
+                            let st = if met { Status::Met } else { Status::NotMet };
+                            self.intent.outcomes.push((o.id.clone(), st));
+                        }
+                    }
+                }
+            }
             v
         } else {
             let k = self.rng.range(1, i64::from(horizon / 30 + 2));
@@ -471,9 +595,10 @@ impl<'a> Builder<'a> {
             (0..k as Day).map(|j| 30 * j).collect()
         };
         let code = self.drug_code(&exposure);
-        for d in rel {
+        for (i, d) in rel.into_iter().enumerate() {
             if index + d <= self.cap {
-                self.add_exposure(Src::Dispense, index + d, code.clone(), 30, "completed");
+                let supply = supplies.get(i).copied().unwrap_or(30);
+                self.add_exposure(Src::Dispense, index + d, code.clone(), supply, "completed");
             }
         }
     }
@@ -611,7 +736,8 @@ impl<'a> Builder<'a> {
             NotIp::WrongSource => {
                 let src = self.other_source().unwrap_or(Src::Request);
                 self.add_exposure(src, nominal, code, 30, Self::done_status(src));
-                self.case.push(format!("not-in-ip:exposure-from-{}", src.name()));
+                self.case
+                    .push(format!("not-in-ip:exposure-from-{}", src.name()));
             }
         }
     }
@@ -644,13 +770,15 @@ impl<'a> Builder<'a> {
             }
             Nnu::Boundary => {
                 self.add_exposure(srcs[0], index - w, code, 30, Self::done_status(srcs[0]));
-                self.case.push("not-new-user:exposure-on-first-washout-day".into());
+                self.case
+                    .push("not-new-user:exposure-on-first-washout-day".into());
             }
             Nnu::OtherSource => {
                 let src = self.other_source().unwrap_or(Src::Request);
                 let d = index - self.rng.range(1, i64::from(w)) as Day;
                 self.add_exposure(src, d, code, 30, Self::done_status(src));
-                self.case.push(format!("not-new-user:washout-exposure-from-{}", src.name()));
+                self.case
+                    .push(format!("not-new-user:washout-exposure-from-{}", src.name()));
             }
         }
     }
@@ -663,17 +791,24 @@ impl<'a> Builder<'a> {
         let c = &ctx.rules.cohort;
         let force = match brk {
             Break::AgeYoung => c.age_min.map(|a| (a as i32 - 1, true)),
-            Break::AgeOld => c.age_max.map(|a| (a as i32 + 1 + self.rng.range(0, 1) as i32, false)),
+            Break::AgeOld => c
+                .age_max
+                .map(|a| (a as i32 + 1 + self.rng.range(0, 1) as i32, false)),
             _ => None,
         };
         self.base_patient(index, force);
         if brk == Break::Sex {
-            let g = if c.sex.as_deref() == Some("female") { "male" } else { "female" };
+            let g = if c.sex.as_deref() == Some("female") {
+                "male"
+            } else {
+                "female"
+            };
             self.m.patients[0].gender = Some(g);
         }
         self.index_exposure(index);
         self.eligibility(index, Some(brk));
-        self.case.push(format!("ineligible:{}", self.break_label(brk)));
+        self.case
+            .push(format!("ineligible:{}", self.break_label(brk)));
     }
 
     fn break_label(&self, b: Break) -> String {
@@ -691,10 +826,16 @@ impl<'a> Builder<'a> {
             Break::LabOld(i) => format!("lab-before-look-back({})", c.labs[i].lab),
             Break::LabUnusable(i) => format!("lab-unconvertible-unit({})", c.labs[i].lab),
             Break::FindingNone(i) => format!("no-finding({})", c.findings[i].observation),
-            Break::FindingWrong(i) => format!("finding-value-not-in-set({})", c.findings[i].observation),
-            Break::FindingOld(i) => format!("finding-before-look-back({})", c.findings[i].observation),
+            Break::FindingWrong(i) => {
+                format!("finding-value-not-in-set({})", c.findings[i].observation)
+            }
+            Break::FindingOld(i) => {
+                format!("finding-before-look-back({})", c.findings[i].observation)
+            }
             Break::TherapyNone(i) => format!("no-therapy({})", c.therapies[i].valueset),
-            Break::TherapyOld(i) => format!("therapy-before-look-back({})", c.therapies[i].valueset),
+            Break::TherapyOld(i) => {
+                format!("therapy-before-look-back({})", c.therapies[i].valueset)
+            }
             Break::CovNone => "no-coverage".into(),
             Break::CovOther => "coverage-other-payer".into(),
             Break::CovEnded => "coverage-ended-before-index".into(),
@@ -726,7 +867,12 @@ impl<'a> Builder<'a> {
                 .filter(|k| !avoid.iter().any(|a| ctx.in_set(a, k)))
                 .cloned()
                 .collect();
-            let code = self.rng.pick(&clean).or(codes.first()).cloned().unwrap_or_default();
+            let code = self
+                .rng
+                .pick(&clean)
+                .or(codes.first())
+                .cloned()
+                .unwrap_or_default();
             let mut onset = if !clean.is_empty() && self.rng.pct(10) {
                 index
             } else {
@@ -746,7 +892,11 @@ impl<'a> Builder<'a> {
             } else {
                 Some("active")
             };
-            let verification = if brk == Some(Break::DxRefuted(i)) { "refuted" } else { "confirmed" };
+            let verification = if brk == Some(Break::DxRefuted(i)) {
+                "refuted"
+            } else {
+                "confirmed"
+            };
             let recorded = !clean.is_empty() && self.rng.pct(10);
             let id = self.ids.next("cond");
             self.m.conds.push(Cond {
@@ -817,12 +967,25 @@ impl<'a> Builder<'a> {
             }
             let within = f.within_days as Day;
             let code = ctx.codes(&f.observation)[0].clone();
-            let yes = self.rng.pick(&ctx.codes(&f.value_in)).cloned().unwrap_or_default();
-            let value = if brk == Some(Break::FindingWrong(i)) { oracle::unused(&yes) } else { yes };
+            let yes = self
+                .rng
+                .pick(&ctx.codes(&f.value_in))
+                .cloned()
+                .unwrap_or_default();
+            let value = if brk == Some(Break::FindingWrong(i)) {
+                oracle::unused(&yes)
+            } else {
+                yes
+            };
             let day = if brk == Some(Break::FindingOld(i)) {
                 index - within - 1 - self.rng.range(0, 60) as Day
             } else {
-                index - self.rng.range(0, i64::from(within)) as Day
+                index
+                    - if self.rng.pct(12) {
+                        within
+                    } else {
+                        self.rng.range(0, i64::from(within)) as Day
+                    }
             };
             let id = self.ids.next("obs");
             self.m.coded.push(Coded {
@@ -846,7 +1009,12 @@ impl<'a> Builder<'a> {
             let day = if brk == Some(Break::TherapyOld(i)) {
                 index - within - 1 - self.rng.range(0, 60) as Day
             } else {
-                index - self.rng.range(0, i64::from(within)) as Day
+                index
+                    - if self.rng.pct(12) {
+                        within
+                    } else {
+                        self.rng.range(0, i64::from(within)) as Day
+                    }
             };
             self.add_exposure(Src::Dispense, day, code.clone(), 90, "completed");
             if self.rng.pct(40) {
@@ -863,7 +1031,14 @@ impl<'a> Builder<'a> {
             let mut end = if self.rng.pct(50) {
                 None
             } else {
-                Some(index + self.rng.range(30, 900) as Day)
+                Some(
+                    index
+                        + if self.rng.pct(8) {
+                            0
+                        } else {
+                            self.rng.range(30, 900) as Day
+                        },
+                )
             };
             let mut payor = ctx.payer_ref.clone();
             let mut status = "active";
@@ -896,8 +1071,7 @@ impl<'a> Builder<'a> {
 
     fn leaves(&self) -> Vec<&'a OutcomeDef> {
         let ctx: &'a Ctx = self.ctx;
-        ctx
-            .rules
+        ctx.rules
             .outcomes
             .iter()
             .filter(|o| !matches!(o.rule, Rule::All { .. } | Rule::Any { .. }))
@@ -916,8 +1090,16 @@ impl<'a> Builder<'a> {
         let (is, ie) = self.ctx.intake;
         let today = self.ctx.today;
         let hi = ie.min(today);
+        if self.rng.pct(4) {
+            self.case.push("index-on-intake-start".into());
+            return is;
+        }
         let leaves = self.leaves();
-        let to = self.rng.pick(&leaves).map(|o| Self::rel_end(o)).unwrap_or(0);
+        let to = self
+            .rng
+            .pick(&leaves)
+            .map(|o| Self::rel_end(o))
+            .unwrap_or(0);
         let r = self.rng.range(0, 99);
         let (lo2, hi2) = if r < 35 {
             (is, hi.min(today - to - 1))
@@ -946,13 +1128,19 @@ impl<'a> Builder<'a> {
             Special::Death => {
                 let o = *self.rng.pick(&leaves).unwrap_or(&leaves[0]);
                 let end = index + Self::rel_end(o);
-                let max_end = leaves.iter().map(|o| index + Self::rel_end(o)).max().unwrap_or(index);
+                let max_end = leaves
+                    .iter()
+                    .map(|o| index + Self::rel_end(o))
+                    .max()
+                    .unwrap_or(index);
                 let dd = if self.rng.pct(20) && max_end < today {
                     self.case.push("died-after-every-window".into());
                     self.rng.range(i64::from(max_end + 1), i64::from(today)) as Day
                 } else {
                     self.case.push(format!("died-by-end-of({})", o.id));
-                    self.rng.range(i64::from(index + 1), i64::from(end.min(today))) as Day
+                    self.rng
+                        .range(i64::from(index + 1), i64::from(end.min(today)))
+                        as Day
                 };
                 if dd > index && dd <= today {
                     self.death = Some(dd);
@@ -983,9 +1171,23 @@ impl<'a> Builder<'a> {
         self.washout_variant(index);
         if special == Special::ExclusionDx {
             self.exclusion_dx(index);
+            let onset = self.excluded_from.flatten();
+            let ctx = self.ctx;
+            for (id, st) in self.intent.outcomes.iter_mut() {
+                let end = ctx
+                    .rules
+                    .outcomes
+                    .iter()
+                    .find(|o| &o.id == id)
+                    .map(|o| index + Self::rel_end(o));
+                if end.is_some_and(|e| onset.is_none_or(|d| d <= e)) {
+                    *st = Status::Excluded;
+                }
+            }
         }
         if special == Special::Switch {
             self.switch(index);
+            self.intent.outcomes.clear();
         }
         for o in leaves {
             if special == Special::DeathUnknown {
@@ -1000,7 +1202,9 @@ impl<'a> Builder<'a> {
     }
 
     fn washout_variant(&mut self, index: Day) {
-        let Some(w) = self.ctx.rules.cohort.washout_days else { return };
+        let Some(w) = self.ctx.rules.cohort.washout_days else {
+            return;
+        };
         let w = w as Day;
         let (is, _) = self.ctx.intake;
         let exposure = self.ctx.rules.cohort.exposure.clone();
@@ -1027,14 +1231,22 @@ impl<'a> Builder<'a> {
         let ctx = self.ctx;
         let set = &ctx.rules.exclusions.diagnoses[0];
         let code = ctx.codes(set)[0].clone();
-        let ends: Vec<Day> = self.leaves().iter().map(|o| index + Self::rel_end(o)).collect();
+        let ends: Vec<Day> = self
+            .leaves()
+            .iter()
+            .map(|o| index + Self::rel_end(o))
+            .collect();
         let first_end = ends.iter().copied().min().unwrap_or(index);
         let last_end = ends.iter().copied().max().unwrap_or(index);
         let r = self.rng.range(0, 3);
         let (onset, label) = match r {
             0 => (Some(index - self.rng.range(1, 300) as Day), "before-index"),
             1 if index + 1 <= first_end.min(self.cap) => (
-                Some(self.rng.range(i64::from(index + 1), i64::from(first_end.min(self.cap))) as Day),
+                Some(
+                    self.rng
+                        .range(i64::from(index + 1), i64::from(first_end.min(self.cap)))
+                        as Day,
+                ),
                 "in-follow-up",
             ),
             2 if last_end < self.cap => (
@@ -1065,7 +1277,10 @@ impl<'a> Builder<'a> {
         }
         let set = &ctx.rules.exclusions.switches[0];
         let code = ctx.codes(set)[0].clone();
-        let s = self.rng.range(i64::from(index + 1), i64::from((index + 60).min(self.cap))) as Day;
+        let s = self
+            .rng
+            .range(i64::from(index + 1), i64::from((index + 60).min(self.cap)))
+            as Day;
         let exposure = ctx.rules.cohort.exposure.clone();
         self.m
             .exposures
@@ -1210,7 +1425,11 @@ impl<'a> Builder<'a> {
             let cmp = c.value.clone();
             return self.meeting(lab, &cmp, false);
         }
-        let unit = ctx.labs.get(lab).map(|l| l.unit.clone()).unwrap_or_default();
+        let unit = ctx
+            .labs
+            .get(lab)
+            .map(|l| l.unit.clone())
+            .unwrap_or_default();
         match unit.as_str() {
             "%" => Decimal::new(self.rng.range(70, 100), 1),
             "mg/dL" => Decimal::from(self.rng.range(100, 190)),
@@ -1221,17 +1440,28 @@ impl<'a> Builder<'a> {
 
     /// A result of `lab` with `value` in the lab's unit; `alt`: may be sent in the analyte's
     /// other unit (HbA1c mmol/mol, LDL mmol/L) when that keeps it clearly on the same side.
-    fn add_lab(&mut self, lab: &str, day: Day, tz: Tz, value: Decimal, status: &'static str, alt: bool) -> usize {
+    fn add_lab(
+        &mut self,
+        lab: &str,
+        day: Day,
+        tz: Tz,
+        value: Decimal,
+        status: &'static str,
+        alt: bool,
+    ) -> usize {
         let info = self.ctx.labs[lab].clone();
         let mut code = self.rng.pick(&info.codes).cloned().unwrap_or_default();
         let mut sent = (value, info.unit.clone());
         if alt && self.rng.pct(20) {
             let other = match (info.analyte, info.unit.as_str()) {
                 (Some(Analyte::HbA1c), "%") => {
-                    let ifcc = ((value - Decimal::new(2152, 3)) / Decimal::new(9148, 5)).round_dp(1);
+                    let ifcc =
+                        ((value - Decimal::new(2152, 3)) / Decimal::new(9148, 5)).round_dp(1);
                     Some((ifcc, "mmol/mol"))
                 }
-                (Some(Analyte::Ldl), "mg/dL") => Some(((value / Decimal::new(3867, 2)).round_dp(2), "mmol/L")),
+                (Some(Analyte::Ldl), "mg/dL") => {
+                    Some(((value / Decimal::new(3867, 2)).round_dp(2), "mmol/L"))
+                }
                 _ => None,
             };
             if let (Some((v, u)), Some(ac)) = (other, self.rng.pick(&info.analyte_codes).cloned()) {
@@ -1269,13 +1499,28 @@ impl<'a> Builder<'a> {
             .labs
             .iter()
             .filter(|l| self.ctx.in_set(set, &l.code) && l.day >= from && l.day <= to)
-            .filter(|l| matches!(l.status, "final" | "amended" | "corrected") && l.identifier.is_none())
+            .filter(|l| {
+                matches!(l.status, "final" | "amended" | "corrected") && l.identifier.is_none()
+            })
             .filter_map(|l| {
-                let a = if l.code.0 == "http://loinc.org" { units::analyte(&l.code.1) } else { None };
-                units::convert(a, &l.unit, l.value, &info.unit).map(|v| (model::instant(l.day, l.tz), v))
+                let a = if l.code.0 == "http://loinc.org" {
+                    units::analyte(&l.code.1)
+                } else {
+                    None
+                };
+                units::convert(a, &l.unit, l.value, &info.unit)
+                    .map(|v| (model::instant(l.day, l.tz), v))
             })
             .max_by_key(|x| x.0)
             .map(|x| x.1)
+    }
+
+    /// A day after the death, in the window ending `b` and not after the evaluation day: data
+    /// there must not count.
+    fn after_death(&mut self, a: Day, b: Day) -> Option<Day> {
+        let lo = (self.death? + 1).max(a);
+        let hi = b.min(self.ctx.today);
+        (lo <= hi && self.rng.pct(30)).then(|| self.rng.range(i64::from(lo), i64::from(hi)) as Day)
     }
 
     fn hour(&mut self) -> Tz {
@@ -1364,7 +1609,12 @@ impl<'a> Builder<'a> {
         }
         let target = *self.rng.pick(&reach).unwrap_or(&none_status);
         let label = match &o.rule {
-            Rule::LabTarget { lab, pick, target: cmp, .. } => {
+            Rule::LabTarget {
+                lab,
+                pick,
+                target: cmp,
+                ..
+            } => {
                 let (lab, pick, cmp) = (lab.clone(), *pick, cmp.clone());
                 let t = dec(&cmp.value);
                 self.lab_outcome(&lab, a, b, pick, target, |me, met| {
@@ -1388,12 +1638,20 @@ impl<'a> Builder<'a> {
                 let (bs, be) = (index + baseline.from, (index + baseline.to).min(self.cap));
                 let existing = self.latest_value(&lab, bs, be);
                 let mut parts = Vec::new();
-                let left_empty = self.no_baseline.iter().any(|(l, x, y)| *l == lab && *x <= be && bs <= *y);
-                let need_base = !left_empty && (matches!(target, Status::Met | Status::NotMet) || self.rng.pct(70));
+                let left_empty = self
+                    .no_baseline
+                    .iter()
+                    .any(|(l, x, y)| *l == lab && *x <= be && bs <= *y);
+                let need_base = !left_empty
+                    && (matches!(target, Status::Met | Status::NotMet) || self.rng.pct(70));
                 let base = match existing {
                     Some(v) => Some(v),
                     None if need_base && be >= bs => {
-                        let d = if self.rng.pct(20) { be } else { self.rng.range(i64::from(bs), i64::from(be)) as Day };
+                        let d = if self.rng.pct(20) {
+                            be
+                        } else {
+                            self.rng.range(i64::from(bs), i64::from(be)) as Day
+                        };
                         if self.rng.pct(30) && d > bs {
                             // an older baseline value: the latest decides
                             let d0 = self.rng.range(i64::from(bs), i64::from(d - 1)) as Day;
@@ -1402,7 +1660,11 @@ impl<'a> Builder<'a> {
                             parts.push("two-baselines");
                         }
                         let v = self.typical(&lab);
-                        let v = if change == Change::Relative && self.rng.pct(50) { v.round_dp(0).max(Decimal::ONE) } else { v };
+                        let v = if change == Change::Relative && self.rng.pct(50) {
+                            v.round_dp(0).max(Decimal::ONE)
+                        } else {
+                            v
+                        };
                         let tz = self.hour();
                         self.add_lab(&lab, d, tz, v, "final", false);
                         Some(v)
@@ -1432,7 +1694,8 @@ impl<'a> Builder<'a> {
                             parts.push("follow-up-only");
                             // a later outcome on this lab must not add a baseline either
                         }
-                        self.case.push(format!("{}={}/{}", o.id, t.code(), parts.join("+")));
+                        self.case
+                            .push(format!("{}={}/{}", o.id, t.code(), parts.join("+")));
                         return;
                     }
                     Some(b0) => {
@@ -1448,7 +1711,9 @@ impl<'a> Builder<'a> {
                             };
                             let f = match change {
                                 Change::Absolute => b0 + c,
-                                Change::Relative => (b0 * (Decimal::from(100) + c) / Decimal::from(100)).round_dp(dp + 2),
+                                Change::Relative => (b0 * (Decimal::from(100) + c)
+                                    / Decimal::from(100))
+                                .round_dp(dp + 2),
                             };
                             if f <= Decimal::ZERO {
                                 (step(dp), false)
@@ -1490,7 +1755,8 @@ impl<'a> Builder<'a> {
             _ => return,
         };
         self.intent.outcomes.push((o.id.clone(), target));
-        self.case.push(format!("{}={}/{label}", o.id, target.code()));
+        self.case
+            .push(format!("{}={}/{label}", o.id, target.code()));
     }
 
     /// Values of a numeric outcome in [a, b] for `target`; `value(me, met)` makes a follow-up
@@ -1518,11 +1784,18 @@ impl<'a> Builder<'a> {
                     _ => 3,
                 }
                 .min(span);
-                let k = if pick == Pick::Mean && k == 2 { 3.min(span) } else { k };
+                let k = if pick == Pick::Mean && k == 2 {
+                    3.min(span)
+                } else {
+                    k
+                };
                 let mut ds = self.days_in(a, e, k);
                 // boundary days
                 let boundary = self.rng.range(0, 99);
-                let decisive_at_end = matches!(pick, Pick::Latest | Pick::Lowest | Pick::Highest | Pick::Mean);
+                let decisive_at_end = matches!(
+                    pick,
+                    Pick::Latest | Pick::Lowest | Pick::Highest | Pick::Mean
+                );
                 let mut tz_last = None;
                 if boundary < 15 {
                     if decisive_at_end && e == b {
@@ -1560,9 +1833,12 @@ impl<'a> Builder<'a> {
                         continue;
                     }
                     let v = match pick {
-                        Pick::Lowest => decisive + step(self.lab_dp(lab)) * Decimal::from(self.rng.range(1, 20)),
+                        Pick::Lowest => {
+                            decisive + step(self.lab_dp(lab)) * Decimal::from(self.rng.range(1, 20))
+                        }
                         Pick::Highest => {
-                            let v = decisive - step(self.lab_dp(lab)) * Decimal::from(self.rng.range(1, 20));
+                            let v = decisive
+                                - step(self.lab_dp(lab)) * Decimal::from(self.rng.range(1, 20));
                             self.positive(lab, v).min(decisive)
                         }
                         Pick::Mean => decisive,
@@ -1579,11 +1855,23 @@ impl<'a> Builder<'a> {
                 let mut oi = others.into_iter();
                 let exact_boundary = !parts.is_empty();
                 for (i, d) in ds.iter().enumerate() {
-                    let tz = if i == n - 1 && tz_last.is_some() { Tz::Late } else { self.hour() };
+                    let tz = if i == n - 1 && tz_last.is_some() {
+                        Tz::Late
+                    } else {
+                        self.hour()
+                    };
                     if i == pos {
-                        decisive_item = self.add_lab(lab, *d, tz, decisive, "final", decisive_alt && !exact_boundary);
+                        decisive_item = self.add_lab(
+                            lab,
+                            *d,
+                            tz,
+                            decisive,
+                            "final",
+                            decisive_alt && !exact_boundary,
+                        );
                     } else if let Some(v) = oi.next() {
-                        self.add_lab(lab, *d, tz, v, "final", true);
+                        // a mean must not move through unit rounding
+                        self.add_lab(lab, *d, tz, v, "final", pick != Pick::Mean);
                     }
                 }
                 if n > 1 {
@@ -1666,6 +1954,12 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
+                if let Some(d) = self.after_death(a, b) {
+                    let v = value(self, true).0;
+                    let tz = self.hour();
+                    self.add_lab(lab, d, tz, v, "final", true);
+                    parts.push("value-after-death".into());
+                }
             }
             Status::Pending => {
                 let hi = e.min(today);
@@ -1697,7 +1991,7 @@ impl<'a> Builder<'a> {
         if b + 1 <= self.cap && b + 1 <= today {
             if self.rng.pct(50) {
                 self.add_lab(lab, b + 1, Tz::Early, v, "final", false);
-                parts.push("day-after-window-tz+14-utc-last-day".into());
+                parts.push("day-after-window-tz-plus14-utc-last-day".into());
             } else {
                 let tz = self.hour();
                 self.add_lab(lab, b + 1, tz, v, "final", true);
@@ -1743,7 +2037,16 @@ impl<'a> Builder<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn add_event(&mut self, source: crate::contracts::rules::EventSource, set: &str, classes: &[String], day: Day, tz: Tz, class: Option<&str>, status: &'static str) {
+    fn add_event(
+        &mut self,
+        source: crate::contracts::rules::EventSource,
+        set: &str,
+        classes: &[String],
+        day: Day,
+        tz: Tz,
+        class: Option<&str>,
+        status: &'static str,
+    ) {
         use crate::contracts::rules::EventSource;
         let code = self.event_code(set);
         match source {
@@ -1829,7 +2132,10 @@ impl<'a> Builder<'a> {
                 .collect();
             oracle::coverage(&fills, true, true, g)
         });
-        let on = |d: Day| iv.as_ref().is_none_or(|iv| iv.iter().any(|(x, y)| *x <= d && d <= *y));
+        let on = |d: Day| {
+            iv.as_ref()
+                .is_none_or(|iv| iv.iter().any(|(x, y)| *x <= d && d <= *y))
+        };
         let candidates: Vec<Day> = (a..=e).filter(|d| on(*d)).collect();
         let counting = if target == Status::NotMet {
             (max + 1 + u32::from(self.rng.pct(30))) as usize
@@ -1859,7 +2165,12 @@ impl<'a> Builder<'a> {
             }
         }
         for d in &chosen {
-            let tz = if *d == b && b < today && !died_in && source == EventSource::Encounter && self.rng.pct(40) {
+            let tz = if *d == b
+                && b < today
+                && !died_in
+                && source == EventSource::Encounter
+                && self.rng.pct(40)
+            {
                 parts.push("tz-late-on-last-day".into());
                 Tz::Late
             } else {
@@ -1868,6 +2179,24 @@ impl<'a> Builder<'a> {
             self.add_event(source, set, classes, *d, tz, None, "finished");
         }
         parts.push(format!("{}-events", chosen.len()));
+        if target == Status::Excluded {
+            // events after the death do not count
+            let k = max as usize + 1;
+            let mut after: Vec<Day> = Vec::new();
+            for _ in 0..k {
+                if let Some(d) = self.after_death(a, b) {
+                    if on(d) && !after.contains(&d) {
+                        after.push(d);
+                    }
+                }
+            }
+            if after.len() == k {
+                for d in after {
+                    self.add_event(source, set, classes, d, Tz::Z(12), None, "finished");
+                }
+                parts.push("events-after-death".into());
+            }
+        }
         // events that must not count
         if self.rng.pct(25) && a - 1 <= self.cap {
             self.add_event(source, set, classes, a - 1, Tz::Z(12), None, "finished");
@@ -1880,7 +2209,10 @@ impl<'a> Builder<'a> {
         if source == EventSource::Encounter && e >= a {
             if !classes.is_empty() && self.rng.pct(20) {
                 let d = self.rng.range(i64::from(a), i64::from(e)) as Day;
-                let other = ["AMB", "HH", "VR"].into_iter().find(|c| !classes.iter().any(|x| x == c)).unwrap_or("AMB");
+                let other = ["AMB", "HH", "VR"]
+                    .into_iter()
+                    .find(|c| !classes.iter().any(|x| x == c))
+                    .unwrap_or("AMB");
                 self.add_event(source, set, classes, d, Tz::Z(9), Some(other), "finished");
                 parts.push(format!("{other}-encounter-not-counted"));
             }
@@ -1890,7 +2222,9 @@ impl<'a> Builder<'a> {
                 parts.push("cancelled-encounter".into());
             }
             if let Some(iv) = iv.as_ref() {
-                let off: Vec<Day> = (a..=e).filter(|d| !iv.iter().any(|(x, y)| x <= d && d <= y)).collect();
+                let off: Vec<Day> = (a..=e)
+                    .filter(|d| !iv.iter().any(|(x, y)| x <= d && d <= y))
+                    .collect();
                 if !off.is_empty() && self.rng.pct(50) {
                     let y_last = iv.iter().map(|(_, y)| *y).max().unwrap_or(a);
                     let d = if off.contains(&(y_last + 1)) && self.rng.pct(40) {
@@ -1907,7 +2241,15 @@ impl<'a> Builder<'a> {
         parts.join("+")
     }
 
-    fn coded_outcome(&mut self, obs: &str, resp: &str, pick: Pick, a: Day, b: Day, target: Status) -> String {
+    fn coded_outcome(
+        &mut self,
+        obs: &str,
+        resp: &str,
+        pick: Pick,
+        a: Day,
+        b: Day,
+        target: Status,
+    ) -> String {
         let ctx = self.ctx;
         let today = self.ctx.today;
         let e = b.min(self.cap);
@@ -1965,7 +2307,11 @@ impl<'a> Builder<'a> {
                     parts.push(format!("{n}-assessments"));
                 }
                 if self.rng.pct(12) {
-                    let prior = if met { no.clone() } else { yes_codes[0].clone() };
+                    let prior = if met {
+                        no.clone()
+                    } else {
+                        yes_codes[0].clone()
+                    };
                     let it = &mut self.m.coded[decisive];
                     it.prior = Some(prior);
                     it.status = "amended";
@@ -2002,6 +2348,10 @@ impl<'a> Builder<'a> {
             }
             Status::MissingData | Status::Excluded => {
                 parts.push("no-assessment".into());
+                if let Some(d) = self.after_death(a, b) {
+                    add(self, d, true, "final");
+                    parts.push("assessment-after-death".into());
+                }
                 if self.rng.pct(25) && e >= a {
                     let d = self.rng.range(i64::from(a), i64::from(e)) as Day;
                     add(self, d, true, "entered-in-error");
@@ -2018,7 +2368,7 @@ impl<'a> Builder<'a> {
             let k = add(self, b + 1, true, "final");
             if self.rng.pct(50) {
                 self.m.coded[k].tz = Tz::Early;
-                parts.push("day-after-window-tz+14".into());
+                parts.push("day-after-window-tz-plus14".into());
             } else {
                 parts.push("day-after-window".into());
             }

@@ -19,7 +19,12 @@ fn catalog() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .expect("dir")
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(String::from))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".toml"))
+                .map(String::from)
+        })
         .collect();
     v.sort();
     v
@@ -29,14 +34,32 @@ fn catalog() -> Vec<String> {
 fn same_seed_same_output() {
     let r = rules("januvia-aetna");
     let a: Vec<String> = generate(&r, 80, 7, today())
-        .map(|(b, e)| format!("{}\n{}", serde_json::to_string(&b).unwrap_or_default(), e.to_json()))
+        .map(|(b, e)| {
+            format!(
+                "{}\n{}",
+                serde_json::to_string(&b).unwrap_or_default(),
+                e.to_json()
+            )
+        })
         .collect();
     let b: Vec<String> = generate(&r, 80, 7, today())
-        .map(|(b, e)| format!("{}\n{}", serde_json::to_string(&b).unwrap_or_default(), e.to_json()))
+        .map(|(b, e)| {
+            format!(
+                "{}\n{}",
+                serde_json::to_string(&b).unwrap_or_default(),
+                e.to_json()
+            )
+        })
         .collect();
     assert_eq!(a, b);
     let c: Vec<String> = generate(&r, 80, 8, today())
-        .map(|(b, e)| format!("{}\n{}", serde_json::to_string(&b).unwrap_or_default(), e.to_json()))
+        .map(|(b, e)| {
+            format!(
+                "{}\n{}",
+                serde_json::to_string(&b).unwrap_or_default(),
+                e.to_json()
+            )
+        })
         .collect();
     assert_ne!(a, c, "another seed gives another population");
 }
@@ -57,7 +80,13 @@ fn bundles_are_transactions_with_unique_valid_ids() {
                 let r = &e["resource"];
                 let t = r["resourceType"].as_str().expect("type");
                 let id = r["id"].as_str().expect("id");
-                assert!(id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'), "{id}");
+                assert!(
+                    id.len() <= 64
+                        && id
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+                    "{id}"
+                );
                 assert_eq!(e["request"]["method"], "PUT");
                 assert_eq!(e["request"]["url"], format!("{t}/{id}"));
                 if t == "Organization" {
@@ -79,13 +108,28 @@ fn januvia_500_has_every_status() {
     let r = rules("januvia-aetna");
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (_, e) in generate(&r, 500, 1, today()) {
-        *seen.entry(e.membership.clone().unwrap_or_else(|| "none".into())).or_default() += 1;
+        *seen
+            .entry(e.membership.clone().unwrap_or_else(|| "none".into()))
+            .or_default() += 1;
         for s in e.outcomes.values() {
             *seen.entry(s.clone()).or_default() += 1;
         }
     }
-    for k in ["none", "not-new-user", "ineligible", "member", "met", "not-met", "pending", "missing-data", "excluded"] {
-        assert!(seen.get(k).copied().unwrap_or(0) > 0, "{k} missing: {seen:?}");
+    for k in [
+        "none",
+        "not-new-user",
+        "ineligible",
+        "member",
+        "met",
+        "not-met",
+        "pending",
+        "missing-data",
+        "excluded",
+    ] {
+        assert!(
+            seen.get(k).copied().unwrap_or(0) > 0,
+            "{k} missing: {seen:?}"
+        );
     }
 }
 
@@ -108,7 +152,10 @@ fn every_contract_every_kind_and_intent_holds() {
                 checked += 1;
                 if m.map(|m| m.code().to_string()) != e.membership {
                     wrong += 1;
-                    report.push(format!("{name} {}: membership meant {:?} got {:?} ({})", e.person, m, e.membership, e.case));
+                    report.push(format!(
+                        "{name} {}: membership meant {:?} got {:?} ({})",
+                        e.person, m, e.membership, e.case
+                    ));
                     continue;
                 }
             }
@@ -116,7 +163,13 @@ fn every_contract_every_kind_and_intent_holds() {
                 checked += 1;
                 if e.outcomes.get(o).map(String::as_str) != Some(s.code()) {
                     wrong += 1;
-                    report.push(format!("{name} {}: {o} meant {} got {:?} ({})", e.person, s.code(), e.outcomes.get(o), e.case));
+                    report.push(format!(
+                        "{name} {}: {o} meant {} got {:?} ({})",
+                        e.person,
+                        s.code(),
+                        e.outcomes.get(o),
+                        e.case
+                    ));
                 }
             }
         }
