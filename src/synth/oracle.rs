@@ -358,8 +358,7 @@ impl<'a> Judge<'a> {
             let lo = index - l.within_days as Day;
             let latest = self.labs[&l.lab]
                 .iter()
-                .filter(|v| v.day >= lo && v.day <= index)
-                .last();
+                .rfind(|v| v.day >= lo && v.day <= index);
             if !latest.is_some_and(|v| holds(&l.value, v.value)) {
                 return Ok(false);
             }
@@ -737,7 +736,7 @@ impl<'a> Judge<'a> {
             .iter()
             .filter(|e| {
                 !matches!(e.status, "cancelled" | "planned" | "entered-in-error")
-                    && (classes.is_empty() || classes.iter().any(|c| *c == e.class))
+                    && (classes.is_empty() || classes.contains(&e.class))
                     && (e.reason.as_ref().is_some_and(|r| ctx.in_set(set, r))
                         || e.cond.as_deref().is_some_and(cond_in_set))
             })

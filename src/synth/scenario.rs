@@ -248,7 +248,9 @@ fn choose(ctx: &Ctx, slot: u64, round: usize, attempt: u64, rng: &mut Rng) -> Ki
         7 => Kind::Member(Special::Split),
         8 if !ctx.rules.exclusions.diagnoses.is_empty() => Kind::Member(Special::ExclusionDx),
         9 if !ctx.rules.exclusions.switches.is_empty() => Kind::Member(Special::Switch),
-        9 | 13 if has_survival(ctx) && round % 2 == 0 => Kind::Member(Special::DeathUnknown),
+        9 | 13 if has_survival(ctx) && round.is_multiple_of(2) => {
+            Kind::Member(Special::DeathUnknown)
+        }
         10 => Kind::Member(Special::Link),
         _ => Kind::Member(Special::None),
     }
@@ -1241,7 +1243,7 @@ impl<'a> Builder<'a> {
         let r = self.rng.range(0, 3);
         let (onset, label) = match r {
             0 => (Some(index - self.rng.range(1, 300) as Day), "before-index"),
-            1 if index + 1 <= first_end.min(self.cap) => (
+            1 if index < first_end.min(self.cap) => (
                 Some(
                     self.rng
                         .range(i64::from(index + 1), i64::from(first_end.min(self.cap)))
@@ -1988,7 +1990,7 @@ impl<'a> Builder<'a> {
             self.add_lab(lab, a - 1, tz, v, "final", true);
             parts.push("day-before-window".into());
         }
-        if b + 1 <= self.cap && b + 1 <= today {
+        if b < self.cap && b < today {
             if self.rng.pct(50) {
                 self.add_lab(lab, b + 1, Tz::Early, v, "final", false);
                 parts.push("day-after-window-tz-plus14-utc-last-day".into());
@@ -2146,7 +2148,7 @@ impl<'a> Builder<'a> {
         let mut chosen: Vec<Day> = Vec::new();
         // on therapy: sometimes the last day of the grace period
         if let (Some(iv), true) = (iv.as_ref(), counting > 0 && self.rng.pct(20)) {
-            if let Some((_, y)) = iv.iter().filter(|(_, y)| *y >= a && *y <= e).last() {
+            if let Some((_, y)) = iv.iter().rfind(|(_, y)| *y >= a && *y <= e) {
                 chosen.push(*y);
                 parts.push("on-last-grace-day".into());
             }
@@ -2202,7 +2204,7 @@ impl<'a> Builder<'a> {
             self.add_event(source, set, classes, a - 1, Tz::Z(12), None, "finished");
             parts.push("event-day-before-window".into());
         }
-        if self.rng.pct(25) && b + 1 <= self.cap && b + 1 <= today {
+        if self.rng.pct(25) && b < self.cap && b < today {
             self.add_event(source, set, classes, b + 1, Tz::Z(12), None, "finished");
             parts.push("event-day-after-window".into());
         }
@@ -2364,7 +2366,7 @@ impl<'a> Builder<'a> {
             add(self, a - 1, true, "final");
             parts.push("day-before-window".into());
         }
-        if self.rng.pct(20) && b + 1 <= self.cap && b + 1 <= today {
+        if self.rng.pct(20) && b < self.cap && b < today {
             let k = add(self, b + 1, true, "final");
             if self.rng.pct(50) {
                 self.m.coded[k].tz = Tz::Early;
