@@ -9,6 +9,9 @@ use serde_json::Value;
 use vbc_server::engine::result::PersonResult;
 use vbc_server::engine::{days, AsOf, Engine, Ingested};
 
+/// One write: type, id, resource JSON (None for a delete).
+type Write = (String, String, Option<Vec<u8>>);
+
 /// A small deterministic generator for the interleavings (splitmix64).
 struct Mix(u64);
 
@@ -44,10 +47,7 @@ fn contracts() -> Vec<(String, String)> {
 }
 
 /// Writes of one patient's bundles, in order, with version numbers.
-fn writes_of(
-    bundles: &[Value],
-    versions: &mut HashMap<(String, String), u64>,
-) -> Vec<(String, String, Option<Vec<u8>>)> {
+fn writes_of(bundles: &[Value], versions: &mut HashMap<(String, String), u64>) -> Vec<Write> {
     let mut out = Vec::new();
     for b in bundles {
         for e in b["entry"].as_array().into_iter().flatten() {
@@ -106,7 +106,7 @@ struct Engine2 {
 }
 
 impl Engine2 {
-    fn apply(&mut self, w: &(String, String, Option<Vec<u8>>)) {
+    fn apply(&mut self, w: &Write) {
         self.clock += 1;
         let v = self.versions.entry((w.0.clone(), w.1.clone())).or_insert(0);
         *v += 1;
@@ -185,7 +185,7 @@ fn incremental_equals_full_under_random_interleavings_updates_and_deletes() {
         let population: Vec<_> =
             vbc_server::synth::generate(&e.rules.clone(), 150, 5 + i as u64, today).collect();
         let mut versions = HashMap::new();
-        let mut queues: Vec<Vec<(String, String, Option<Vec<u8>>)>> = population
+        let mut queues: Vec<Vec<Write>> = population
             .iter()
             .map(|(b, _)| writes_of(b, &mut versions))
             .collect();
@@ -193,7 +193,7 @@ fn incremental_equals_full_under_random_interleavings_updates_and_deletes() {
             q.reverse();
         }
         let mut mix = Mix(0xC0FFEE + i as u64);
-        let mut written: Vec<(String, String, Option<Vec<u8>>)> = Vec::new();
+        let mut written: Vec<Write> = Vec::new();
         // interleave patients' writes (each patient's own order kept), and now and then delete
         // or re-send something already written, or flip a result to entered-in-error
         while queues.iter().any(|q| !q.is_empty()) {

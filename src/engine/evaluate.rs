@@ -55,7 +55,7 @@ pub struct View<'a> {
     /// Patient records.
     pub demographics: Vec<Item<'a, PatientFact>>,
     /// Exposures with their resolved medication codes.
-    pub exposures: Vec<(Item<'a, ExposureFact>, Vec<Code>)>,
+    pub exposures: Vec<(Item<'a, ExposureFact>, &'a [Code])>,
     /// Observations.
     pub observations: Vec<Item<'a, ObservationFact>>,
     /// Conditions.

@@ -54,6 +54,15 @@ impl Identity {
 
     /// Every patient linked to `patient` (itself included), sorted.
     pub fn component(&self, patient: &Arc<str>) -> Vec<Arc<str>> {
+        // the common case: a record that shares no key with another
+        if let Some(keys) = self.keys_of.get(patient) {
+            if keys
+                .iter()
+                .all(|k| self.by_key.get(k).is_none_or(|s| s.len() <= 1))
+            {
+                return vec![patient.clone()];
+            }
+        }
         let mut seen: FxHashSet<Arc<str>> = FxHashSet::default();
         let mut queue = VecDeque::from([patient.clone()]);
         seen.insert(patient.clone());

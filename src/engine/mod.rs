@@ -515,10 +515,10 @@ fn view<'a>(
                 Fact::Exposure(e) => {
                     let codes = match &e.medication {
                         Some(m) => match tl.fact("Medication", m, as_of) {
-                            Some((_, Fact::Medication(mf))) => mf.codes.clone(),
-                            _ => Vec::new(),
+                            Some((_, Fact::Medication(mf))) => mf.codes.as_slice(),
+                            _ => &[],
                         },
-                        None => e.codes.clone(),
+                        None => e.codes.as_slice(),
                     };
                     v.exposures.push((
                         Item {
