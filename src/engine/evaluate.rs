@@ -446,7 +446,8 @@ fn decided(status: Status, reason: String) -> OutcomeResult {
     }
 }
 
-fn rule_text(rule: &Rule) -> String {
+/// The rule of an outcome in words (computed once per contract by the plan).
+pub fn rule_text(rule: &Rule) -> String {
     match rule {
         Rule::LabTarget { lab, window, pick, target } => {
             format!("lab-target: {pick:?} {lab} in days {}..{} {}", window.from, window.to, target.text).to_lowercase()
@@ -564,7 +565,7 @@ fn outcome(
         }
     };
     r.id = o.id.clone();
-    r.rule = rule_text(&o.rule);
+    r.rule = plan.rule_text(&o.id).to_string();
     r
 }
 

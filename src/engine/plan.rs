@@ -22,6 +22,7 @@ pub struct Plan {
     sets: FxHashMap<String, CodeSet>,
     classes: FxHashMap<String, CodeSet>,
     analytes: FxHashMap<String, Option<Analyte>>,
+    rule_texts: FxHashMap<String, String>,
     /// Intake period.
     pub intake: (Day, Day),
     /// Exposure sources.
@@ -84,7 +85,13 @@ impl Plan {
         if let (Some(s), Some(v)) = (&payer.identifier_system, &payer.identifier_value) {
             payer_refs.push(format!("identifier:{s}|{v}"));
         }
+        let rule_texts = rules
+            .outcomes
+            .iter()
+            .map(|o| (o.id.clone(), super::evaluate::rule_text(&o.rule)))
+            .collect();
         Plan {
+            rule_texts,
             ids: Ids::of(&rules),
             rules,
             sets,
@@ -105,6 +112,14 @@ impl Plan {
     /// The encounter classes of an event outcome.
     pub fn classes(&self, outcome: &str) -> &CodeSet {
         self.classes.get(outcome).unwrap_or(&self.empty)
+    }
+
+    /// An outcome's rule in words.
+    pub fn rule_text(&self, outcome: &str) -> &str {
+        self.rule_texts
+            .get(outcome)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     /// The analyte of a lab (for HbA1c and LDL unit equations).
