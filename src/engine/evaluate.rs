@@ -990,20 +990,7 @@ fn run(
             };
             r.value = Some(pdc);
             r.unit = "1".into();
-            r.evidence = fills_ev
-                .iter()
-                .filter(|e| e.fact.day <= f.window.1)
-                .map(|e| {
-                    e.evidence(
-                        "fill",
-                        format!(
-                            "{} days' supply on {}",
-                            e.fact.days_supply,
-                            days::format(e.fact.day)
-                        ),
-                    )
-                })
-                .collect();
+            r.evidence = fill_evidence(&fills_ev, f.window.1);
             r
         }
         Rule::Persistence {
@@ -1042,20 +1029,7 @@ fn run(
             };
             r.value = Some(Decimal::from(gap));
             r.unit = "d".into();
-            r.evidence = fills_ev
-                .iter()
-                .filter(|e| e.fact.day <= f.window.1)
-                .map(|e| {
-                    e.evidence(
-                        "fill",
-                        format!(
-                            "{} days' supply on {}",
-                            e.fact.days_supply,
-                            days::format(e.fact.day)
-                        ),
-                    )
-                })
-                .collect();
+            r.evidence = fill_evidence(&fills_ev, f.window.1);
             r
         }
         Rule::Survival { day } => {
@@ -1101,6 +1075,24 @@ fn run(
         }
         Rule::All { .. } | Rule::Any { .. } => decided(Status::Pending, String::new()),
     }
+}
+
+/// The fills up to the end of a window as evidence.
+fn fill_evidence(fills: &[&Item<'_, ExposureFact>], last: Day) -> Vec<Evidence> {
+    fills
+        .iter()
+        .filter(|e| e.fact.day <= last)
+        .map(|e| {
+            e.evidence(
+                "fill",
+                format!(
+                    "{} days' supply on {}",
+                    e.fact.days_supply,
+                    days::format(e.fact.day)
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The decision on lab values in a window.
