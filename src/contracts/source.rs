@@ -48,6 +48,14 @@ impl Cx {
             .push(Issue::error("required", format!("{what} is required")).at(at.to_string()));
     }
 
+    /// A key that is not there: an issue when it is required.
+    fn absent<T>(&mut self, at: &str, key: &str, required: bool) -> Option<T> {
+        if required {
+            self.missing(&join(at, key), &format!("'{key}'"));
+        }
+        None
+    }
+
     fn check_keys(&mut self, t: &Table, allowed: &[&str], at: &str) {
         for k in t.keys() {
             if !allowed.contains(&k.as_str()) {
@@ -75,12 +83,7 @@ impl Cx {
                 self.err(&join(at, key), "must be a table");
                 None
             }
-            None => {
-                if required {
-                    self.missing(&join(at, key), &format!("'{key}'"));
-                }
-                None
-            }
+            None => self.absent(at, key, required),
         }
     }
 
@@ -119,12 +122,7 @@ impl Cx {
                 self.err(&join(at, key), "must be a string");
                 None
             }
-            None => {
-                if required {
-                    self.missing(&join(at, key), &format!("'{key}'"));
-                }
-                None
-            }
+            None => self.absent(at, key, required),
         }
     }
 
@@ -162,12 +160,7 @@ impl Cx {
                 self.err(&join(at, key), "must be a whole number");
                 None
             }
-            None => {
-                if required {
-                    self.missing(&join(at, key), &format!("'{key}'"));
-                }
-                None
-            }
+            None => self.absent(at, key, required),
         }
     }
 

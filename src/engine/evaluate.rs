@@ -736,17 +736,8 @@ fn run(
                 r.evidence.extend(notes);
                 return r;
             };
-            let b = base.value;
-            let values: Vec<LabValue> = all
-                .iter()
-                .filter(|v| in_window(v.day))
-                .map(|v| LabValue {
-                    day: v.day,
-                    instant: v.instant,
-                    value: v.value,
-                    item: v.item,
-                })
-                .collect();
+            let (b, base_item) = (base.value, base.item);
+            let values: Vec<LabValue> = all.into_iter().filter(|v| in_window(v.day)).collect();
             let unit = if *change == Change::Relative {
                 "%".to_string()
             } else {
@@ -756,12 +747,13 @@ fn run(
                     .map(|l| l.unit.clone())
                     .unwrap_or_default()
             };
+            let delta_of = |v: Decimal| match change {
+                Change::Absolute => v - b,
+                Change::Relative if b.is_zero() => Decimal::ZERO,
+                Change::Relative => ((v - b) * Decimal::from(100) / b).round_dp(4),
+            };
             let mut r = lab_decision(&values, *how, f, lab, &open_reason, |v| {
-                let delta = match change {
-                    Change::Absolute => v - b,
-                    Change::Relative if b.is_zero() => Decimal::ZERO,
-                    Change::Relative => ((v - b) * Decimal::from(100) / b).round_dp(4),
-                };
+                let delta = delta_of(v);
                 let ok = compare(&target.op, delta, dec(&target.value));
                 (
                     ok,
@@ -772,16 +764,10 @@ fn run(
                     ),
                 )
             });
-            if let Some(v) = r.value {
-                r.value = Some(match change {
-                    Change::Absolute => v - b,
-                    Change::Relative if b.is_zero() => Decimal::ZERO,
-                    Change::Relative => ((v - b) * Decimal::from(100) / b).round_dp(4),
-                });
-            }
+            r.value = r.value.map(delta_of);
             r.unit = unit;
             r.evidence
-                .insert(0, base.item.evidence("baseline", format!("{lab} {b}")));
+                .insert(0, base_item.evidence("baseline", format!("{lab} {b}")));
             r.evidence.extend(notes);
             r
         }
@@ -946,15 +932,7 @@ fn run(
         Rule::Adherence {
             min_pdc, valueset, ..
         } => {
-            let fills_ev = exposures_in(view, plan, valueset, None);
-            let fills: Vec<Fill> = fills_ev
-                .iter()
-                .map(|e| Fill {
-                    day: e.fact.day,
-                    supply: e.fact.days_supply,
-                })
-                .collect();
-            let iv = supply::covered(&fills);
+            let (fills_ev, iv) = coverage(view, plan, valueset);
             let len = (f.window.1 - f.window.0 + 1) as u32;
             let covered = supply::days_covered(&iv, f.window.0, f.window.1);
             let pdc = (Decimal::from(covered) / Decimal::from(len)).round_dp(4);
@@ -998,15 +976,7 @@ fn run(
             valueset,
             ..
         } => {
-            let fills_ev = exposures_in(view, plan, valueset, None);
-            let fills: Vec<Fill> = fills_ev
-                .iter()
-                .map(|e| Fill {
-                    day: e.fact.day,
-                    supply: e.fact.days_supply,
-                })
-                .collect();
-            let iv = supply::covered(&fills);
+            let (fills_ev, iv) = coverage(view, plan, valueset);
             let upto = f.window.1.min(today - 1);
             let (gap, start) = supply::longest_gap(&iv, f.window.0, upto);
             let mut r = if gap > *max_gap_days {
@@ -1075,6 +1045,24 @@ fn run(
         }
         Rule::All { .. } | Rule::Any { .. } => decided(Status::Pending, String::new()),
     }
+}
+
+/// The counting fills of a therapy and the days they cover (early fills shifted forward).
+fn coverage<'v, 'a>(
+    view: &'v View<'a>,
+    plan: &Plan,
+    valueset: &str,
+) -> (Vec<&'v Item<'a, ExposureFact>>, Vec<(Day, Day)>) {
+    let fills_ev = exposures_in(view, plan, valueset, None);
+    let fills: Vec<Fill> = fills_ev
+        .iter()
+        .map(|e| Fill {
+            day: e.fact.day,
+            supply: e.fact.days_supply,
+        })
+        .collect();
+    let iv = supply::covered(&fills);
+    (fills_ev, iv)
 }
 
 /// The fills up to the end of a window as evidence.

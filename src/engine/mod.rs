@@ -65,7 +65,6 @@ struct State {
 /// The outcome engine.
 pub struct Engine {
     state: RwLock<State>,
-    link_systems: Vec<String>,
 }
 
 /// When to evaluate: the data as recorded at an instant, and the day windows are judged on.
@@ -117,7 +116,7 @@ impl Engine {
                 Ok(())
             })?;
         }
-        let mut identity = Identity::new(link_systems.clone());
+        let mut identity = Identity::new(link_systems);
         let patients: Vec<(Arc<str>, Option<Arc<Fact>>)> = timeline
             .patients()
             .map(|(k, vs)| {
@@ -141,7 +140,6 @@ impl Engine {
                 identity,
                 contracts: BTreeMap::new(),
             }),
-            link_systems,
         });
         let mut libraries = Vec::new();
         store.for_each_version("Library", &mut |rec| {
@@ -171,10 +169,9 @@ impl Engine {
         Arc::new(Engine {
             state: RwLock::new(State {
                 timeline: Timeline::default(),
-                identity: Identity::new(link_systems.clone()),
+                identity: Identity::new(link_systems),
                 contracts: BTreeMap::new(),
             }),
-            link_systems,
         })
     }
 
@@ -292,27 +289,6 @@ impl Engine {
         Ok(full(&st, &plan, at))
     }
 
-    /// Evaluate one person (any of their Patient ids) for a contract.
-    pub fn evaluate_person(
-        &self,
-        contract: &str,
-        patient: &str,
-        at: AsOf,
-    ) -> Result<Option<PersonResult>> {
-        let st = read_lock(&self.state);
-        let plan = st
-            .contracts
-            .get(contract)
-            .map(|c| c.plan.clone())
-            .ok_or_else(|| FhirError::NotFound(format!("no contract {contract} is loaded")))?;
-        let identity = identity_at(&st, &self.link_systems, at.instant_ms);
-        let identity = identity.as_ref().unwrap_or(&st.identity);
-        let p: Arc<str> = Arc::from(patient);
-        let members = identity.component(&p);
-        let view = view(&st.timeline, identity.person(&p), members, at.instant_ms);
-        Ok(evaluate::evaluate(&plan, &view, at.today))
-    }
-
     /// The cohort members of a contract as (person, index day), in person order.
     pub fn members(&self, contract: &str) -> Option<(Arc<Plan>, Members)> {
         let st = read_lock(&self.state);
@@ -324,11 +300,6 @@ impl Engine {
             .map(|r| (r.person.clone(), r.index))
             .collect();
         Some((c.plan.clone(), members))
-    }
-
-    /// Number of resources the engine holds facts for.
-    pub fn resources(&self) -> usize {
-        read_lock(&self.state).timeline.len()
     }
 
     fn apply(&self, writes: &[Committed<'_>]) {

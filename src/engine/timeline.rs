@@ -167,14 +167,4 @@ impl Timeline {
         let t = type_index("Patient").unwrap_or(0);
         self.resources.iter().filter(move |(k, _)| k.0 == t)
     }
-
-    /// Number of resources held.
-    pub fn len(&self) -> usize {
-        self.resources.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.resources.is_empty()
-    }
 }
