@@ -17,5 +17,6 @@ pub mod maintenance;
 pub mod reports;
 pub mod search;
 pub mod server;
+pub mod settlement;
 pub mod store;
 pub mod synth;

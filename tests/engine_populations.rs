@@ -156,7 +156,7 @@ fn every_catalog_contract_matches_the_generators_expected_results() {
                 let g = r
                     .outcomes
                     .iter()
-                    .find(|o| &o.id == id)
+                    .find(|o| *o.id == **id)
                     .map(|o| o.status.code());
                 if g != Some(status.as_str()) {
                     mismatches.push(format!(

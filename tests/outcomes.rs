@@ -979,6 +979,64 @@ fn a_loaded_version_is_immutable_and_published_as_fhir() {
         "/ValueSet?url=https://vbc-server.dev/fhir/ValueSet/test-kinds-2-ldl",
     );
     assert_eq!(vs["total"], 1);
+
+    // the compiled resources refuse every change: PUT, PATCH, DELETE, and a transaction entry
+    let mut changed_m = m.clone();
+    changed_m["title"] = json!("Tampered");
+    let r = c
+        .put(s.url("/Measure/test-kinds-2"))
+        .header("Content-Type", "application/fhir+json")
+        .body(changed_m.to_string())
+        .send()
+        .expect("put");
+    assert_eq!(r.status(), 409);
+    assert_outcome(&body_json(r));
+    let r = c
+        .patch(s.url("/Library/test-kinds-2-rules"))
+        .header("Content-Type", "application/json-patch+json")
+        .body(r#"[{"op":"replace","path":"/status","value":"retired"}]"#)
+        .send()
+        .expect("patch");
+    assert_eq!(r.status(), 409);
+    let r = c
+        .delete(s.url("/Measure/test-kinds-2-ldl-drop"))
+        .send()
+        .expect("delete");
+    assert_eq!(r.status(), 409);
+    let vs_res = vs["entry"][0]["resource"].clone();
+    let vs_id = vs_res["id"].as_str().expect("vs id").to_string();
+    let r = c
+        .post(s.url("/"))
+        .header("Content-Type", "application/fhir+json")
+        .body(
+            transaction(vec![
+                put(
+                    "Patient",
+                    "bystander",
+                    json!({"resourceType": "Patient", "id": "bystander"}),
+                ),
+                json!({"request": {"method": "DELETE", "url": format!("ValueSet/{vs_id}")}}),
+            ])
+            .to_string(),
+        )
+        .send()
+        .expect("txn");
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        c.get(s.url("/Patient/bystander"))
+            .send()
+            .expect("get")
+            .status(),
+        404,
+        "nothing of a refused transaction is written"
+    );
+    let after = get_json(&s, &c, "/Measure/test-kinds-2");
+    assert_eq!(after["meta"]["versionId"], m["meta"]["versionId"]);
+    assert_eq!(after["title"], m["title"]);
+    assert_eq!(
+        get_json(&s, &c, &format!("/ValueSet/{vs_id}"))["id"],
+        vs_id.as_str()
+    );
 }
 
 #[test]

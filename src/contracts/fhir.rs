@@ -120,6 +120,21 @@ pub fn resources(rules: &RuleSet, source_text: &str) -> serde_json::Result<Vec<V
         out.push(outcome_measure(rules, &ids, o));
     }
     out.push(contract_measure(rules, &ids));
+    for r in out
+        .iter_mut()
+        .filter(|r| r["resourceType"] != "Organization")
+    {
+        let meta = r
+            .as_object_mut()
+            .map(|m| m.entry("meta").or_insert_with(|| json!({})));
+        if let Some(meta) = meta {
+            meta["tag"] = json!([{
+                "system": crate::interaction::write::CONTRACT_CONTENT_SYSTEM,
+                "code": "immutable",
+                "display": "Part of a loaded contract version, which never changes"
+            }]);
+        }
+    }
     Ok(out)
 }
 

@@ -253,6 +253,10 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
             ),
         )],
         outcomes: Vec::new(),
+        sex: view.demographics.iter().find_map(|p| p.fact.gender.clone()),
+        birth: view.demographics.iter().find_map(|p| p.fact.birth),
+        performer: index_exp.fact.performer.clone(),
+        drug: Vec::new(),
     };
     if let Some(w) = cohort.washout_days {
         // any counting exposure to the drug, from any source, makes a prior user
@@ -278,10 +282,20 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
         result.reason = failures.join("; ");
         return Some(result);
     }
+    result.drug = exposures_in(view, plan, &rules.contract.drug, Some(&plan.sources))
+        .into_iter()
+        .filter(|e| e.fact.day >= index && e.fact.day <= today)
+        .map(|e| DrugUse {
+            day: e.fact.day,
+            quantity: e.fact.quantity,
+            evidence: e.evidence("drug", ""),
+        })
+        .collect();
     let died = death(view);
     let mut done: Vec<OutcomeResult> = Vec::new();
-    for o in &rules.outcomes {
-        let r = outcome(plan, view, o, index, today, died, &done);
+    for (position, o) in rules.outcomes.iter().enumerate() {
+        let mut r = outcome(plan, view, o, index, today, died, &done);
+        (r.id, r.rule) = plan.outcome_names(position);
         done.push(r);
     }
     result.outcomes = done;
@@ -434,13 +448,13 @@ struct Frame {
 
 fn decided(status: Status, reason: String) -> OutcomeResult {
     OutcomeResult {
-        id: String::new(),
+        id: Arc::default(),
         status,
         reason,
         value: None,
         unit: String::new(),
         window: (0, 0),
-        rule: String::new(),
+        rule: Arc::default(),
         decided_on: None,
         evidence: Vec::new(),
     }
@@ -490,7 +504,7 @@ fn outcome(
     died: Option<(Option<Day>, &Item<'_, PatientFact>)>,
     done: &[OutcomeResult],
 ) -> OutcomeResult {
-    let mut r = match &o.rule {
+    match &o.rule {
         Rule::All { of } | Rule::Any { of } => combine(&o.rule, of, done),
         rule => {
             let w = match rule {
@@ -563,10 +577,7 @@ fn outcome(
             }
             .with_window(w)
         }
-    };
-    r.id = o.id.clone();
-    r.rule = plan.rule_text(&o.id).to_string();
-    r
+    }
 }
 
 impl OutcomeResult {
@@ -618,7 +629,7 @@ fn exclusion(plan: &Plan, view: &View<'_>, index: Day, f: &Frame) -> Option<Outc
 fn combine(rule: &Rule, of: &[String], done: &[OutcomeResult]) -> OutcomeResult {
     let parts: Vec<&OutcomeResult> = of
         .iter()
-        .filter_map(|id| done.iter().find(|d| &d.id == id))
+        .filter_map(|id| done.iter().find(|d| *d.id == **id))
         .collect();
     let has = |s: Status| parts.iter().any(|p| p.status == s);
     let status = if matches!(rule, Rule::All { .. }) {

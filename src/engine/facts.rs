@@ -92,6 +92,9 @@ pub struct ExposureFact {
     pub counts: bool,
     /// Dispensed quantity (for drug cost).
     pub quantity: Option<Decimal>,
+    /// Who dispensed, administered, ordered or performed it (a reference such as
+    /// `Organization/pharmacy-1`), for stratifying reports.
+    pub performer: Option<Box<str>>,
 }
 
 /// A Medication's codes (its code and its ingredients').
@@ -439,7 +442,23 @@ fn exposure(rtype: &str, r: &Value) -> Option<ExposureFact> {
         Source::MedicationAdministration => Some(Decimal::ONE),
         _ => None,
     };
+    let actor = |v: Option<&Value>| {
+        v.and_then(|p| p.get("actor"))
+            .and_then(|a| str_of(a, "reference"))
+            .map(Box::from)
+    };
+    let first = |k: &str| r.get(k).and_then(Value::as_array).and_then(|a| a.first());
+    let performer = match source {
+        Source::MedicationDispense => actor(first("performer")),
+        Source::MedicationAdministration => actor(first("performer")),
+        Source::Procedure => actor(first("performer")),
+        Source::MedicationRequest => r
+            .get("requester")
+            .and_then(|a| str_of(a, "reference"))
+            .map(Box::from),
+    };
     Some(ExposureFact {
+        performer,
         patient: subject(r, "subject")?,
         source,
         day,

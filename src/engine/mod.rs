@@ -469,8 +469,11 @@ fn view<'a>(
                 });
             }
         }
-        for key in tl.of_patient(p) {
-            let Some(ver) = tl.visible(key, as_of) else {
+        for slot in tl.of_patient(p) {
+            let Some(ver) = tl.visible_slot(slot, as_of) else {
+                continue;
+            };
+            let Some(key) = tl.key(slot) else {
                 continue;
             };
             let Some(fact) = ver.fact.as_deref() else {

@@ -1,6 +1,8 @@
 //! A contract ready to evaluate: its rule set with value sets compiled to code sets and dates
 //! to days.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use super::codes::{self, CodeSet};
@@ -22,7 +24,7 @@ pub struct Plan {
     sets: FxHashMap<String, CodeSet>,
     classes: FxHashMap<String, CodeSet>,
     analytes: FxHashMap<String, Option<Analyte>>,
-    rule_texts: FxHashMap<String, String>,
+    rule_texts: Vec<(Arc<str>, Arc<str>)>,
     /// Intake period.
     pub intake: (Day, Day),
     /// Exposure sources.
@@ -88,7 +90,10 @@ impl Plan {
         let rule_texts = rules
             .outcomes
             .iter()
-            .map(|o| (o.id.clone(), super::evaluate::rule_text(&o.rule)))
+            .map(|o| {
+                let text = super::evaluate::rule_text(&o.rule);
+                (Arc::from(o.id.as_str()), Arc::from(text))
+            })
             .collect();
         Plan {
             rule_texts,
@@ -114,12 +119,10 @@ impl Plan {
         self.classes.get(outcome).unwrap_or(&self.empty)
     }
 
-    /// An outcome's rule in words.
-    pub fn rule_text(&self, outcome: &str) -> &str {
-        self.rule_texts
-            .get(outcome)
-            .map(String::as_str)
-            .unwrap_or("")
+    /// The id and the rule in words of the outcome at `position` in the contract, shared by
+    /// every result.
+    pub fn outcome_names(&self, position: usize) -> (Arc<str>, Arc<str>) {
+        self.rule_texts.get(position).cloned().unwrap_or_default()
     }
 
     /// The analyte of a lab (for HbA1c and LDL unit equations).

@@ -87,7 +87,7 @@ impl Membership {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutcomeResult {
     /// Outcome id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Status.
     pub status: Status,
     /// Why, in words an auditor can check.
@@ -99,11 +99,23 @@ pub struct OutcomeResult {
     /// The window as calendar days.
     pub window: (Day, Day),
     /// The rule as written.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// The day the status was decided on (the decisive measurement or event, or the window end).
     pub decided_on: Option<Day>,
     /// The resources that decided it.
     pub evidence: Vec<Evidence>,
+}
+
+/// A counting exposure to the contracted drug from the index date on (what the drug cost is
+/// computed from).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrugUse {
+    /// Day of the exposure.
+    pub day: Day,
+    /// Dispensed quantity (an administration is one unit; None when not given).
+    pub quantity: Option<Decimal>,
+    /// The resource version it came from.
+    pub evidence: Evidence,
 }
 
 /// A person's result for one contract.
@@ -123,4 +135,13 @@ pub struct PersonResult {
     pub evidence: Vec<Evidence>,
     /// Outcome results (members only), in the contract's order.
     pub outcomes: Vec<OutcomeResult>,
+    /// Administrative gender (from the first linked record that has one).
+    pub sex: Option<Box<str>>,
+    /// Birth date (from the first linked record that has one).
+    pub birth: Option<Day>,
+    /// Who dispensed, administered, ordered or performed the index exposure.
+    pub performer: Option<Box<str>>,
+    /// Counting exposures to the contracted drug from the index date to the evaluation day
+    /// (members only).
+    pub drug: Vec<DrugUse>,
 }

@@ -40,9 +40,11 @@ pub fn type_name(i: u8) -> &'static str {
 /// Every version of every resource the engine reads.
 #[derive(Default)]
 pub struct Timeline {
-    resources: FxHashMap<Key, Vec<Version>>,
-    by_patient: FxHashMap<Arc<str>, FxHashSet<Key>>,
-    medication_users: FxHashMap<Arc<str>, FxHashSet<Key>>,
+    /// Every resource's key and versions; the index of an entry is its slot.
+    slots: Vec<(Key, Vec<Version>)>,
+    slot_of: FxHashMap<Key, u32>,
+    by_patient: FxHashMap<Arc<str>, FxHashSet<u32>>,
+    medication_users: FxHashMap<Arc<str>, FxHashSet<u32>>,
     exposed: FxHashSet<Arc<str>>,
     ids: FxHashSet<Arc<str>>,
 }
@@ -71,23 +73,26 @@ impl Timeline {
             return Vec::new();
         };
         let key: Key = (t, self.intern(id));
+        let slot = match self.slot_of.get(&key) {
+            Some(s) => *s,
+            None => {
+                let s = self.slots.len() as u32;
+                self.slots.push((key.clone(), Vec::new()));
+                self.slot_of.insert(key.clone(), s);
+                s
+            }
+        };
         let mut touched: Vec<Arc<str>> = Vec::new();
         let fact = fact.map(Arc::new);
         if let Some(f) = &fact {
             if let Some(p) = f.patient() {
                 let p = self.intern(p);
-                self.by_patient
-                    .entry(p.clone())
-                    .or_default()
-                    .insert(key.clone());
+                self.by_patient.entry(p.clone()).or_default().insert(slot);
                 if let Fact::Exposure(e) = f.as_ref() {
                     self.exposed.insert(p.clone());
                     if let Some(m) = &e.medication {
                         let m = self.intern(m);
-                        self.medication_users
-                            .entry(m)
-                            .or_default()
-                            .insert(key.clone());
+                        self.medication_users.entry(m).or_default().insert(slot);
                     }
                 }
                 touched.push(p);
@@ -98,7 +103,7 @@ impl Timeline {
             self.by_patient.entry(p.clone()).or_default();
             touched.push(p);
         }
-        let versions = self.resources.entry(key.clone()).or_default();
+        let versions = &mut self.slots[slot as usize].1;
         if let Some(last) = versions.last_mut() {
             if last.to_ms == i64::MAX {
                 last.to_ms = at_ms;
@@ -117,7 +122,7 @@ impl Timeline {
             if let Some(users) = self.medication_users.get(&key.1) {
                 for u in users {
                     if let Some(p) = self
-                        .visible(u, None)
+                        .visible_slot(*u, None)
                         .and_then(|v| v.fact.as_ref())
                         .and_then(|f| f.patient())
                     {
@@ -133,7 +138,12 @@ impl Timeline {
 
     /// The version of a resource visible at `as_of` (None: the current one), if it is live.
     pub fn visible(&self, key: &Key, as_of: Option<i64>) -> Option<&Version> {
-        let versions = self.resources.get(key)?;
+        self.visible_slot(*self.slot_of.get(key)?, as_of)
+    }
+
+    /// The version of the resource in a slot visible at `as_of`, if it is live.
+    pub fn visible_slot(&self, slot: u32, as_of: Option<i64>) -> Option<&Version> {
+        let versions = &self.slots.get(slot as usize)?.1;
         let v = match as_of {
             None => versions.last().filter(|v| v.to_ms == i64::MAX),
             Some(t) => versions
@@ -152,9 +162,14 @@ impl Timeline {
         Some((v, v.fact.as_deref()?))
     }
 
-    /// Resources that mention a patient (in any version).
-    pub fn of_patient(&self, patient: &str) -> impl Iterator<Item = &Key> {
-        self.by_patient.get(patient).into_iter().flatten()
+    /// The slots of the resources that mention a patient (in any version).
+    pub fn of_patient(&self, patient: &str) -> impl Iterator<Item = u32> + '_ {
+        self.by_patient.get(patient).into_iter().flatten().copied()
+    }
+
+    /// The key of a slot.
+    pub fn key(&self, slot: u32) -> Option<&Key> {
+        self.slots.get(slot as usize).map(|(k, _)| k)
     }
 
     /// Patients with any exposure (in any version): the candidates of every cohort.
@@ -165,6 +180,9 @@ impl Timeline {
     /// Every Patient resource key.
     pub fn patients(&self) -> impl Iterator<Item = (&Key, &Vec<Version>)> {
         let t = type_index("Patient").unwrap_or(0);
-        self.resources.iter().filter(move |(k, _)| k.0 == t)
+        self.slots
+            .iter()
+            .filter(move |(k, _)| k.0 == t)
+            .map(|(k, v)| (k, v))
     }
 }

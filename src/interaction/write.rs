@@ -168,6 +168,37 @@ pub fn create_in(
     stage(txn, rtype, &id, version, Method::Create, resource)
 }
 
+/// The `meta.tag` system marking resources of a loaded contract version.
+pub const CONTRACT_CONTENT_SYSTEM: &str = "https://vbc-server.dev/fhir/CodeSystem/contract-content";
+
+/// Refuse to change a resource that is part of a loaded contract version (tagged
+/// `contract-content|immutable` by the loader): a loaded version never changes.
+fn refuse_if_immutable(rtype: &str, id: &str, cur: Option<&Current>) -> Result<()> {
+    if !matches!(rtype, "Measure" | "Library" | "ValueSet") {
+        return Ok(());
+    }
+    let Some(bytes) = cur
+        .filter(|c| !c.deleted)
+        .and_then(|c| c.resource.as_deref())
+    else {
+        return Ok(());
+    };
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| FhirError::Storage(e.to_string()))?;
+    let tagged = doc["meta"]["tag"].as_array().is_some_and(|tags| {
+        tags.iter().any(|t| {
+            t["system"].as_str() == Some(CONTRACT_CONTENT_SYSTEM)
+                && t["code"].as_str() == Some("immutable")
+        })
+    });
+    if tagged {
+        return Err(FhirError::Conflict(format!(
+            "{rtype}/{id} is part of a loaded contract version, which never changes; load the changed contract under a new version"
+        )));
+    }
+    Ok(())
+}
+
 /// Update (or create with the client's id). `if_match` demands the current version.
 pub fn update_in(
     txn: &mut dyn WriteTxn,
@@ -177,6 +208,7 @@ pub fn update_in(
     if_match: Option<u64>,
 ) -> Result<Written> {
     let cur = txn.current(rtype, id)?;
+    refuse_if_immutable(rtype, id, cur.as_ref())?;
     if let Some(want) = if_match {
         let have = cur.as_ref().filter(|c| !c.deleted).map(|c| c.version);
         if have != Some(want) {
@@ -239,6 +271,7 @@ pub fn delete_in(
     if_match: Option<u64>,
 ) -> Result<Written> {
     let cur = txn.current(rtype, id)?;
+    refuse_if_immutable(rtype, id, cur.as_ref())?;
     if let Some(want) = if_match {
         if cur.as_ref().filter(|c| !c.deleted).map(|c| c.version) != Some(want) {
             return Err(FhirError::PreconditionFailed(format!(
@@ -295,6 +328,7 @@ pub fn patch_in(
         Some(c) if c.deleted => return Err(FhirError::Gone(format!("{rtype}/{id} was deleted"))),
         Some(c) => c,
     };
+    refuse_if_immutable(rtype, id, Some(&cur))?;
     if let Some(want) = if_match {
         if cur.version != want {
             return Err(FhirError::PreconditionFailed(format!(

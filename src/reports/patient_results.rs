@@ -23,7 +23,7 @@ pub struct Filter {
 
 impl Filter {
     fn keeps_outcome(&self, o: &OutcomeResult) -> bool {
-        self.outcome.as_ref().is_none_or(|id| &o.id == id)
+        self.outcome.as_ref().is_none_or(|id| *o.id == **id)
     }
 
     /// True when a person passes the filter.
@@ -74,7 +74,7 @@ fn evidence(e: &Evidence) -> Value {
 
 fn outcome(ids: &Ids, o: &OutcomeResult) -> Value {
     let mut parts = vec![
-        param("id", "valueString", json!(o.id)),
+        param("id", "valueString", json!(&*o.id)),
         param(
             "measure",
             "valueCanonical",
@@ -110,7 +110,7 @@ fn outcome(ids: &Ids, o: &OutcomeResult) -> Value {
     if let Some(d) = o.decided_on {
         parts.push(param("decidedOn", "valueDate", json!(days::format(d))));
     }
-    parts.push(param("rule", "valueString", json!(o.rule)));
+    parts.push(param("rule", "valueString", json!(&*o.rule)));
     parts.extend(o.evidence.iter().map(evidence));
     part("outcome", parts)
 }
@@ -169,7 +169,7 @@ pub fn counts(results: &[PersonResult]) -> Vec<Value> {
     let mut ids: Vec<&str> = Vec::new();
     for r in results {
         for o in &r.outcomes {
-            if !ids.contains(&o.id.as_str()) {
+            if !ids.contains(&&*o.id) {
                 ids.push(&o.id);
             }
         }
@@ -185,7 +185,7 @@ pub fn counts(results: &[PersonResult]) -> Vec<Value> {
         ] {
             let n = results
                 .iter()
-                .filter(|r| r.outcomes.iter().any(|o| o.id == id && o.status == s))
+                .filter(|r| r.outcomes.iter().any(|o| &*o.id == id && o.status == s))
                 .count();
             parts.push(param(s.code(), "valueInteger", json!(n)));
         }
