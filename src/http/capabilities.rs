@@ -85,6 +85,18 @@ pub fn build(base_url: Option<&str>) -> Result<Value> {
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
                 }));
             }
+            if *t == "Measure" {
+                ops.push(json!({
+                    "name": "evaluate-measure",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure",
+                    "documentation": "Quality (outcome Measure), performance (contract Measure), individual and subject-list reports over the members indexed in the period"
+                }));
+                ops.push(json!({
+                    "name": "outcomes",
+                    "definition": "https://vbc-server.dev/fhir/OperationDefinition/Measure-outcomes",
+                    "documentation": "Per-patient outcome results of a loaded contract as Parameters"
+                }));
+            }
             let mut r = json!({
                 "type": t,
                 "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),

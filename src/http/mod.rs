@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod create;
 pub mod delete;
+pub mod evaluate_measure;
 pub mod headers;
 pub mod health;
 pub mod history;
@@ -100,6 +101,14 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/", post(bundle::process).get(search::search_system))
         .route("/$load-contract", post(load_contract::load))
+        .route(
+            "/Measure/$evaluate-measure",
+            get(evaluate_measure::type_get).post(evaluate_measure::type_post),
+        )
+        .route(
+            "/Measure/{id}/$evaluate-measure",
+            get(evaluate_measure::instance_get).post(evaluate_measure::instance_post),
+        )
         .route("/_history", get(history::system))
         .route(
             "/{rtype}",

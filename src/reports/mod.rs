@@ -1,4 +1,10 @@
 //! What the server publishes from the engine's results: per-patient outcome results as FHIR
-//! `Parameters` (and, with settlement, the VBPR and DEQM MeasureReports).
+//! `Parameters`, and the VBPR and DEQM MeasureReports (quality, performance, individual,
+//! subject-list).
 
+pub mod common;
+pub mod individual;
 pub mod patient_results;
+pub mod performance;
+pub mod quality;
+pub mod subject_list;

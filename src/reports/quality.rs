@@ -1,0 +1,98 @@
+//! The VBP quality MeasureReport (`vbp-quality-measurereport`, on DEQM summary) of one outcome
+//! Measure over a period: population counts, calculated numerator and denominator, the score
+//! (met / decided for proportions, the mean value for continuous variables) and strata by age
+//! band, sex and index performer.
+
+use serde_json::{json, Value};
+
+use super::common::*;
+use crate::engine::days::{self, Day};
+use crate::engine::plan::Plan;
+use crate::engine::result::{Membership, PersonResult, Status};
+
+/// The quality report of `outcome` (an outcome id of the plan's contract).
+pub fn report(
+    plan: &Plan,
+    outcome: &str,
+    results: &[&PersonResult],
+    period: &Period,
+    today: Day,
+) -> Value {
+    let def = plan.rules.outcomes.iter().find(|o| o.id == outcome);
+    let scoring = def.map_or("proportion", |d| d.scoring.as_str());
+    let improvement = def.map_or("increase", |d| d.improvement.as_str());
+    let measure_id = plan.ids.outcome(outcome);
+    let counts = Counts::of(results, outcome);
+    let score = |rs: &[&PersonResult], c: &Counts| -> Option<f64> {
+        if scoring == "continuous-variable" {
+            let values: Vec<f64> = rs
+                .iter()
+                .filter(|r| r.membership == Membership::Member)
+                .filter_map(|r| r.outcomes.iter().find(|o| &*o.id == outcome))
+                .filter(|o| matches!(o.status, Status::Met | Status::NotMet))
+                .filter_map(|o| o.value.and_then(|v| v.to_string().parse::<f64>().ok()))
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        } else {
+            c.score()
+        }
+    };
+    let mut group = json!({
+        "id": outcome,
+        "code": {"text": def.map_or(outcome, |d| d.title.as_str())},
+        "population": counts.populations(""),
+    });
+    if let Some(s) = score_json(score(results, &counts)) {
+        group["measureScore"] = s;
+    }
+    let mut out = Vec::new();
+    for (code, label, value) in stratifiers() {
+        let strata: Vec<Value> = strata(results, value)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (v, rs))| {
+                let c = Counts::of(&rs, outcome);
+                let mut st = json!({
+                    "value": {"text": v},
+                    "population": c.populations(&format!("{code}-{i}-")),
+                });
+                if let Some(s) = score_json(score(&rs, &c)) {
+                    st["measureScore"] = s;
+                }
+                st
+            })
+            .collect();
+        out.push(json!({
+            "code": [{"coding": [{"system": STRATIFIER, "code": code}], "text": label}],
+            "stratum": strata,
+        }));
+    }
+    group["stratifier"] = json!(out);
+    let mut extension = vec![json!({
+        "url": format!("{DEQM}/StructureDefinition/extension-measureScoring"),
+        "valueCodeableConcept": cc("http://terminology.hl7.org/CodeSystem/measure-scoring", scoring, None)
+    })];
+    if let Some(s) = score(results, &counts) {
+        extension.push(json!({
+            "url": format!("{VBPR}/StructureDefinition/score"),
+            "valueDecimal": (s * 10000.0).round() / 10000.0
+        }));
+    }
+    json!({
+        "resourceType": "MeasureReport",
+        "meta": {"profile": [format!("{VBPR}/StructureDefinition/vbp-quality-measurereport")]},
+        "extension": extension,
+        "status": "complete",
+        "type": "summary",
+        "measure": measure_canonical(plan, &measure_id),
+        "date": days::format(today),
+        "reporter": payer_ref(plan),
+        "period": period.fhir(),
+        "improvementNotation": cc(
+            "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
+            improvement,
+            None
+        ),
+        "group": [group],
+    })
+}
