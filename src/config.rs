@@ -78,6 +78,9 @@ pub struct ServeConfig {
         default_value = DEFAULT_LINK_SYSTEM
     )]
     pub link_identifier_systems: Vec<String>,
+    /// Seconds between checks of the contracts' report schedules (0: never publish on schedule).
+    #[arg(long, env = "VBC_REPORT_SCHEDULE_SECS", default_value_t = 3600)]
+    pub report_schedule_secs: u64,
 }
 
 /// The payer member-id system that links Patient records by default.

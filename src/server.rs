@@ -121,6 +121,18 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         app_state.engine.clone(),
         app_state.services.clone(),
     ));
+    if cfg.report_schedule_secs > 0 {
+        let base = cfg
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", cfg.listen));
+        tokio::spawn(crate::reports::schedule::maintain(
+            app_state.engine.clone(),
+            app_state.services.clone(),
+            base,
+            std::time::Duration::from_secs(cfg.report_schedule_secs),
+        ));
+    }
     let app = http::router(app_state);
     let listener = TcpListener::bind(cfg.listen)
         .await

@@ -72,6 +72,13 @@ pub struct ContractInfo {
     pub unit_price: Option<String>,
     /// Price per dispense or administration.
     pub pack_price: Option<String>,
+    /// When report sets are published: monthly, quarterly (the default), close-out or none.
+    #[serde(default = "quarterly")]
+    pub reporting: String,
+}
+
+fn quarterly() -> String {
+    "quarterly".into()
 }
 
 /// A party to the contract.

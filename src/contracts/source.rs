@@ -633,6 +633,7 @@ fn contract_info(cx: &mut Cx, doc: &Table) -> Option<ContractInfo> {
             "hcplan",
             "currency",
             "source",
+            "reporting",
         ],
         "contract",
     );
@@ -734,8 +735,21 @@ fn contract_info(cx: &mut Cx, doc: &Table) -> Option<ContractInfo> {
             }
         }
     }
+    let reporting = cx
+        .string(c, "reporting", "contract", false)
+        .unwrap_or_else(|| "quarterly".into());
+    if !matches!(
+        reporting.as_str(),
+        "monthly" | "quarterly" | "close-out" | "none"
+    ) {
+        cx.err(
+            "contract.reporting",
+            format!("'{reporting}' is not monthly, quarterly, close-out or none"),
+        );
+    }
     let (start, end) = term?;
     Some(ContractInfo {
+        reporting,
         id: id?,
         version: version?,
         title: title?,

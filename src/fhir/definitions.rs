@@ -17,6 +17,8 @@ const PROJECT_VALUESETS: &[&str] = &[include_str!(
 const PROJECT_PROFILES: &[&str] = &[
     include_str!("../../profiles/StructureDefinition-vbc-outcome-observation.json"),
     include_str!("../../profiles/StructureDefinition-vbc-medication-dispense.json"),
+    include_str!("../../profiles/StructureDefinition-vbp-performance-measurereport.json"),
+    include_str!("../../profiles/StructureDefinition-vbp-quality-measurereport.json"),
 ];
 
 /// URL of the ValueSet whose codes make an Observation outcome-relevant.
@@ -120,6 +122,24 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The resource type a target profile constrains: its last segment when that is a resource
+/// type, else the type a US Core profile is named after (`us-core-organization` ->
+/// `Organization`).
+fn profile_type(url: &str) -> String {
+    let last = last_segment(url);
+    if crate::fhir::resource_types::is_resource_type(&last) {
+        return last;
+    }
+    let bare = last
+        .strip_prefix("us-core-")
+        .unwrap_or(&last)
+        .replace('-', "");
+    crate::fhir::resource_types::RESOURCE_TYPES
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(&bare))
+        .map_or(last, |t| t.to_string())
+}
+
 fn last_segment(url: &str) -> String {
     url.rsplit('/').next().unwrap_or(url).to_string()
 }
@@ -203,6 +223,9 @@ fn load_profile(sd: &Value) -> Option<Profile> {
     let rules = sd["differential"]["element"]
         .as_array()?
         .iter()
+        // slices (`extension:name`) are left to a slicing-aware validator: their cardinality
+        // is not the cardinality of the element they slice
+        .filter(|e| !e["id"].as_str().unwrap_or("").contains(':'))
         .filter_map(|e| {
             let path = e["path"].as_str()?.to_string();
             let targets = e["type"]
@@ -210,7 +233,7 @@ fn load_profile(sd: &Value) -> Option<Profile> {
                 .into_iter()
                 .flatten()
                 .flat_map(|t| strings(&t["targetProfile"]))
-                .map(|u| last_segment(&u))
+                .map(|u| profile_type(&u))
                 .collect();
             Some(ProfileRule {
                 min: e["min"].as_u64().map(|m| m as u32),

@@ -13,6 +13,7 @@ pub mod load_contract;
 pub mod negotiate;
 pub mod outcomes;
 pub mod patch;
+pub mod publish_reports;
 pub mod read;
 pub mod response;
 pub mod search;
@@ -104,6 +105,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/Measure/$evaluate-measure",
             get(evaluate_measure::type_get).post(evaluate_measure::type_post),
+        )
+        .route(
+            "/Measure/{id}/$publish-reports",
+            post(publish_reports::publish_reports),
         )
         .route(
             "/Measure/{id}/$evaluate-measure",

@@ -174,7 +174,7 @@ pub const CONTRACT_CONTENT_SYSTEM: &str = "https://vbc-server.dev/fhir/CodeSyste
 /// Refuse to change a resource that is part of a loaded contract version (tagged
 /// `contract-content|immutable` by the loader): a loaded version never changes.
 fn refuse_if_immutable(rtype: &str, id: &str, cur: Option<&Current>) -> Result<()> {
-    if !matches!(rtype, "Measure" | "Library" | "ValueSet") {
+    if !matches!(rtype, "Measure" | "Library" | "ValueSet" | "MeasureReport") {
         return Ok(());
     }
     let Some(bytes) = cur
@@ -192,9 +192,12 @@ fn refuse_if_immutable(rtype: &str, id: &str, cur: Option<&Current>) -> Result<(
         })
     });
     if tagged {
-        return Err(FhirError::Conflict(format!(
-            "{rtype}/{id} is part of a loaded contract version, which never changes; load the changed contract under a new version"
-        )));
+        let why = if rtype == "MeasureReport" {
+            "is a published report, which never changes; publish the period again to issue a correction"
+        } else {
+            "is part of a loaded contract version, which never changes; load the changed contract under a new version"
+        };
+        return Err(FhirError::Conflict(format!("{rtype}/{id} {why}")));
     }
     Ok(())
 }

@@ -6,5 +6,7 @@ pub mod common;
 pub mod individual;
 pub mod patient_results;
 pub mod performance;
+pub mod publish;
 pub mod quality;
+pub mod schedule;
 pub mod subject_list;
