@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 from decimal import Decimal
 from pathlib import Path
 

@@ -358,3 +358,177 @@ fn a_published_report_set_is_stored_immutable_searchable_and_corrected_by_a_new_
         perf["meta"]["versionId"]
     );
 }
+
+#[test]
+fn data_operations_answer_what_a_measure_needs_collects_accepts_and_misses() {
+    let s = Server::start_with(&[
+        "--contracts-dir",
+        "contracts",
+        "--report-schedule-secs",
+        "0",
+    ]);
+    let c = client();
+    let januvia = "januvia-aetna-1.0.0";
+    let expected = post_population(&s, &c, "contracts/januvia-aetna.toml", 60, 5);
+    let period = "periodStart=1900-01-01&periodEnd=2100-12-31";
+
+    // $data-requirements: the drug's dispenses and the HbA1c Observations, by ValueSet
+    let lib = get_json(&s, &c, &format!("/Measure/{januvia}/$data-requirements"));
+    assert_eq!(lib["type"]["coding"][0]["code"], "module-definition");
+    let reqs = lib["dataRequirement"].as_array().expect("requirements");
+    let has = |t: &str| {
+        reqs.iter()
+            .any(|r| r["type"] == t && r["codeFilter"][0]["valueSet"].is_string())
+    };
+    assert!(has("MedicationDispense") && has("Observation"), "{lib}");
+    expect_error(
+        get(&s, &c, "/Measure/nope/$data-requirements"),
+        StatusCode::NOT_FOUND,
+    );
+
+    // $collect-data: the data-collection report lists exactly the resources returned
+    let member = expected
+        .iter()
+        .find(|e| e.membership.as_deref() == Some("member"))
+        .expect("member");
+    let p = get_json(
+        &s,
+        &c,
+        &format!(
+            "/Measure/{januvia}/$collect-data?{period}&subject=Patient/{}",
+            member.person
+        ),
+    );
+    let report = &param(&p, "measureReport")[0]["resource"];
+    assert_eq!(report["type"], "data-collection");
+    let listed = report["evaluatedResource"].as_array().map_or(0, Vec::len);
+    assert!(listed > 0, "{p}");
+    assert_eq!(param(&p, "resource").len(), listed);
+    expect_error(
+        get(
+            &s,
+            &c,
+            &format!("/Measure/{januvia}/$collect-data?periodStart=2024-01-01"),
+        ),
+        StatusCode::BAD_REQUEST,
+    );
+
+    // $submit-data: exactly one data-collection MeasureReport, then the data are findable
+    let mr = json!({"resourceType": "MeasureReport", "status": "complete", "type": "data-collection",
+        "measure": format!("https://vbc-server.dev/fhir/Measure/{januvia}|1.0.0"),
+        "period": {"start": "2025-01-01", "end": "2025-12-31"}});
+    let obs = json!({"resourceType": "Observation", "status": "final",
+        "identifier": [{"system": "urn:lab:results", "value": "submit-1"}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+        "subject": {"reference": format!("Patient/{}", member.person)},
+        "effectiveDateTime": "2025-03-01",
+        "valueQuantity": {"value": 6.8, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}});
+    let submit = |params: Vec<Value>| {
+        c.post(s.url("/Measure/$submit-data"))
+            .header("Content-Type", "application/fhir+json")
+            .json(&json!({"resourceType": "Parameters", "parameter": params}))
+            .send()
+            .expect("submit")
+    };
+    expect_error(
+        submit(vec![json!({"name": "resource", "resource": obs})]),
+        StatusCode::BAD_REQUEST,
+    );
+    expect_error(
+        submit(vec![
+            json!({"name": "measureReport", "resource": mr}),
+            json!({"name": "measureReport", "resource": mr}),
+            json!({"name": "resource", "resource": obs}),
+        ]),
+        StatusCode::BAD_REQUEST,
+    );
+    assert_eq!(
+        search_total(&s, &c, "Observation", "identifier=urn:lab:results|submit-1"),
+        0,
+        "a refused submission writes nothing"
+    );
+    let r = submit(vec![
+        json!({"name": "measureReport", "resource": mr}),
+        json!({"name": "resource", "resource": obs}),
+    ]);
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{}",
+        r.text().unwrap_or_default()
+    );
+    assert_eq!(
+        search_total(&s, &c, "Observation", "identifier=urn:lab:results|submit-1"),
+        1
+    );
+
+    // $care-gaps: every member whose HbA1c window closed without a usable result is an open gap
+    expect_error(
+        get(&s, &c, &format!("/Measure/{januvia}/$care-gaps?{period}")),
+        StatusCode::BAD_REQUEST,
+    );
+    let gaps = get_json(
+        &s,
+        &c,
+        &format!("/Measure/{januvia}/$care-gaps?{period}&status=open-gap"),
+    );
+    let mut gap_patients: Vec<String> = param(&gaps, "return")
+        .iter()
+        .flat_map(|b| {
+            b["resource"]["entry"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|e| {
+            e["resource"]["patient"]["reference"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches("Patient/")
+                .to_string()
+        })
+        .collect();
+    gap_patients.sort();
+    // the submitted result may close a gap of that member; compare after the re-evaluation
+    let outcomes = get_json(
+        &s,
+        &c,
+        &format!("/Measure/{januvia}/$outcomes?status=missing-data&_count=1000"),
+    );
+    let mut missing: Vec<String> = outcomes["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "result")
+        .filter_map(|p| {
+            p["part"]
+                .as_array()?
+                .iter()
+                .find(|x| x["name"] == "subject")
+        })
+        .map(|x| {
+            x["valueReference"]["reference"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches("Patient/")
+                .to_string()
+        })
+        .collect();
+    missing.sort();
+    let generated_missing = expected
+        .iter()
+        .filter(|e| {
+            e.membership.as_deref() == Some("member")
+                && e.outcomes.get("hba1c-control").map(String::as_str) == Some("missing-data")
+        })
+        .count();
+    assert!(generated_missing > 0, "the population has missing data");
+    assert_eq!(gap_patients, missing);
+    let first = &param(&gaps, "return")[0]["resource"]["entry"][0]["resource"];
+    assert!(
+        first["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("needed by") && d.contains("at stake")),
+        "{first}"
+    );
+}

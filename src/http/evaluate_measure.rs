@@ -39,7 +39,7 @@ struct Ask {
 
 /// A date or dateTime parameter: its calendar date (a year or year-month is widened to its first
 /// or last day).
-fn date_param(v: &str, end: bool) -> Option<Day> {
+pub(crate) fn date_param(v: &str, end: bool) -> Option<Day> {
     if let Some(d) = days::parse_full(v.get(..10).unwrap_or("")) {
         return (v.len() == 10 || v.as_bytes().get(10) == Some(&b'T')).then_some(d);
     }
@@ -141,7 +141,7 @@ fn parse(params: Vec<(String, String)>) -> Result<Ask> {
 }
 
 /// The parameters of a POST body (a Parameters resource; an empty body means none).
-fn body_params(body: &FhirBody) -> Result<Vec<(String, String)>> {
+pub(crate) fn body_params(body: &FhirBody) -> Result<Vec<(String, String)>> {
     if body.bytes.is_empty() {
         return Ok(Vec::new());
     }
@@ -173,7 +173,7 @@ fn body_params(body: &FhirBody) -> Result<Vec<(String, String)>> {
 }
 
 /// The Measure id named by a `measure` parameter (id, `Measure/id` or canonical `url[|version]`).
-fn measure_id(m: &str) -> String {
+pub(crate) fn measure_id(m: &str) -> String {
     let m = m.split('|').next().unwrap_or(m);
     m.rsplit('/').next().unwrap_or(m).to_string()
 }
@@ -275,12 +275,14 @@ async fn run(s: AppState, id: Option<String>, params: Vec<(String, String)>) -> 
 }
 
 /// A resolved `subject`.
-enum Subject {
+pub(crate) enum Subject {
+    /// A Patient id.
     Patient(String),
+    /// The Patient ids of a Group's members.
     Group(Vec<String>),
 }
 
-fn resolve_subject(store: &dyn crate::store::Store, sub: &str) -> Result<Subject> {
+pub(crate) fn resolve_subject(store: &dyn crate::store::Store, sub: &str) -> Result<Subject> {
     let (rtype, id) = match sub.split_once('/') {
         Some((t, i)) => (t, i),
         None => ("Patient", sub),

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod capabilities;
 pub mod create;
+pub mod data_ops;
 pub mod delete;
 pub mod evaluate_measure;
 pub mod headers;
@@ -106,6 +107,29 @@ pub fn router(state: AppState) -> Router {
             "/Measure/$evaluate-measure",
             get(evaluate_measure::type_get).post(evaluate_measure::type_post),
         )
+        .route(
+            "/Measure/$data-requirements",
+            get(data_ops::data_requirements_type).post(data_ops::data_requirements_type),
+        )
+        .route(
+            "/Measure/{id}/$data-requirements",
+            get(data_ops::data_requirements_instance).post(data_ops::data_requirements_instance),
+        )
+        .route(
+            "/Measure/$collect-data",
+            get(data_ops::collect_data_type),
+        )
+        .route(
+            "/Measure/{id}/$collect-data",
+            get(data_ops::collect_data_get).post(data_ops::collect_data_post),
+        )
+        .route("/Measure/$submit-data", post(data_ops::submit_data))
+        .route("/Measure/{id}/$submit-data", post(data_ops::submit_data))
+        .route(
+            "/Measure/$care-gaps",
+            get(data_ops::care_gaps_get).post(data_ops::care_gaps_post),
+        )
+        .route("/Measure/{id}/$care-gaps", get(data_ops::care_gaps_instance))
         .route(
             "/Measure/{id}/$publish-reports",
             post(publish_reports::publish_reports),

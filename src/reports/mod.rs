@@ -3,6 +3,7 @@
 //! subject-list).
 
 pub mod common;
+pub mod data_requirements;
 pub mod individual;
 pub mod patient_results;
 pub mod performance;
