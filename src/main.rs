@@ -28,6 +28,8 @@ enum Command {
     Reindex(vbc_server::maintenance::MaintenanceConfig),
     /// Time full evaluation and incremental updates of the outcome engine on generated patients.
     BenchOutcomes(vbc_server::bench::outcomes::OutcomeBenchConfig),
+    /// Time a contract's report set on generated patients and a payer's MeasureReport search.
+    BenchReports(vbc_server::bench::reports::ReportBenchConfig),
     /// Check contract definitions, or load them into a stopped server's data directory.
     LoadContract(vbc_server::contracts::command::LoadContractConfig),
     /// Check that the search index matches the stored resources (exit status 1 if not).
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Bench(cfg) => runtime.block_on(vbc_server::bench::run(cfg)),
         Command::BenchOutcomes(cfg) => vbc_server::bench::outcomes::run(&cfg),
+        Command::BenchReports(cfg) => runtime.block_on(vbc_server::bench::reports::run(cfg)),
         Command::LoadContract(cfg) => runtime.block_on(vbc_server::contracts::command::run(&cfg)),
         Command::Synth(cfg) => vbc_server::synth::run(&cfg),
         Command::Reindex(cfg) => vbc_server::maintenance::reindex(&cfg).map(|n| {

@@ -4,6 +4,7 @@
 
 pub mod generator;
 pub mod outcomes;
+pub mod reports;
 pub mod search;
 
 use std::path::PathBuf;

@@ -47,6 +47,90 @@ fn contract_files(cfg: &OutcomeBenchConfig) -> Vec<PathBuf> {
     files
 }
 
+/// A generated population loaded into an in-memory engine with its contract registered.
+pub struct Population {
+    /// The engine.
+    pub engine: std::sync::Arc<Engine>,
+    /// Resource versions loaded.
+    pub resources: usize,
+    /// Cohort members (expected).
+    pub members: Vec<String>,
+    /// The recording time of the first version (ms).
+    pub t0: i64,
+    /// The contract Measure id.
+    pub contract: String,
+    /// How long registering the contract (its first full evaluation) took.
+    pub register: std::time::Duration,
+}
+
+/// Generate `patients` for a contract and load them into an in-memory engine (no contract
+/// registered while loading), then register the contract.
+pub fn populate(
+    compiled: &crate::contracts::Compiled,
+    patients: usize,
+    seed: u64,
+    today: days::Day,
+) -> Population {
+    let rules = compiled.rules.clone();
+    let engine = Engine::in_memory(vec![crate::config::DEFAULT_LINK_SYSTEM.to_string()]);
+    let mut versions: HashMap<(String, String), u64> = HashMap::new();
+    let mut resources = 0usize;
+    let mut members: Vec<String> = Vec::new();
+    let t0 = crate::interaction::now_ms() - 86_400_000;
+    let mut batch = Vec::with_capacity(4096);
+    for (bundles, expected) in crate::synth::generate(&rules, patients, seed, today) {
+        if expected.membership.as_deref() == Some("member") {
+            members.push(expected.person.clone());
+        }
+        for b in bundles {
+            for e in b["entry"].as_array().into_iter().flatten() {
+                let r = &e["resource"];
+                let (Some(t), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) else {
+                    continue;
+                };
+                let v = versions.entry((t.to_string(), id.to_string())).or_insert(0);
+                *v += 1;
+                resources += 1;
+                batch.push((
+                    t.to_string(),
+                    id.to_string(),
+                    *v,
+                    t0 + resources as i64,
+                    serde_json::to_vec(r).ok(),
+                ));
+            }
+        }
+        if batch.len() >= 4000 {
+            engine.ingest(&batch);
+            batch.clear();
+        }
+    }
+    engine.ingest(&batch);
+    let contract = crate::contracts::fhir::Ids::of(&rules).contract();
+    let library = compiled
+        .resources
+        .iter()
+        .find(|r| r["resourceType"] == "Library")
+        .cloned()
+        .unwrap_or_default();
+    let start = Instant::now();
+    engine.ingest(&[(
+        "Library".into(),
+        format!("{contract}-rules"),
+        1,
+        t0 + resources as i64 + 1,
+        serde_json::to_vec(&library).ok(),
+    )]);
+    Population {
+        engine,
+        resources,
+        members,
+        t0,
+        contract,
+        register: start.elapsed(),
+    }
+}
+
 /// Run the benchmark.
 pub fn run(cfg: &OutcomeBenchConfig) -> Result<()> {
     let today = days::today();
@@ -62,58 +146,14 @@ pub fn run(cfg: &OutcomeBenchConfig) -> Result<()> {
             .map_err(|e| FhirError::BadRequest(format!("{}: {e}", file.display())))?;
         let compiled = crate::contracts::compile(&text)?;
         let rules = compiled.rules.clone();
-        let engine = Engine::in_memory(vec![crate::config::DEFAULT_LINK_SYSTEM.to_string()]);
-        // load the population with no contract registered (no evaluation while loading)
-        let mut versions: HashMap<(String, String), u64> = HashMap::new();
-        let mut resources = 0usize;
-        let mut members: Vec<String> = Vec::new();
-        let t0 = crate::interaction::now_ms() - 86_400_000;
-        let mut batch = Vec::with_capacity(4096);
-        for (bundles, expected) in crate::synth::generate(&rules, cfg.patients, cfg.seed, today) {
-            if expected.membership.as_deref() == Some("member") {
-                members.push(expected.person.clone());
-            }
-            for b in bundles {
-                for e in b["entry"].as_array().into_iter().flatten() {
-                    let r = &e["resource"];
-                    let (Some(t), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) else {
-                        continue;
-                    };
-                    let v = versions.entry((t.to_string(), id.to_string())).or_insert(0);
-                    *v += 1;
-                    resources += 1;
-                    batch.push((
-                        t.to_string(),
-                        id.to_string(),
-                        *v,
-                        t0 + resources as i64,
-                        serde_json::to_vec(r).ok(),
-                    ));
-                }
-            }
-            if batch.len() >= 4000 {
-                engine.ingest(&batch);
-                batch.clear();
-            }
-        }
-        engine.ingest(&batch);
-        batch.clear();
-        let contract = crate::contracts::fhir::Ids::of(&rules).contract();
-        let library = compiled
-            .resources
-            .iter()
-            .find(|r| r["resourceType"] == "Library")
-            .cloned()
-            .unwrap_or_default();
-        let start = Instant::now();
-        engine.ingest(&[(
-            "Library".into(),
-            format!("{contract}-rules"),
-            1,
-            t0 + resources as i64 + 1,
-            serde_json::to_vec(&library).ok(),
-        )]);
-        let register = start.elapsed();
+        let Population {
+            engine,
+            resources,
+            members,
+            t0,
+            contract,
+            register,
+        } = populate(&compiled, cfg.patients, cfg.seed, today);
         let mut times = Vec::new();
         let mut persons = 0;
         for _ in 0..cfg.rounds.max(1) {

@@ -198,3 +198,33 @@ pub fn strata<'r>(
     }
     map.into_iter().collect()
 }
+
+/// The group-level scoring and improvement-notation extensions of an outcome (DEQM deqm-3 and
+/// deqm-6: reports with several groups carry the scoring on every group).
+pub fn group_scoring(plan: &Plan, outcome: &str) -> Vec<Value> {
+    let def = plan.rules.outcomes.iter().find(|o| o.id == outcome);
+    let scoring = def.map_or("proportion", |d| d.scoring.as_str());
+    let improvement = def.map_or("increase", |d| d.improvement.as_str());
+    vec![
+        json!({
+            "url": format!("{DEQM}/StructureDefinition/extension-measureScoring"),
+            "valueCodeableConcept": cc("http://terminology.hl7.org/CodeSystem/measure-scoring", scoring, None)
+        }),
+        json!({
+            "url": format!("{DEQM}/StructureDefinition/extension-groupImprovementNotation"),
+            "valueCodeableConcept": cc("http://terminology.hl7.org/CodeSystem/measure-improvement-notation", improvement, None)
+        }),
+    ]
+}
+
+/// A score that cannot be computed (nobody decided): 0, marked not applicable, because DEQM
+/// (deqm-6) wants a proportion score in 0..1.
+pub fn absent_score() -> Value {
+    json!({
+        "extension": [{
+            "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+            "valueCode": "not-applicable"
+        }],
+        "value": 0
+    })
+}

@@ -45,9 +45,11 @@ pub fn report(
             (Some(Membership::Member), Some(o)) => o.status.code().to_string(),
             (Some(m), _) => m.code().to_string(),
         };
+        let mut ext = group_scoring(plan, outcome);
+        ext.push(json!({"url": format!("{EXT}/outcome-status"), "valueCode": status}));
         let mut g = json!({
             "id": outcome,
-            "extension": [{"url": format!("{EXT}/outcome-status"), "valueCode": status}],
+            "extension": ext,
             "code": {"text": plan.rules.outcomes.iter().find(|d| d.id == *outcome).map_or(*outcome, |d| d.title.as_str())},
             "population": c.populations("")
                 .into_iter()
@@ -63,12 +65,17 @@ pub fn report(
                     );
                 }
             }
-            if matches!(o.status, Status::Met | Status::NotMet) {
-                g["measureScore"] = json!({"value": if o.status == Status::Met { 1 } else { 0 }});
-            }
+            g["measureScore"] = match o.status {
+                Status::Met => json!({"value": 1}),
+                Status::NotMet => json!({"value": 0}),
+                _ => absent_score(),
+            };
             for e in &o.evidence {
                 add_evidence(e.rtype, &e.id, e.version);
             }
+        }
+        if o.is_none() {
+            g["measureScore"] = absent_score();
         }
         groups.push(g);
     }

@@ -42,18 +42,7 @@ pub fn report(
         "code": {"text": def.map_or(outcome, |d| d.title.as_str())},
         "population": counts.populations(""),
     });
-    group["measureScore"] = match score_json(score(results, &counts)) {
-        Some(s) => s,
-        // DEQM (deqm-6) wants a proportion score in 0..1 even when nobody is decided: 0, marked
-        // as not applicable
-        None => json!({
-            "extension": [{
-                "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
-                "valueCode": "not-applicable"
-            }],
-            "value": 0
-        }),
-    };
+    group["measureScore"] = score_json(score(results, &counts)).unwrap_or_else(absent_score);
     let mut out = Vec::new();
     for (code, label, value) in stratifiers() {
         let strata: Vec<Value> = strata(results, value)

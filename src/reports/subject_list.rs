@@ -72,10 +72,12 @@ pub fn report(
             contained.push(list);
             pop["subjectResults"] = json!({"reference": format!("#{list_id}")});
         }
-        let mut g = json!({"id": outcome, "population": pops});
-        if let Some(s) = score_json(counts.score()) {
-            g["measureScore"] = s;
-        }
+        let g = json!({
+            "id": outcome,
+            "extension": group_scoring(plan, outcome),
+            "population": pops,
+            "measureScore": score_json(counts.score()).unwrap_or_else(absent_score),
+        });
         groups.push(g);
     }
     json!({
