@@ -1,4 +1,5 @@
-"""Reports area: the `$evaluate-measure` operation (Da Vinci DEQM test kit checks, ported).
+"""Reports area: the `$evaluate-measure`, `$submit-data`, `$care-gaps`, `$data-requirements` and
+`$collect-data` operations (Da Vinci DEQM test kit checks, ported).
 
 The checks of the DEQM test kit's `$evaluate-measure` group (projecttacoma/deqm-test-kit,
 evaluate_measure.rb / evaluate.rb: individual, subject-list, population and Group reports; 404 for
@@ -23,6 +24,22 @@ vbc-server promises for the reports it emits:
   whose does not; `$outcomes` confirms both before anything depends on them), so the counts of
   individual, subject-list, Group and performance reports are checked with known members, not
   only on an empty population.
+* `$submit-data` (submit_data.rb, deqm_submit_data.rb, submit_data_v5.rb): one data-collection
+  MeasureReport plus `resource` parameters, or all of it in a DEQM `bundle` parameter, type and
+  instance level -> 200 and every submitted resource found by identifier (system|value) once; no
+  MeasureReport, two, or one not of type data-collection -> 400 OperationOutcome and nothing of the
+  submission stored (each after a control submission without the fault is accepted); a body that
+  is not a Parameters -> 400.
+* `$care-gaps` (care_gaps.rb 01-03, 06, 07): a third januvia-aetna member without any HbA1c
+  (window closed, `$outcomes` missing-data) is an open gap (a DetectedIssue in a `return` Bundle,
+  detail with "needed by" the window end and the amount at stake) in every request form (Patient,
+  Group, no subject, no Measure, outcome Measure, instance level, POST Parameters); the met member
+  is no open gap but a closed gap; missing or invalid status, missing period -> 400, unknown
+  Measure -> 404 (each after a control request without the fault answers 200).
+* `$data-requirements` of every contract Measure (a module-definition Library with codeFilter
+  ValueSets that resolve on the server; type level and the kit's POST form; 404 for an unknown
+  Measure) and `$collect-data` of a seeded member (a data-collection MeasureReport whose
+  evaluatedResource lists exactly the returned `resource` parameters).
 * Every report is validated by @medplum/core against R4 and the profile its meta.profile claims
   (`validate.js --profiles`, as in test_reports_profiles.py; StructureDefinitions from
   `../profiles/` or `$VBC_PROFILES_DIR`, missing -> that test skips), all reports in one run of
@@ -105,7 +122,7 @@ def parameters(params) -> dict:
             key = "valueDate" if re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", value) else "valueDateTime"
         elif name == "lastReceivedOn":
             key = "valueDateTime"
-        elif name == "reportType":
+        elif name in ("reportType", "status"):
             key = "valueCode"
         else:  # measure, subject, practitioner
             key = "valueString"
@@ -420,9 +437,10 @@ def measures(client) -> dict:
     return {"all": found, "contract": contract, "outcome": outcome}
 
 
-def _seed_member(client, payer: str, hba1c: float) -> str:
+def _seed_member(client, payer: str, hba1c: float | None) -> str:
     """A januvia-aetna cohort member: adult, type 2 diabetes, Aetna coverage, first sitagliptin
-    dispense (30 tablets) on 2025-03-03, HbA1c on day 180 (2025-08-30)."""
+    dispense (30 tablets) on 2025-03-03, HbA1c on day 180 (2025-08-30); hba1c None: no HbA1c at
+    all (the 150..210 window closed on 2025-09-29 without a result)."""
     pid = new_patient(client, identifier=[{"system": MEMBER_ID, "value": fhirtest.unique("member")}])
     subj = {"reference": f"Patient/{pid}"}
     put(client, {"resourceType": "Coverage", "id": pid + "-cov", "status": "active", "beneficiary": subj,
@@ -440,6 +458,8 @@ def _seed_member(client, payer: str, hba1c: float) -> str:
                  "quantity": {"value": 30},
                  "daysSupply": {"value": 30, "unit": "d", "system": UCUM, "code": "d"},
                  "whenHandedOver": "2025-03-03"})
+    if hba1c is None:
+        return pid
     put(client, {"resourceType": "Observation", "id": pid + "-a1c", "status": "final", "subject": subj,
                  "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
                  "effectiveDateTime": "2025-08-30",
@@ -470,7 +490,7 @@ def seeded(client, measures) -> dict:
     put(client, {"resourceType": "Group", "id": gid, "type": "person", "actual": True,
                  "member": [{"entity": {"reference": f"Patient/{met}"}},
                             {"entity": {"reference": f"Patient/{not_met}"}}]})
-    return {"met": met, "not_met": not_met, "group": gid}
+    return {"met": met, "not_met": not_met, "group": gid, "payer": payer}
 
 
 @pytest.fixture(scope="module")
@@ -940,3 +960,608 @@ def test_malformed_query_is_rejected(client, measures):
     path = op_path(JANUVIA_OUTCOME)
     expect_control_report(client.get(path + "?periodStart=2019-01-01&periodEnd=2019-12-31"), "well-formed query")
     expect_error(client.get(path + "?periodStart2019-01-01&periodEnd=2019-12-31&subjectPatient/123"), 400)
+
+
+# ---------------------------------------------------------------------------
+# $submit-data (DEQM test kit submit_data.rb, deqm_submit_data.rb, submit_data_v5.rb)
+# ---------------------------------------------------------------------------
+
+SUBMIT_ID = "urn:conformance:submit-data"
+DATAX = DEQM + "datax-measurereport-deqm"
+SUBMIT_LEVELS = ["type", "instance"]
+
+
+def submit_path(level: str) -> str:
+    return "/Measure/$submit-data" if level == "type" else f"/Measure/{JANUVIA}/$submit-data"
+
+
+def post_json(client, path: str, body: dict):
+    return client.post(path, content=json.dumps(body), headers={"Content-Type": FHIR_JSON})
+
+
+def ident() -> list[dict]:
+    return [{"system": SUBMIT_ID, "value": fhirtest.unique("sd")}]
+
+
+def data_collection_report(measure: dict, pid: str | None = None, rtype: str = "data-collection") -> dict:
+    """The kit's create_measure_report: a data-collection MeasureReport of the Measure with an
+    identifier (no id: the server creates it)."""
+    mr = {"resourceType": "MeasureReport", "identifier": ident(), "status": "complete", "type": rtype,
+          "measure": measure["url"], "period": {"start": "2025-01-01", "end": "2025-12-31"}}
+    if pid:
+        mr["subject"] = {"reference": f"Patient/{pid}"}
+    return mr
+
+
+def submitted_data() -> list[dict]:
+    """What a data-collection submission for januvia-aetna carries: a Patient, a sitagliptin
+    dispense and an HbA1c result (ids given: PUT), and a Condition without an id (created); each
+    with an identifier unique to this call."""
+    pid = fhirtest.unique("sd-pat")
+    subj = {"reference": f"Patient/{pid}"}
+    return [
+        {"resourceType": "Patient", "id": pid, "identifier": ident(), "gender": "male", "birthDate": "1970-02-01"},
+        {"resourceType": "MedicationDispense", "id": pid + "-md", "identifier": ident(), "status": "completed",
+         "subject": subj, "quantity": {"value": 30},
+         "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "665033"}]},
+         "daysSupply": {"value": 30, "unit": "d", "system": UCUM, "code": "d"}, "whenHandedOver": "2025-03-03"},
+        {"resourceType": "Observation", "id": pid + "-a1c", "identifier": ident(), "status": "final",
+         "subject": subj, "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+         "effectiveDateTime": "2025-08-30",
+         "valueQuantity": {"value": 6.8, "unit": "%", "system": UCUM, "code": "%"}},
+        {"resourceType": "Condition", "identifier": ident(), "subject": subj,
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+         "onsetDateTime": "2024-06-01"},
+    ]
+
+
+SUBMIT_FAULTS = {
+    # submit-data-02: the kit sends a Measure where the MeasureReport belongs
+    "measure-instead-of-measurereport": "no MeasureReport, a `Measure` parameter holding a Measure",
+    "no-measurereport": "only `resource` parameters",
+    # submit-data-03
+    "two-measurereports": "two `measureReport` parameters",
+    "second-measurereport-in-a-bundle": "a `measureReport` parameter and another one in a `bundle`",
+    "measurereport-as-a-resource-too": "a `measureReport` parameter and another one as a `resource`",
+    "individual-measurereport": "the one MeasureReport is of type individual",
+    "summary-measurereport": "the one MeasureReport is of type summary",
+}
+
+
+def submission(measure: dict, fault: str | None = None) -> tuple[dict, list[dict]]:
+    """(a Parameters body, every resource it carries that has an identifier). Without a fault
+    it is a valid submission: one data-collection MeasureReport + the data."""
+    data = submitted_data()
+    mr = data_collection_report(measure, data[0]["id"])
+    params = [{"name": "measureReport", "resource": mr}] + [{"name": "resource", "resource": r} for r in data]
+    carried = [mr] + data
+    other = data_collection_report(measure, data[0]["id"])
+    if fault == "measure-instead-of-measurereport":
+        params[0] = {"name": "Measure", "resource": {"resourceType": "Measure", "id": measure["id"],
+                                                     "status": "active"}}
+        carried = data
+    elif fault == "no-measurereport":
+        params, carried = params[1:], data
+    elif fault == "two-measurereports":
+        params.insert(1, {"name": "measureReport", "resource": other})
+        carried.append(other)
+    elif fault == "second-measurereport-in-a-bundle":
+        params.append({"name": "bundle", "resource": {"resourceType": "Bundle", "type": "collection",
+                                                      "entry": [{"resource": other}]}})
+        carried.append(other)
+    elif fault == "measurereport-as-a-resource-too":
+        params.append({"name": "resource", "resource": other})
+        carried.append(other)
+    elif fault == "individual-measurereport":
+        mr["type"] = "individual"
+    elif fault == "summary-measurereport":
+        mr["type"] = "summary"
+        del mr["subject"]
+    elif fault is not None:
+        raise ValueError(fault)
+    return {"resourceType": "Parameters", "parameter": params}, carried
+
+
+def deqm_bundle_submission(measure: dict) -> tuple[dict, list[dict]]:
+    """The DEQM (STU5 test kit) form: a `bundle` parameter holding a transaction Bundle with a
+    datax MeasureReport (id, subject, submitDataUpdateType snapshot, a contained reporter) and
+    the data, each entry with its request."""
+    data = submitted_data()
+    mr = data_collection_report(measure, data[0]["id"])
+    mr.update({"id": fhirtest.unique("sd-mr"), "date": "2026-01-15", "meta": {"profile": [DATAX]},
+               "extension": [{"url": DEQM + "extension-submitDataUpdateType", "valueCode": "snapshot"}],
+               "contained": [{"resourceType": "Organization", "id": "submitter", "name": "Conformance suite"}],
+               "reporter": {"reference": "#submitter"}})
+    entries = []
+    for r in [mr] + data:
+        req = ({"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"} if r.get("id")
+               else {"method": "POST", "url": r["resourceType"]})
+        entries.append({"resource": r, "request": req})
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return {"resourceType": "Parameters", "parameter": [{"name": "bundle", "resource": bundle}]}, [mr] + data
+
+
+def found_by_identifier(client, res: dict) -> int:
+    """How many resources of the type the server finds by the resource's identifier system|value
+    (the kit's check that a submission persisted)."""
+    i = res["identifier"][0]
+    r = client.get(f"/{res['resourceType']}", params={"identifier": f"{i['system']}|{i['value']}"})
+    b = fhirtest.fhir_json(r, 200, what=f"{res['resourceType']} by identifier")
+    assert b.get("resourceType") == "Bundle", f"identifier search did not answer a Bundle: {describe(r)}"
+    total = b.get("total")
+    n = len([e for e in b.get("entry") or [] if (e.get("search") or {}).get("mode", "match") == "match"])
+    assert total is None or total == n, f"identifier search: total {total} but {n} matching entries: {describe(r)}"
+    return n
+
+
+def assert_submitted(client, carried: list[dict], what: str) -> None:
+    missing = []
+    for res in carried:
+        n = found_by_identifier(client, res)
+        if n != 1:
+            missing.append(f"{res['resourceType']} {res['identifier'][0]['value']}: found {n}, expected 1")
+    assert not missing, f"{what}: submitted resources not found by identifier:\n  " + "\n  ".join(missing)
+
+
+def assert_nothing_written(client, carried: list[dict], what: str) -> None:
+    written = [f"{res['resourceType']} {res['identifier'][0]['value']}" for res in carried
+               if found_by_identifier(client, res) != 0]
+    assert not written, f"{what}: the refused submission was (partly) stored: {written}"
+
+
+@pytest.mark.parametrize("level", SUBMIT_LEVELS)
+def test_submit_data_stores_the_report_and_the_resources(client, measures, level):
+    """DEQM submit-data-01: a Parameters with one data-collection `measureReport` and `resource`
+    parameters (ids given and not) -> 200; afterwards each of them, the MeasureReport too, is
+    found by its identifier (system|value), exactly once."""
+    body, carried = submission(measures["all"][JANUVIA])
+    r = post_json(client, submit_path(level), body)
+    fhirtest.fhir_json(r, 200, what=f"$submit-data ({level} level)")
+    assert_submitted(client, carried, f"$submit-data at {submit_path(level)}")
+
+
+@pytest.mark.parametrize("level", SUBMIT_LEVELS)
+def test_submit_data_in_a_deqm_bundle(client, measures, level):
+    """DEQM STU5 submit-data (submit_data_v5.rb): the MeasureReport and the data in a transaction
+    Bundle in a `bundle` parameter -> 200, and everything is found by identifier afterwards."""
+    body, carried = deqm_bundle_submission(measures["all"][JANUVIA])
+    r = post_json(client, submit_path(level), body)
+    fhirtest.fhir_json(r, 200, what=f"$submit-data bundle ({level} level)")
+    assert_submitted(client, carried, f"$submit-data with a bundle parameter at {submit_path(level)}")
+
+
+def test_submit_data_resubmission_updates(client, measures):
+    """A resource with an id is updated by a second submission (not duplicated): the Patient's
+    new identifier finds it, still one Patient with that id."""
+    m = measures["all"][JANUVIA]
+    body, carried = submission(m)
+    fhirtest.fhir_json(post_json(client, submit_path("type"), body), 200, what="$submit-data")
+    patient = next(c for c in carried if c["resourceType"] == "Patient")
+    patient2 = dict(patient, identifier=ident(), gender="female")
+    again = {"resourceType": "Parameters", "parameter": [
+        {"name": "measureReport", "resource": data_collection_report(m, patient["id"])},
+        {"name": "resource", "resource": patient2}]}
+    fhirtest.fhir_json(post_json(client, submit_path("type"), again), 200, what="$submit-data again")
+    assert found_by_identifier(client, patient2) == 1, "the resubmitted Patient is not found by its new identifier"
+    r = client.get(f"/Patient/{patient['id']}")
+    got = fhirtest.fhir_json(r, 200, what="resubmitted Patient")
+    assert got.get("gender") == "female", f"Patient/{patient['id']} was not updated by the resubmission: {got}"
+
+
+@pytest.mark.parametrize("level", SUBMIT_LEVELS)
+@pytest.mark.parametrize("fault", list(SUBMIT_FAULTS))
+def test_submit_data_refuses_without_exactly_one_data_collection_report(client, measures, fault, level):
+    """DEQM submit-data-02/03 and the server's rule (exactly one MeasureReport, of type
+    data-collection): 400, an OperationOutcome with an error issue, and nothing of the
+    submission is stored (no identifier of it finds anything). The same submission without the
+    fault (fresh identifiers) is accepted first, so the 400 comes from the fault."""
+    m = measures["all"][JANUVIA]
+    ok_body, ok_carried = submission(m)
+    ctl = post_json(client, submit_path(level), ok_body)
+    assert ctl.status_code == 200, (f"control submission without the fault ({SUBMIT_FAULTS[fault]}) is not "
+                                    f"accepted, so a 400 for the faulty one proves nothing: {describe(ctl)}")
+    assert_submitted(client, ok_carried, "control submission")
+    body, carried = submission(m, fault)
+    expect_error(post_json(client, submit_path(level), body), 400)
+    assert_nothing_written(client, carried, f"$submit-data with {SUBMIT_FAULTS[fault]}")
+
+
+def test_submit_data_refuses_two_measurereports_in_bundles(client, measures):
+    """Two `bundle` parameters each holding a data-collection MeasureReport are two
+    MeasureReports: 400 and nothing stored (one bundle alone is accepted)."""
+    m = measures["all"][JANUVIA]
+    one, one_carried = deqm_bundle_submission(m)
+    ctl = post_json(client, submit_path("type"), one)
+    assert ctl.status_code == 200, f"control: one bundle is not accepted: {describe(ctl)}"
+    assert_submitted(client, one_carried, "control submission")
+    a, ca = deqm_bundle_submission(m)
+    b, cb = deqm_bundle_submission(m)
+    body = {"resourceType": "Parameters", "parameter": a["parameter"] + b["parameter"]}
+    expect_error(post_json(client, submit_path("type"), body), 400)
+    assert_nothing_written(client, ca + cb, "$submit-data with two bundles of one MeasureReport each")
+
+
+@pytest.mark.parametrize("kind", ["transaction-bundle", "measurereport", "patient"])
+def test_submit_data_body_must_be_parameters(client, measures, kind):
+    """A body that is not a Parameters resource (the submission as a bare transaction Bundle, the
+    data-collection MeasureReport alone, a Patient): 400 with an OperationOutcome, nothing
+    stored."""
+    m = measures["all"][JANUVIA]
+    params, carried = deqm_bundle_submission(m)
+    bundle = params["parameter"][0]["resource"]
+    if kind == "transaction-bundle":
+        body = bundle
+    elif kind == "measurereport":
+        body, carried = carried[0], carried[:1]
+    else:
+        body, carried = carried[1], carried[1:2]
+    expect_error(post_json(client, submit_path("type"), body), 400)
+    assert_nothing_written(client, carried, f"$submit-data with a {body['resourceType']} body")
+
+
+# ---------------------------------------------------------------------------
+# $care-gaps (DEQM test kit care_gaps.rb)
+# ---------------------------------------------------------------------------
+
+# index 2025-03-03 (the seeded dispense) + 210 days: the end of the HbA1c window
+JANUVIA_WINDOW_END = "2025-09-29"
+GAP_STATUSES = ("open-gap", "closed-gap", "prospective-gap")
+
+
+def care_gaps_path(measure_id: str | None) -> str:
+    return f"/Measure/{measure_id}/$care-gaps" if measure_id else "/Measure/$care-gaps"
+
+
+def care_gaps(client, method: str, measure_id: str | None, params):
+    params = list(params)
+    if method == "GET":
+        return client.get(care_gaps_path(measure_id), params=params)
+    return post_json(client, care_gaps_path(measure_id), parameters(params))
+
+
+def gap_status_of(issue: dict) -> str | None:
+    """The gap status an issue states, if it states one (an extension or modifierExtension named
+    gap-status / gapStatus, code or CodeableConcept)."""
+    for e in (issue.get("extension") or []) + (issue.get("modifierExtension") or []):
+        if re.search(r"gap-?status$", e.get("url") or "", re.I):
+            if e.get("valueCode"):
+                return e["valueCode"]
+            cs = codings(e.get("valueCodeableConcept"))
+            if cs:
+                return cs[0].get("code")
+    return None
+
+
+def gaps(resp, statuses, what: str) -> list[dict]:
+    """The DetectedIssues of a $care-gaps answer as [{patient, detail, status}], after checking
+    the shape: 200 Parameters, every parameter a `return` Bundle, every entry a DetectedIssue
+    with a Patient reference and a detail text, and any gap status it states one asked for."""
+    body = fhirtest.fhir_json(resp, 200, what=what)
+    assert body.get("resourceType") == "Parameters", f"{what}: not a Parameters: {describe(resp)}"
+    out, problems = [], []
+    for k, p in enumerate(body.get("parameter") or []):
+        res = p.get("resource") or {}
+        if p.get("name") != "return" or res.get("resourceType") != "Bundle":
+            problems.append(f"parameter[{k}] is not a `return` Bundle: name {p.get('name')!r}, "
+                            f"resource {res.get('resourceType')!r}")
+            continue
+        for j, e in enumerate(res.get("entry") or []):
+            di = e.get("resource") or {}
+            if di.get("resourceType") != "DetectedIssue":
+                continue
+            where = f"parameter[{k}].entry[{j}]"
+            m = re.search(r"(?:^|/)Patient/([^/]+)$", (di.get("patient") or {}).get("reference") or "")
+            if not m:
+                problems.append(f"{where}: DetectedIssue.patient {di.get('patient')} is no Patient reference")
+                continue
+            detail = di.get("detail")
+            if not (isinstance(detail, str) and detail.strip()):
+                problems.append(f"{where}: DetectedIssue without a detail text")
+            st = gap_status_of(di)
+            if st is not None and st not in statuses:
+                problems.append(f"{where}: gap status {st!r} was not asked for ({list(statuses)})")
+            out.append({"patient": m.group(1), "detail": detail or "", "status": st})
+    assert not problems, f"{what}:\n  " + "\n  ".join(problems)
+    return out
+
+
+def gaps_of(found: list[dict], pid: str) -> list[dict]:
+    return [g for g in found if g["patient"] == pid]
+
+
+@pytest.fixture(scope="module")
+def gap_member(client, seeded) -> dict:
+    """A januvia-aetna member (born 1970, member id, type 2 diabetes, Aetna coverage, sitagliptin
+    dispensed on 2025-03-03) without any HbA1c: the window closed on 2025-09-29 without the
+    measurement, `$outcomes` must say missing-data. And a Group of this member and the seeded
+    met member."""
+    pid = _seed_member(client, seeded["payer"], None)
+    got = outcome_status(client, JANUVIA, pid, JANUVIA_OUTCOME_KEY)
+    if got != "missing-data":
+        pytest.fail(f"gap fixture: $outcomes gives Patient/{pid} status {got!r} for {JANUVIA_OUTCOME_KEY}, "
+                    "expected 'missing-data'; the seeded data no longer fit contracts/januvia-aetna.toml",
+                    pytrace=False)
+    gid = fhirtest.unique("mo-gap-group")
+    put(client, {"resourceType": "Group", "id": gid, "type": "person", "actual": True,
+                 "member": [{"entity": {"reference": f"Patient/{pid}"}},
+                            {"entity": {"reference": f"Patient/{seeded['met']}"}}]})
+    return {"pid": pid, "group": gid}
+
+
+# (id, method, instance-level Measure or None, parameters without period/status, which subject
+# the answer is limited to: "patient" (the gap member only), "group" (gap + met member), "all")
+OPEN_GAP_FORMS = [
+    ("care-gaps-01-measureId-patient", "GET", None, [("measureId", JANUVIA), ("subject", "{gap}")], "patient"),
+    ("care-gaps-02-measureId-group", "GET", None, [("measureId", JANUVIA), ("subject", "Group/{group}")], "group"),
+    ("care-gaps-06-no-measure", "GET", None, [("subject", "{gap}")], "patient"),
+    ("outcome-measureId", "GET", None, [("measureId", JANUVIA_OUTCOME), ("subject", "{gap}")], "patient"),
+    ("instance-level", "GET", JANUVIA, [("subject", "{gap}")], "patient"),
+    ("instance-level-population", "GET", JANUVIA, [], "all"),
+    ("post-parameters", "POST", None, [("measureId", JANUVIA), ("subject", "{gap}")], "patient"),
+    ("post-parameters-group", "POST", None, [("measureId", JANUVIA), ("subject", "Group/{group}")], "group"),
+    ("post-population", "POST", None, [("measureId", JANUVIA)], "all"),
+]
+
+
+def fill_gap(params, seeded, gap_member):
+    subs = {"{gap}": f"Patient/{gap_member['pid']}", "{group}": gap_member["group"], "{met}": f"Patient/{seeded['met']}"}
+    out = []
+    for n, v in params:
+        for k, s in subs.items():
+            v = v.replace(k, s)
+        out.append((n, v))
+    return out
+
+
+@pytest.mark.parametrize("status_form", ["open-gap", "open-gap+prospective-gap"])
+@pytest.mark.parametrize("case,method,measure,params,scope", OPEN_GAP_FORMS, ids=[c[0] for c in OPEN_GAP_FORMS])
+def test_care_gaps_open_gap_of_a_member_without_hba1c(client, seeded, gap_member, case, method, measure, params,
+                                                      scope, status_form):
+    """DEQM care-gaps-01/02/06 with a known answer: the member whose HbA1c window closed without a
+    result is an open gap: a `return` Bundle holds a DetectedIssue for the Patient whose detail
+    says the HbA1c is needed by the window's end (2025-09-29) and the refund at stake (131.25 USD).
+    The met member (in the Group and the population) is no open gap; a Patient subject limits
+    the answer to that Patient."""
+    statuses = status_form.split("+")
+    full = PERIOD + fill_gap(params, seeded, gap_member) + [("status", s) for s in statuses]
+    found = gaps(care_gaps(client, method, measure, full), statuses, f"$care-gaps {case}")
+    mine = gaps_of(found, gap_member["pid"])
+    assert mine, (f"no care gap for Patient/{gap_member['pid']} (HbA1c window closed without a result); "
+                  f"gaps for {sorted({g['patient'] for g in found})[:20]}")
+    assert len(mine) == 1, f"expected one gap (the one outcome) for Patient/{gap_member['pid']}: {mine}"
+    g = mine[0]
+    assert g["status"] in (None, "open-gap"), f"gap status {g['status']!r}, expected open-gap: {g}"
+    assert "needed by" in g["detail"].lower(), f"detail does not say by when the HbA1c is needed: {g['detail']!r}"
+    assert JANUVIA_WINDOW_END in g["detail"], f"detail does not name the window end {JANUVIA_WINDOW_END}: {g['detail']!r}"
+    assert str(NON_RESPONDER_REFUND) in g["detail"], \
+        f"detail does not name the amount at stake ({NON_RESPONDER_REFUND} USD): {g['detail']!r}"
+    if scope in ("group", "all"):
+        met = gaps_of(found, seeded["met"])
+        assert not met, f"the met member Patient/{seeded['met']} is listed as a gap: {met}"
+    if scope == "patient":
+        others = sorted({x["patient"] for x in found} - {gap_member["pid"]})
+        assert not others, f"subject=Patient/{gap_member['pid']} but gaps of other Patients are listed: {others[:20]}"
+    if scope == "group":
+        outside = sorted({x["patient"] for x in found} - {gap_member["pid"], seeded["met"]})
+        assert not outside, f"subject=Group/{gap_member['group']} but gaps of non-members are listed: {outside[:20]}"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_care_gaps_met_member_is_no_open_gap(client, seeded, gap_member, method):
+    """The member whose HbA1c met the target has no open (nor prospective) gap."""
+    for who in ("met", "not_met"):
+        pid = seeded[who]
+        found = gaps(care_gaps(client, method, None, PERIOD + [("measureId", JANUVIA), ("subject", f"Patient/{pid}"),
+                                                                ("status", "open-gap"), ("status", "prospective-gap")]),
+                     ("open-gap", "prospective-gap"), f"$care-gaps open-gap for the {who} member")
+        assert not gaps_of(found, pid), f"the {who} member Patient/{pid} (HbA1c decided) is listed: {found}"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_care_gaps_met_member_is_a_closed_gap(client, seeded, gap_member, method):
+    """status=closed-gap lists the decided outcomes: the met member (and the not-met one), each
+    with a DetectedIssue; the member without HbA1c is no closed gap."""
+    for who in ("met", "not_met"):
+        pid = seeded[who]
+        found = gaps(care_gaps(client, method, None, PERIOD + [("measureId", JANUVIA), ("subject", f"Patient/{pid}"),
+                                                                ("status", "closed-gap")]),
+                     ("closed-gap",), f"$care-gaps closed-gap for the {who} member")
+        mine = gaps_of(found, pid)
+        assert len(mine) == 1, f"expected one closed gap for the {who} member Patient/{pid}, got {found}"
+        assert mine[0]["status"] in (None, "closed-gap"), mine
+    pid = gap_member["pid"]
+    found = gaps(care_gaps(client, method, None, PERIOD + [("measureId", JANUVIA), ("subject", f"Patient/{pid}"),
+                                                            ("status", "closed-gap")]),
+                 ("closed-gap",), "$care-gaps closed-gap for the member without HbA1c")
+    assert not gaps_of(found, pid), f"the member without HbA1c Patient/{pid} is listed as a closed gap: {found}"
+
+
+def test_care_gaps_both_statuses_for_a_group(client, seeded, gap_member):
+    """status=open-gap&status=closed-gap for the Group of the gap member and the met member lists
+    both, each once, each with its own status where the issue states one."""
+    statuses = ("open-gap", "closed-gap")
+    found = gaps(care_gaps(client, "GET", None, PERIOD + [("measureId", JANUVIA),
+                                                          ("subject", f"Group/{gap_member['group']}")]
+                           + [("status", s) for s in statuses]), statuses, "$care-gaps both statuses")
+    for pid, want in ((gap_member["pid"], "open-gap"), (seeded["met"], "closed-gap")):
+        mine = gaps_of(found, pid)
+        assert len(mine) == 1, f"expected one gap for Patient/{pid} ({want}): {found}"
+        assert mine[0]["status"] in (None, want), f"Patient/{pid}: status {mine[0]['status']!r}, expected {want}"
+    assert gaps_of(found, gap_member["pid"])[0]["detail"] != gaps_of(found, seeded["met"])[0]["detail"]
+
+
+# (id, method, Measure (instance level) or None, parameters, status, control parameters that
+# must answer 200). "{gap}" is the gap member, "{unknown}" a fresh id.
+S_OPEN = [("status", "open-gap")]
+CG_SUBJ = [("subject", "{gap}")]
+CG_ERRORS = [
+    ("missing-status", None, [("measureId", JANUVIA)] + PERIOD + CG_SUBJ, 400,
+     [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + S_OPEN),
+    ("invalid-status", None, [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + [("status", "no-gap")], 400,
+     [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + S_OPEN),
+    ("one-invalid-status", None, [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + S_OPEN + [("status", "gap")], 400,
+     [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + S_OPEN),
+    # care-gaps-03
+    ("missing-periodStart", None, [("measureId", JANUVIA), ("periodEnd", "2026-12-31")] + CG_SUBJ + S_OPEN, 400,
+     [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + S_OPEN),
+    ("missing-periodEnd", None, [("measureId", JANUVIA), ("periodStart", "2024-01-01")] + CG_SUBJ + S_OPEN, 400,
+     [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + S_OPEN),
+    ("missing-period", None, [("measureId", JANUVIA)] + CG_SUBJ + S_OPEN, 400,
+     [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + S_OPEN),
+    # care-gaps-07
+    ("unknown-measureId", None, [("measureId", "{unknown}")] + PERIOD + CG_SUBJ + S_OPEN, 404,
+     [("measureId", JANUVIA)] + PERIOD + CG_SUBJ + S_OPEN),
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("case,measure,params,status,control", CG_ERRORS, ids=[c[0] for c in CG_ERRORS])
+def test_care_gaps_error(client, seeded, gap_member, case, measure, params, status, control, method):
+    """DEQM care-gaps-03 and -07 and the required `status`: each an OperationOutcome with an error
+    issue (the kit's assert_error) and the status; the same request without the fault answers
+    200, so that the error comes from the fault."""
+    subs = {"{unknown}": fhirtest.unique("no-such")}
+
+    def fill(ps):
+        return [(n, subs.get(v, v)) for n, v in fill_gap(ps, seeded, gap_member)]
+
+    ctl = care_gaps(client, method, measure, fill(control))
+    gaps(ctl, GAP_STATUSES, f"control for {case}")
+    expect_error(care_gaps(client, method, measure, fill(params)), status)
+
+
+def test_care_gaps_unknown_measure_instance_level(client, seeded, gap_member):
+    """GET /Measure/{unknown}/$care-gaps: 404 (the instance-level care-gaps-07); with the
+    januvia Measure the same request answers 200."""
+    params = PERIOD + [("subject", f"Patient/{gap_member['pid']}")] + S_OPEN
+    gaps(care_gaps(client, "GET", JANUVIA, params), GAP_STATUSES, "control: instance-level $care-gaps")
+    expect_error(care_gaps(client, "GET", fhirtest.unique("no-such"), params), 404)
+
+
+# ---------------------------------------------------------------------------
+# $data-requirements and $collect-data (smoke checks)
+# ---------------------------------------------------------------------------
+
+LIBRARY_TYPE = "http://terminology.hl7.org/CodeSystem/library-type"
+
+
+def data_requirements_problems(client, resp, what: str) -> tuple[list[str], dict | None]:
+    try:
+        lib = fhirtest.fhir_json(resp, 200, what=what)
+    except (AssertionError, pytest.fail.Exception) as e:
+        return [str(e).strip()], None
+    p = []
+    if lib.get("resourceType") != "Library":
+        return [f"not a Library: {describe(resp)[:300]}"], None
+    if not any(c.get("system") == LIBRARY_TYPE and c.get("code") == "module-definition"
+               for c in codings(lib.get("type"))):
+        p.append(f"type {lib.get('type')} is not {LIBRARY_TYPE}#module-definition")
+    drs = lib.get("dataRequirement") or []
+    value_sets = {f.get("valueSet") for d in drs for f in d.get("codeFilter") or [] if f.get("valueSet")}
+    if not drs:
+        p.append("no dataRequirement")
+    elif not value_sets:
+        p.append(f"no dataRequirement has a codeFilter with a valueSet ({len(drs)} dataRequirement)")
+    for d in drs:
+        if not d.get("type"):
+            p.append(f"dataRequirement without a type: {d}")
+    for vs in sorted(value_sets):
+        r = client.get("/ValueSet", params={"url": vs})
+        n = r.json().get("total") if r.status_code == 200 else None
+        if n != 1:
+            p.append(f"codeFilter valueSet {vs} does not resolve on the server (ValueSet?url= -> "
+                     f"{r.status_code}, total {n})")
+    return p, lib
+
+
+def test_data_requirements_of_every_contract_measure(client, measures):
+    """GET /Measure/{id}/$data-requirements for every contract Measure: 200, a Library of type
+    module-definition with at least one dataRequirement whose codeFilter names a valueSet, every
+    such ValueSet found on the server by its canonical."""
+    failures = []
+    for mid in measures["contract"]:
+        p, _ = data_requirements_problems(client, client.get(f"/Measure/{mid}/$data-requirements"),
+                                          f"$data-requirements {mid}")
+        failures += [f"Measure/{mid}: {x}" for x in p]
+    fail_all(failures, f"$data-requirements of {len(measures['contract'])} contract Measures")
+
+
+@pytest.mark.parametrize("form", ["type-level-measureId", "post-kit-parameters-with-period"])
+def test_data_requirements_request_forms(client, measures, form):
+    """The type-level form (measureId=) and the kit's POST (an empty Parameters body, periodStart
+    and periodEnd in the query: data-requirements-02) give the Library the instance GET gives."""
+    base_p, base = data_requirements_problems(client, client.get(f"/Measure/{JANUVIA}/$data-requirements"),
+                                              "$data-requirements baseline")
+    assert not base_p, "\n".join(base_p)
+    if form == "type-level-measureId":
+        r = client.get("/Measure/$data-requirements", params={"measureId": JANUVIA})
+    else:
+        r = client.post(f"/Measure/{JANUVIA}/$data-requirements?periodStart=2024-01-01&periodEnd=2026-12-31",
+                        content=json.dumps({"resourceType": "Parameters", "parameter": [{"name": "periodStart",
+                                                                                         "valueDate": "2024-01-01"}]}),
+                        headers={"Content-Type": FHIR_JSON})
+    p, lib = data_requirements_problems(client, r, f"$data-requirements {form}")
+    assert not p, "\n".join(p)
+    assert lib.get("dataRequirement") == base.get("dataRequirement"), \
+        f"{form}: dataRequirement differs from GET /Measure/{JANUVIA}/$data-requirements"
+
+
+def test_data_requirements_unknown_measure(client, measures):
+    """DEQM data-requirements-03: an unknown Measure id -> 404 OperationOutcome."""
+    expect_error(client.get(f"/Measure/{fhirtest.unique('no-such')}/$data-requirements"), 404)
+
+
+def collect_problems(body: dict, measure: dict, pid: str) -> tuple[list[str], list[str]]:
+    """Problems of a $collect-data answer for one Patient, and the Type/id of its resources."""
+    p = []
+    if body.get("resourceType") != "Parameters":
+        return [f"not a Parameters: {json.dumps(body)[:300]}"], []
+    params = body.get("parameter") or []
+    reports = [x for x in params if x.get("name") == "measureReport"]
+    resources = [x.get("resource") or {} for x in params if x.get("name") == "resource"]
+    others = sorted({x.get("name") for x in params} - {"measureReport", "resource"})
+    if others:
+        p.append(f"parameters other than measureReport/resource: {others}")
+    if len(reports) != 1 or (reports[0].get("resource") or {}).get("resourceType") != "MeasureReport":
+        return p + [f"expected one measureReport parameter with a MeasureReport, got {len(reports)}"], []
+    mr = reports[0]["resource"]
+    if mr.get("type") != "data-collection":
+        p.append(f"measureReport type {mr.get('type')!r}, expected data-collection")
+    if mr.get("measure") not in measure_canonicals(measure):
+        p.append(f"measureReport measure {mr.get('measure')!r} is not Measure/{measure['id']}'s canonical")
+    ref = (mr.get("subject") or {}).get("reference") or ""
+    if not re.search(rf"(^|/)Patient/{re.escape(pid)}$", ref):
+        p.append(f"measureReport subject {mr.get('subject')} is not Patient/{pid}")
+    evaluated = [(e.get("reference") or "") for e in mr.get("evaluatedResource") or []]
+    if len(evaluated) != len(resources):
+        p.append(f"{len(evaluated)} evaluatedResource but {len(resources)} resource parameters")
+    # Type/id of each reference (relative or absolute, versioned or not)
+    ev_ids = {"/".join(re.sub(r"/_history/[^/]+$", "", e).split("/")[-2:]) for e in evaluated}
+    res_ids = [f"{r.get('resourceType')}/{r.get('id')}" for r in resources]
+    unlisted = [x for x in res_ids if x not in ev_ids]
+    if unlisted:
+        p.append(f"resource parameters not in evaluatedResource: {unlisted}")
+    return p, res_ids
+
+
+@pytest.mark.parametrize("form", ["instance-GET", "instance-POST", "type-level-measureId"])
+def test_collect_data_for_a_seeded_member(client, measures, seeded, form):
+    """$collect-data for the seeded met member: 200, a Parameters with one `measureReport` of type
+    data-collection for that Patient and Measure, whose evaluatedResource lists exactly the
+    resources returned as `resource` parameters, among them the member's sitagliptin dispense
+    and HbA1c result."""
+    m = measures["all"][JANUVIA]
+    pid = seeded["met"]
+    params = PERIOD + [("subject", f"Patient/{pid}")]
+    if form == "instance-GET":
+        r = client.get(f"/Measure/{JANUVIA}/$collect-data", params=params)
+    elif form == "instance-POST":
+        r = post_json(client, f"/Measure/{JANUVIA}/$collect-data", parameters(params))
+    else:
+        r = client.get("/Measure/$collect-data", params=[("measureId", JANUVIA)] + params)
+    body = fhirtest.fhir_json(r, 200, what=f"$collect-data {form}")
+    p, res_ids = collect_problems(body, m, pid)
+    for need in (f"MedicationDispense/{pid}-md", f"Observation/{pid}-a1c"):
+        if need not in res_ids:
+            p.append(f"the member's {need} is not among the collected resources {res_ids}")
+    assert not p, "\n".join(p)
