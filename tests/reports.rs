@@ -467,6 +467,27 @@ fn data_operations_answer_what_a_measure_needs_collects_accepts_and_misses() {
         get(&s, &c, &format!("/Measure/{januvia}/$care-gaps?{period}")),
         StatusCode::BAD_REQUEST,
     );
+    // as the DEQM kit: subject with organization, and a subject that is no reference, are 400
+    let who = format!("Patient/{}", member.person);
+    expect_error(
+        get(&s, &c, &format!("/Measure/{januvia}/$care-gaps?{period}&status=open-gap&subject={who}&organization=Organization/x")),
+        StatusCode::BAD_REQUEST,
+    );
+    expect_error(
+        get(
+            &s,
+            &c,
+            &format!(
+                "/Measure/{januvia}/$care-gaps?{period}&status=open-gap&subject=INVALID_SUBJECT_ID"
+            ),
+        ),
+        StatusCode::BAD_REQUEST,
+    );
+    let none = get_json(&s, &c, &format!("/Measure/{januvia}/$care-gaps?{period}&status=open-gap&organization=Organization/nobody"));
+    assert!(
+        param(&none, "return").is_empty(),
+        "an organization that performed nothing has no gaps"
+    );
     let gaps = get_json(
         &s,
         &c,

@@ -10,7 +10,9 @@
 //! - `Measure/$care-gaps`: for each member whose outcome window is open without the needed
 //!   measurement (`prospective-gap`) or closed without it (`open-gap`: money unclaimed until the
 //!   data arrive), what is missing, by when, and the amount at stake; `closed-gap` lists decided
-//!   outcomes. `status` is required.
+//!   outcomes. `status` is required; `subject` (Patient/[id] or Group/[id]) cannot be combined
+//!   with `practitioner` or `organization`, which select the members whose index exposure they
+//!   prescribed, dispensed or administered; `program` is accepted and ignored.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -372,6 +374,27 @@ async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) ->
         .flat_map(|(_, v)| v.split(',').map(str::to_string).collect::<Vec<_>>())
         .collect();
     let mut issues = Vec::new();
+    let has = |k: &str| p.iter().any(|(x, _)| x == k);
+    if has("subject") && (has("organization") || has("practitioner")) {
+        issues.push(
+            Issue::error(
+                "invalid",
+                "subject cannot be combined with organization or practitioner",
+            )
+            .at("subject"),
+        );
+    }
+    if let Some((_, sub)) = p.iter().find(|(k, _)| k == "subject") {
+        if !(sub.starts_with("Patient/") || sub.starts_with("Group/")) {
+            issues.push(
+                Issue::error(
+                    "value",
+                    format!("subject '{sub}' is not Patient/[id] or Group/[id]"),
+                )
+                .at("subject"),
+            );
+        }
+    }
     if statuses.is_empty() {
         issues.push(
             Issue::error(
@@ -417,6 +440,11 @@ async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) ->
             let results = engine.current(&plan.ids.contract())?;
             let mut chosen = in_period(&results, &period);
             subject_filter(services.store.as_ref(), &p, &mut chosen)?;
+            // practitioner / organization: members whose index exposure they prescribed,
+            // dispensed or administered
+            for (_, who) in p.iter().filter(|(k, _)| k == "practitioner" || k == "organization") {
+                chosen.retain(|r| r.performer.as_deref() == Some(who.as_str()));
+            }
             let settled = settlement::settle(&plan.rules, &chosen, today);
             for r in chosen {
                 let mut issues = Vec::new();
