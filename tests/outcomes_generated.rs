@@ -128,6 +128,14 @@ fn every_catalog_contract_is_evaluated_correctly_through_http_on_generated_data(
         let expected: Vec<&vbc_server::synth::Expected> =
             population.iter().map(|(_, e)| e).collect();
         failures.extend(check_reports(&s, &c, &rules, &contract, &expected));
+        failures.extend(check_drug_cost_money(
+            &s,
+            &c,
+            &rules,
+            &contract,
+            &population,
+            today,
+        ));
         let expected_persons = population
             .iter()
             .filter(|(_, e)| e.membership.is_some())
@@ -332,6 +340,257 @@ fn check_reports(
                 }
             }
             _ => {}
+        }
+    }
+    failures
+}
+
+/// The latest version of every resource in a person's bundles (PUT entries in posting order).
+fn latest_resources(bundles: &[Value]) -> HashMap<(String, String), Value> {
+    let mut out = HashMap::new();
+    for b in bundles {
+        for e in b["entry"].as_array().into_iter().flatten() {
+            let r = &e["resource"];
+            if let (Some(t), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) {
+                out.insert((t.to_string(), id.to_string()), r.clone());
+            }
+            if e["request"]["method"] == "DELETE" {
+                if let Some((t, id)) = e["request"]["url"].as_str().and_then(|u| u.split_once('/'))
+                {
+                    out.remove(&(t.to_string(), id.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The drug cost of one person, computed here from the posted resources and the contract's
+/// prices (FORMAT.md "Settlement semantics"): counting exposures of the drug's codes from the
+/// cohort's sources, dated (local date) from the index date to today; unit price x quantity
+/// (an administration is one unit), or the pack price per exposure.
+fn drug_cost(
+    rules: &vbc_server::contracts::rules::RuleSet,
+    bundles: &[Value],
+    index: &str,
+    today: &str,
+) -> rust_decimal::Decimal {
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    let resources = latest_resources(bundles);
+    let codes: Vec<(String, String)> = rules.valuesets[&rules.contract.drug]
+        .codes
+        .iter()
+        .map(|c| (c.system.clone(), c.code.clone()))
+        .collect();
+    let in_set = |concept: &Value| {
+        concept["coding"].as_array().into_iter().flatten().any(|c| {
+            codes
+                .iter()
+                .any(|(s, k)| c["system"] == s.as_str() && c["code"] == k.as_str())
+        })
+    };
+    let unit = rules
+        .contract
+        .unit_price
+        .as_deref()
+        .map(|p| Decimal::from_str(p).unwrap_or_default());
+    let pack = rules
+        .contract
+        .pack_price
+        .as_deref()
+        .map(|p| Decimal::from_str(p).unwrap_or_default());
+    let mut cost = Decimal::ZERO;
+    for ((t, _), r) in &resources {
+        if !rules.cohort.sources.contains(t) {
+            continue;
+        }
+        let status = r["status"].as_str().unwrap_or("");
+        let void: &[&str] = match t.as_str() {
+            "MedicationDispense" => &["entered-in-error", "cancelled", "declined", "stopped"],
+            "MedicationAdministration" => &["entered-in-error", "not-done", "stopped"],
+            "MedicationRequest" => &["entered-in-error", "cancelled", "stopped", "draft"],
+            _ => &["entered-in-error", "not-done", "stopped", "preparation"],
+        };
+        if void.contains(&status) {
+            continue;
+        }
+        let concept = if t == "Procedure" {
+            r["code"].clone()
+        } else if let Some(c) = r.get("medicationCodeableConcept") {
+            c.clone()
+        } else {
+            let reference = r["medicationReference"]["reference"].as_str().unwrap_or("");
+            if reference == "#med" {
+                r["contained"][0]["code"].clone()
+            } else {
+                let id = reference.trim_start_matches("Medication/").to_string();
+                resources
+                    .get(&("Medication".to_string(), id))
+                    .map(|m| m["code"].clone())
+                    .unwrap_or_default()
+            }
+        };
+        if !in_set(&concept) {
+            continue;
+        }
+        let when = [
+            "whenHandedOver",
+            "effectiveDateTime",
+            "authoredOn",
+            "performedDateTime",
+        ]
+        .iter()
+        .find_map(|k| r[*k].as_str())
+        .unwrap_or("");
+        let day = when.get(..10).unwrap_or("");
+        if day < index || day > today {
+            continue;
+        }
+        let quantity = match t.as_str() {
+            "MedicationDispense" => r["quantity"]["value"]
+                .as_f64()
+                .map(|q| Decimal::from_str(&q.to_string()).unwrap_or_default()),
+            "MedicationAdministration" => Some(Decimal::ONE),
+            _ => None,
+        };
+        cost += match (unit, pack) {
+            (Some(u), _) => quantity.map_or(Decimal::ZERO, |q| u * q),
+            (None, Some(p)) => p,
+            _ => Decimal::ZERO,
+        };
+    }
+    cost
+}
+
+/// Money of the drug-cost terms, computed here per patient from the posted data and the
+/// generator's expected statuses, against the performance report.
+fn check_drug_cost_money(
+    s: &Server,
+    c: &reqwest::blocking::Client,
+    rules: &vbc_server::contracts::rules::RuleSet,
+    contract: &str,
+    population: &[(Vec<Value>, vbc_server::synth::Expected)],
+    today: days::Day,
+) -> Vec<String> {
+    use rust_decimal::{Decimal, RoundingStrategy};
+    use std::str::FromStr;
+    let mut failures = Vec::new();
+    let today_s = days::format(today);
+    let round = |d: Decimal| d.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+    let pct = |s: &str| Decimal::from_str(s).unwrap_or_default() / Decimal::from(100);
+    let perf = get_json(
+        s,
+        c,
+        &format!(
+            "/Measure/{contract}/$evaluate-measure?periodStart=1900-01-01&periodEnd=2100-12-31"
+        ),
+    );
+    let members: Vec<&(Vec<Value>, vbc_server::synth::Expected)> = population
+        .iter()
+        .filter(|(_, e)| e.membership.as_deref() == Some("member"))
+        .collect();
+    let mut want: HashMap<String, Decimal> = HashMap::new();
+    let mut checked: Vec<String> = Vec::new();
+    for term in &rules.payments {
+        let Some(share) = term
+            .share_of_drug_cost
+            .as_deref()
+            .map(pct)
+            .or_else(|| term.share.as_deref().map(pct))
+        else {
+            continue;
+        };
+        let outcome = term.outcomes.first().map(String::as_str).unwrap_or("");
+        let status =
+            |e: &vbc_server::synth::Expected| e.outcomes.get(outcome).cloned().unwrap_or_default();
+        let decided: Vec<_> = members
+            .iter()
+            .filter(|(_, e)| matches!(status(e).as_str(), "met" | "not-met"))
+            .collect();
+        let not_met = decided
+            .iter()
+            .filter(|(_, e)| status(e) == "not-met")
+            .count();
+        let applies: Box<dyn Fn(&str) -> bool> = match term.kind.as_str() {
+            "refund-per-non-responder" | "refund-per-event"
+                if term.amount.is_none() && !term.cost_until_failure =>
+            {
+                Box::new(|st: &str| st == "not-met")
+            }
+            "tiered-rebate" if !decided.is_empty() => {
+                let rate = Decimal::from(decided.len() - not_met) / Decimal::from(decided.len());
+                let mut tiers: Vec<(Decimal, Decimal)> = term
+                    .tiers
+                    .iter()
+                    .map(|(m, s)| (Decimal::from_str(m).unwrap_or_default(), pct(s)))
+                    .collect();
+                tiers.sort();
+                let tier = tiers
+                    .iter()
+                    .rev()
+                    .find(|(m, _)| *m <= rate)
+                    .map(|t| t.1)
+                    .unwrap_or_default();
+                if tier != share {
+                    continue; // only the single-tier case is recomputed here
+                }
+                Box::new(|st: &str| matches!(st, "met" | "not-met"))
+            }
+            "event-rate-rebate" if !decided.is_empty() => {
+                let rate = Decimal::from(not_met) / Decimal::from(decided.len());
+                let above = Decimal::from_str(term.rate_above.as_deref().unwrap_or("0"))
+                    .unwrap_or_default();
+                if rate > above {
+                    Box::new(|st: &str| matches!(st, "met" | "not-met"))
+                } else {
+                    Box::new(|_: &str| false)
+                }
+            }
+            _ => continue,
+        };
+        let mut total = Decimal::ZERO;
+        for (bundles, e) in &members {
+            if !applies(&status(e)) {
+                continue;
+            }
+            let cost = drug_cost(rules, bundles, e.index.as_deref().unwrap_or(""), &today_s);
+            let mut amount = share * cost;
+            if let Some(cap) = &term.cap_share_of_price {
+                let price = rules
+                    .contract
+                    .pack_price
+                    .as_deref()
+                    .map(|p| Decimal::from_str(p).unwrap_or_default())
+                    .unwrap_or(cost);
+                amount = amount.min(pct(cap) * price);
+            }
+            total += round(amount);
+        }
+        *want.entry(term.stream.clone()).or_default() += total;
+        checked.push(term.stream.clone());
+    }
+    for stream in checked {
+        if rules.payments.iter().filter(|t| t.stream == stream).count() > 1 {
+            continue;
+        }
+        let got = perf["group"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["id"] == stream.as_str())
+            .and_then(|g| {
+                Decimal::from_str(
+                    &g["measureScore"]["extension"][0]["valueMoney"]["value"].to_string(),
+                )
+                .ok()
+            })
+            .unwrap_or(Decimal::MIN);
+        let w = want[&stream];
+        if got != w {
+            failures.push(format!(
+                "{contract} {stream}: owed {got}, computed from the data {w}"
+            ));
         }
     }
     failures
