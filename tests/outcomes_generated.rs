@@ -204,6 +204,30 @@ fn check_reports(
             &format!("/Measure/{contract}-{}/$evaluate-measure?{period}", o.id),
         );
         let g = &r["group"][0];
+        let want_thresholds: usize = rules
+            .payments
+            .iter()
+            .filter(|t| t.outcomes.first() == Some(&o.id))
+            .map(|t| match t.kind.as_str() {
+                "tiered-rebate" => t.tiers.len(),
+                "event-rate-rebate" => 1,
+                _ => 0,
+            })
+            .sum();
+        let got_thresholds = r["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["url"] == "http://hl7.org/fhir/us/davinci-vbpr/StructureDefinition/threshold"
+            })
+            .count();
+        if got_thresholds != want_thresholds {
+            failures.push(format!(
+                "{contract} {}: {got_thresholds} thresholds, expected {want_thresholds}",
+                o.id
+            ));
+        }
         let want = [
             ("initial-population", initial),
             ("denominator", members),

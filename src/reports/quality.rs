@@ -76,6 +76,7 @@ pub fn report(
             "valueDecimal": (s * 10000.0).round() / 10000.0
         }));
     }
+    extension.extend(thresholds(plan, outcome));
     json!({
         "resourceType": "MeasureReport",
         "meta": {"profile": [format!("{VBPR}/StructureDefinition/vbp-quality-measurereport")]},
@@ -93,4 +94,67 @@ pub fn report(
         ),
         "group": [group],
     })
+}
+
+/// Local threshold types (VBPR's binding is extensible; its codes are star ratings and HEDIS
+/// percentiles).
+pub const THRESHOLD_TYPE: &str = "https://vbc-server.dev/fhir/CodeSystem/threshold-type";
+
+/// The contract's thresholds on an outcome's rate, as VBPR `threshold` extensions: the minimum
+/// responder rate of each rebate tier, and the event rate above which an event-rate rebate is
+/// owed (percent).
+fn thresholds(plan: &Plan, outcome: &str) -> Vec<Value> {
+    let pct = |s: &str| -> Value {
+        let v = s
+            .parse::<rust_decimal::Decimal>()
+            .map(|d| {
+                (d * rust_decimal::Decimal::from(100))
+                    .normalize()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        serde_json::from_str(&v).unwrap_or(json!(0))
+    };
+    let mut out = Vec::new();
+    let mut push = |value: Value, code: &str, display: String| {
+        out.push(json!({
+            "url": format!("{VBPR}/StructureDefinition/threshold"),
+            "extension": [
+                {"url": "threshold", "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": "%"}},
+                {"url": "type", "valueCodeableConcept": {"coding": [{"system": THRESHOLD_TYPE, "code": code}], "text": display}}
+            ]
+        }));
+    };
+    for t in plan
+        .rules
+        .payments
+        .iter()
+        .filter(|t| t.outcomes.first().is_some_and(|o| o == outcome))
+    {
+        match t.kind.as_str() {
+            "tiered-rebate" => {
+                for (min, share) in &t.tiers {
+                    push(
+                        pct(min),
+                        "rebate-tier",
+                        format!("responder rate from which the rebate is {share} %"),
+                    );
+                }
+            }
+            "event-rate-rebate" => {
+                if let Some(r) = &t.rate_above {
+                    push(
+                        pct(r),
+                        "event-rate-limit",
+                        format!(
+                            "event rate above which a {} % rebate is owed",
+                            t.share.as_deref().unwrap_or("0")
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
