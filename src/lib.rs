@@ -5,6 +5,7 @@
 //! (the storage trait and its sled engine). Errors are [`error::FhirError`], turned into
 //! OperationOutcome responses in one place.
 
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod contracts;

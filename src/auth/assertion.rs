@@ -1,0 +1,144 @@
+//! Verifying a client's `private_key_jwt` assertion (SMART App Launch 2.2 backend services):
+//! `typ` JWT, `alg` RS384 or ES384 only, the key chosen by `kid` from the client's registered
+//! JWKS (and of the algorithm's key type), `iss` = `sub` = a registered client id, `aud` = the
+//! token URL, `exp` present and at most five minutes ahead, `nbf` (when present) passed, and a
+//! `jti` never seen before within its lifetime.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::clients::{Client, Registry};
+
+/// The most an assertion's `exp` may lie ahead (seconds).
+pub const MAX_LIFETIME_SECS: i64 = 300;
+
+/// Why an assertion was refused (each is `invalid_client`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+fn refused(s: impl Into<String>) -> Refused {
+    Refused(s.into())
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    exp: i64,
+    jti: String,
+}
+
+/// `jti`s seen, kept until their assertion expires.
+#[derive(Default)]
+pub struct Replays {
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+impl Replays {
+    /// Record a jti; false when it was already used (and has not expired).
+    fn first_use(&self, key: String, exp: i64, now: i64) -> bool {
+        let mut seen = match self.seen.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        seen.retain(|_, e| *e >= now);
+        if seen.contains_key(&key) {
+            return false;
+        }
+        seen.insert(key, exp);
+        true
+    }
+}
+
+fn key_for<'c>(client: &'c Client, kid: &str) -> Option<&'c Jwk> {
+    client
+        .jwks
+        .as_ref()?
+        .keys
+        .iter()
+        .find(|k| k.common.key_id.as_deref() == Some(kid))
+}
+
+/// Verify an assertion at `now` (seconds since the epoch); the client it authenticates.
+pub fn verify<'r>(
+    assertion: &str,
+    registry: &'r Registry,
+    token_url: &str,
+    replays: &Replays,
+    now: i64,
+) -> Result<&'r Client, Refused> {
+    let header = decode_header(assertion)
+        .map_err(|e| refused(format!("the client assertion is not a signed JWT: {e}")))?;
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("JWT"))
+    {
+        return Err(refused("the client assertion's typ must be JWT"));
+    }
+    if !matches!(header.alg, Algorithm::RS384 | Algorithm::ES384) {
+        return Err(refused(format!(
+            "alg {:?} is not accepted; use RS384 or ES384",
+            header.alg
+        )));
+    }
+    let kid = header
+        .kid
+        .as_deref()
+        .ok_or_else(|| refused("the client assertion has no kid"))?;
+    // the issuer names the client whose keys verify the signature
+    let mut peek = Validation::new(header.alg);
+    peek.insecure_disable_signature_validation();
+    peek.validate_exp = false;
+    peek.validate_aud = false;
+    peek.required_spec_claims.clear();
+    let unverified = decode::<serde_json::Value>(assertion, &DecodingKey::from_secret(&[]), &peek)
+        .map_err(|e| refused(format!("the client assertion cannot be read: {e}")))?;
+    let iss = unverified.claims["iss"].as_str().unwrap_or_default();
+    let client = registry
+        .get(iss)
+        .ok_or_else(|| refused(format!("'{iss}' is not a registered client")))?;
+    let jwk = key_for(client, kid)
+        .ok_or_else(|| refused(format!("no key '{kid}' is registered for {iss}")))?;
+    let type_ok = matches!(
+        (&jwk.algorithm, header.alg),
+        (AlgorithmParameters::EllipticCurve(_), Algorithm::ES384)
+            | (AlgorithmParameters::RSA(_), Algorithm::RS384)
+    );
+    if !type_ok {
+        return Err(refused(format!(
+            "key '{kid}' is not a key for {:?}",
+            header.alg
+        )));
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| refused(format!("key '{kid}': {e}")))?;
+    let mut v = Validation::new(header.alg);
+    v.set_audience(&[token_url]);
+    v.set_issuer(&[iss]);
+    v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    v.validate_nbf = true;
+    v.leeway = 0;
+    let claims = decode::<Claims>(assertion, &key, &v)
+        .map_err(|e| refused(format!("the client assertion is not valid: {e}")))?
+        .claims;
+    if claims.sub != claims.iss {
+        return Err(refused("iss and sub of the client assertion differ"));
+    }
+    if claims.exp > now + MAX_LIFETIME_SECS {
+        return Err(refused(format!(
+            "the client assertion expires more than {MAX_LIFETIME_SECS} s ahead"
+        )));
+    }
+    if claims.exp < now {
+        return Err(refused("the client assertion has expired"));
+    }
+    if !replays.first_use(format!("{iss}|{}", claims.jti), claims.exp, now) {
+        return Err(refused("the client assertion's jti was already used"));
+    }
+    Ok(client)
+}

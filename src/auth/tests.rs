@@ -1,0 +1,267 @@
+//! Client assertions: the valid ones pass, and every attack the SMART test kit and the issue list
+//! is refused.
+
+use base64::Engine as _;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use super::assertion::{verify, Replays};
+use super::clients::{Client, Registry, Role};
+use super::tokens::Issuer;
+
+const TOKEN_URL: &str = "https://vbc.example/auth/token";
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/data/auth/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("test key")
+}
+
+fn registry() -> Registry {
+    let jwks: JwkSet = serde_json::from_slice(&data("jwks.json")).expect("jwks");
+    Registry::new(vec![Client {
+        client_id: "payer-app".into(),
+        party: "Organization/org-aetna".into(),
+        role: Role::Payer,
+        scope: "system/MeasureReport.rs system/Patient.rs".into(),
+        jwks: Some(jwks),
+        jwks_uri: None,
+    }])
+}
+
+fn now() -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64
+}
+
+fn claims(jti: &str) -> serde_json::Value {
+    let at = now();
+    json!({"iss": "payer-app", "sub": "payer-app", "aud": TOKEN_URL, "exp": at + 240, "jti": jti})
+}
+
+fn sign(
+    alg: Algorithm,
+    kid: Option<&str>,
+    key: &EncodingKey,
+    claims: &serde_json::Value,
+) -> String {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_string);
+    h.typ = Some("JWT".into());
+    encode(&h, claims, key).expect("sign")
+}
+
+fn es() -> EncodingKey {
+    EncodingKey::from_ec_pem(&data("es384-private.pem")).expect("es key")
+}
+
+fn rs() -> EncodingKey {
+    EncodingKey::from_rsa_pem(&data("rs384-private.pem")).expect("rs key")
+}
+
+fn check(token: &str) -> Result<String, String> {
+    let reg = registry();
+    verify(token, &reg, TOKEN_URL, &Replays::default(), now())
+        .map(|c| c.client_id.clone())
+        .map_err(|e| e.0)
+}
+
+#[test]
+fn valid_es384_and_rs384_assertions_authenticate_the_client() {
+    assert_eq!(
+        check(&sign(Algorithm::ES384, Some("es-1"), &es(), &claims("a"))),
+        Ok("payer-app".into())
+    );
+    assert_eq!(
+        check(&sign(Algorithm::RS384, Some("rs-1"), &rs(), &claims("b"))),
+        Ok("payer-app".into())
+    );
+}
+
+#[test]
+fn every_attack_is_refused() {
+    let at = now();
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT", "kid": "es-1"})),
+        b64(claims("n"))
+    );
+    let hs_with_public = sign(
+        Algorithm::HS256,
+        Some("es-1"),
+        &EncodingKey::from_secret(&data("es384-public.pem")),
+        &claims("h"),
+    );
+    let other_key = EncodingKey::from_ec_pem(&data("es384-other-private.pem")).expect("other");
+    let mut expired = claims("e");
+    expired["exp"] = json!(at - 1);
+    let mut too_long = claims("l");
+    too_long["exp"] = json!(at + 301);
+    let mut not_yet = claims("y");
+    not_yet["nbf"] = json!(at + 3600);
+    let mut wrong_aud = claims("w");
+    wrong_aud["aud"] = json!("https://elsewhere.example/token");
+    let mut iss_sub = claims("s");
+    iss_sub["sub"] = json!("someone-else");
+    let mut stranger = claims("x");
+    stranger["iss"] = json!("unknown-app");
+    stranger["sub"] = json!("unknown-app");
+    let mut no_jti = claims("j");
+    no_jti.as_object_mut().expect("obj").remove("jti");
+    let mut no_exp = claims("k");
+    no_exp.as_object_mut().expect("obj").remove("exp");
+    let good = sign(Algorithm::ES384, Some("es-1"), &es(), &claims("t"));
+    let (head, rest) = good.split_once('.').expect("jwt");
+    let (body, sig) = rest.split_once('.').expect("jwt");
+    let mut sig_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .expect("sig");
+    sig_bytes[10] ^= 1;
+    let tampered = format!(
+        "{head}.{body}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig_bytes)
+    );
+    let mut no_typ = Header::new(Algorithm::ES384);
+    no_typ.kid = Some("es-1".into());
+    no_typ.typ = None;
+    let untyped = encode(&no_typ, &claims("u"), &es()).expect("sign");
+    let attacks = [
+        ("alg none", none, "not a signed JWT"),
+        (
+            "HS256 signed with the public key",
+            hs_with_public,
+            "HS256 is not accepted",
+        ),
+        (
+            "ES256 is not accepted",
+            sign(
+                Algorithm::ES256,
+                Some("es-1"),
+                &EncodingKey::from_ec_pem(&p256()).expect("p256"),
+                &claims("2"),
+            ),
+            "ES256 is not accepted",
+        ),
+        (
+            "unknown kid",
+            sign(Algorithm::ES384, Some("nope"), &es(), &claims("k1")),
+            "no key 'nope'",
+        ),
+        (
+            "no kid",
+            sign(Algorithm::ES384, None, &es(), &claims("k2")),
+            "no kid",
+        ),
+        (
+            "RSA signature under an EC kid",
+            sign(Algorithm::RS384, Some("es-1"), &rs(), &claims("k3")),
+            "not a key for RS384",
+        ),
+        (
+            "signed by an unregistered key",
+            sign(Algorithm::ES384, Some("es-1"), &other_key, &claims("k4")),
+            "InvalidSignature",
+        ),
+        (
+            "expired",
+            sign(Algorithm::ES384, Some("es-1"), &es(), &expired),
+            "xpired",
+        ),
+        (
+            "exp more than 5 minutes ahead",
+            sign(Algorithm::ES384, Some("es-1"), &es(), &too_long),
+            "300 s ahead",
+        ),
+        (
+            "not yet valid",
+            sign(Algorithm::ES384, Some("es-1"), &es(), &not_yet),
+            "ImmatureSignature",
+        ),
+        (
+            "wrong aud",
+            sign(Algorithm::ES384, Some("es-1"), &es(), &wrong_aud),
+            "InvalidAudience",
+        ),
+        (
+            "iss not sub",
+            sign(Algorithm::ES384, Some("es-1"), &es(), &iss_sub),
+            "iss and sub",
+        ),
+        (
+            "unregistered issuer",
+            sign(Algorithm::ES384, Some("es-1"), &es(), &stranger),
+            "not a registered client",
+        ),
+        (
+            "no jti",
+            sign(Algorithm::ES384, Some("es-1"), &es(), &no_jti),
+            "jti",
+        ),
+        (
+            "no exp",
+            sign(Algorithm::ES384, Some("es-1"), &es(), &no_exp),
+            "exp",
+        ),
+        ("tampered signature", tampered, "InvalidSignature"),
+        ("typ missing", untyped, "typ must be JWT"),
+        ("not a JWT", "garbage".to_string(), "not a signed JWT"),
+    ];
+    for (what, token, why) in attacks {
+        match check(&token) {
+            Ok(_) => panic!("{what} was accepted"),
+            Err(e) => assert!(e.contains(why), "{what} refused for another reason: {e}"),
+        }
+    }
+}
+
+fn p256() -> Vec<u8> {
+    // ES256 must be refused whatever the key
+    data("es256-private.pem")
+}
+
+#[test]
+fn a_replayed_jti_is_refused_within_its_lifetime() {
+    let at = now();
+    let reg = registry();
+    let replays = Replays::default();
+    let token = sign(Algorithm::ES384, Some("es-1"), &es(), &claims("once"));
+    assert!(verify(&token, &reg, TOKEN_URL, &replays, at).is_ok());
+    let again = verify(&token, &reg, TOKEN_URL, &replays, at);
+    assert!(again.is_err_and(|e| e.0.contains("jti")));
+}
+
+#[test]
+fn access_tokens_carry_party_role_and_scope_and_expire() {
+    let reg = registry();
+    let client = reg.get("payer-app").expect("client");
+    let issuer = Issuer::new("https://vbc.example", b"a test secret of enough length!!");
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let token = issuer
+        .issue(client, "system/MeasureReport.rs", now)
+        .expect("issue");
+    let c = issuer.verify(&token).expect("verify");
+    assert_eq!(
+        (c.sub.as_str(), c.party.as_str(), c.role),
+        ("payer-app", "Organization/org-aetna", Role::Payer)
+    );
+    assert_eq!(c.scope, "system/MeasureReport.rs");
+    let old = issuer
+        .issue(client, "system/MeasureReport.rs", now - 3600)
+        .expect("issue");
+    assert!(issuer.verify(&old).is_err(), "an expired token is refused");
+    let other = Issuer::new("https://vbc.example", b"another secret of enough length!");
+    assert!(
+        other.verify(&token).is_err(),
+        "a token of another key is refused"
+    );
+    let elsewhere = Issuer::new("https://other.example", b"a test secret of enough length!!");
+    assert!(
+        elsewhere.verify(&token).is_err(),
+        "a token of another issuer is refused"
+    );
+}
