@@ -81,6 +81,10 @@ pub struct ServeConfig {
     /// Seconds between checks of the contracts' report schedules (0: never publish on schedule).
     #[arg(long, env = "VBC_REPORT_SCHEDULE_SECS", default_value_t = 3600)]
     pub report_schedule_secs: u64,
+    /// Registered SMART backend-services clients (JSON file `{"clients": [...]}`); enables the
+    /// token endpoint.
+    #[arg(long, env = "VBC_AUTH_CLIENTS")]
+    pub auth_clients: Option<std::path::PathBuf>,
 }
 
 /// The payer member-id system that links Patient records by default.

@@ -45,6 +45,13 @@ pub fn state(store: SharedStore, cfg: &ServeConfig) -> Result<AppState> {
             serde_json::to_vec(&capability).map_err(|e| FhirError::Storage(e.to_string()))?,
         ),
         engine,
+        auth: match &cfg.auth_clients {
+            Some(path) => Some(http::smart::Auth::new(
+                crate::auth::clients::Registry::load(path)?,
+                &own_base,
+            )),
+            None => None,
+        },
     })
 }
 

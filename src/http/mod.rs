@@ -18,6 +18,7 @@ pub mod publish_reports;
 pub mod read;
 pub mod response;
 pub mod search;
+pub mod smart;
 pub mod update;
 pub mod validate;
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub capability: Arc<Vec<u8>>,
     /// The outcome engine.
     pub engine: Arc<crate::engine::Engine>,
+    /// SMART backend services (None: no clients registered).
+    pub auth: Option<Arc<smart::Auth>>,
 }
 
 impl AppState {
@@ -100,6 +103,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metadata", get(capabilities::metadata))
         .route("/health", get(health::live))
+        .route("/.well-known/smart-configuration", get(smart::configuration))
+        .route(smart::TOKEN_PATH, post(smart::token))
         .route("/ready", get(health::ready))
         .route("/", post(bundle::process).get(search::search_system))
         .route("/$load-contract", post(load_contract::load))

@@ -102,7 +102,8 @@ async fn ensure_outcome(resp: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/fhir+"));
+        // OAuth errors of the token endpoint are plain JSON by design
+        .is_some_and(|v| v.starts_with("application/fhir+") || v.starts_with("application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_fhir {
         return resp;
     }
