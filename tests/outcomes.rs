@@ -29,18 +29,6 @@ fn transaction(entries: Vec<Value>) -> Value {
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 }
 
-fn post_bundle(s: &Server, c: &reqwest::blocking::Client, b: &Value) {
-    let resp = c
-        .post(s.url("/"))
-        .header("Content-Type", "application/fhir+json")
-        .json(b)
-        .send()
-        .expect("post");
-    let status = resp.status();
-    let body = body_json(resp);
-    assert_eq!(status, 200, "{body}");
-}
-
 fn patient(id: &str, birth: &str, member: &str) -> Value {
     put(
         "Patient",

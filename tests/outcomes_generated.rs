@@ -79,20 +79,7 @@ fn every_catalog_contract_is_evaluated_correctly_through_http_on_generated_data(
         let population: Vec<_> = vbc_server::synth::generate(&rules, 60, 3, today).collect();
         for (bundles, _) in &population {
             for b in bundles {
-                let resp = c
-                    .post(s.url("/"))
-                    .header("Content-Type", "application/fhir+json")
-                    .json(b)
-                    .send()
-                    .expect("post");
-                let status = resp.status();
-                assert_eq!(
-                    status,
-                    200,
-                    "{}: {}",
-                    f.display(),
-                    resp.text().unwrap_or_default()
-                );
+                post_bundle(&s, &c, b);
             }
         }
         let got = answer(&get_json(

@@ -23,13 +23,7 @@ fn post_population(
     let mut expected = Vec::new();
     for (bundles, e) in vbc_server::synth::generate(&rules, n, seed, days::today()) {
         for b in &bundles {
-            let r = c
-                .post(s.url("/"))
-                .header("Content-Type", "application/fhir+json")
-                .json(b)
-                .send()
-                .expect("post");
-            assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+            post_bundle(s, c, b);
         }
         expected.push(e);
     }

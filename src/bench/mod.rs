@@ -49,7 +49,8 @@ pub struct BenchConfig {
     pub search_requests: usize,
 }
 
-struct Spawned {
+/// A server process started by a bench command (killed, and its temporary data removed, on drop).
+pub(crate) struct Spawned {
     child: Child,
     dir: PathBuf,
     remove_dir: bool,
@@ -70,11 +71,17 @@ pub(crate) fn err(e: impl std::fmt::Display) -> FhirError {
 }
 
 fn spawn_server(cfg: &BenchConfig) -> Result<(Spawned, String)> {
+    spawn(cfg.data_dir.as_ref(), &[])
+}
+
+/// Start `vbc-server serve` on a free loopback port with `extra` flags, on `data_dir` or a fresh
+/// temporary directory; returns the process guard and the base URL.
+pub(crate) fn spawn(data_dir: Option<&PathBuf>, extra: &[&str]) -> Result<(Spawned, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(err)?
         .port();
-    let (dir, remove_dir) = match &cfg.data_dir {
+    let (dir, remove_dir) = match data_dir {
         Some(d) => (d.clone(), false),
         None => (
             std::env::temp_dir().join(format!("vbc-bench-{}", uuid::Uuid::new_v4())),
@@ -90,6 +97,7 @@ fn spawn_server(cfg: &BenchConfig) -> Result<(Spawned, String)> {
             "--data-dir",
         ])
         .arg(&dir)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -105,7 +113,7 @@ fn spawn_server(cfg: &BenchConfig) -> Result<(Spawned, String)> {
     ))
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<()> {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(r) = client.get(format!("{base}/health")).send().await {

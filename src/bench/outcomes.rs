@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::engine::{days, AsOf, Engine};
 use crate::error::{FhirError, Result};
@@ -214,7 +214,6 @@ pub fn run(cfg: &OutcomeBenchConfig) -> Result<()> {
             hist.value_at_quantile(0.5),
             hist.value_at_quantile(0.99)
         );
-        let _: Option<Value> = None;
     }
     if let Some(rss) = super::peak_rss_mib(std::process::id()) {
         println!("peak RSS of the benchmark process: {rss:.0} MiB");

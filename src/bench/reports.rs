@@ -5,7 +5,6 @@
 //! against a spawned server holding published report sets. Prints figures; asserts nothing.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -14,7 +13,8 @@ use super::outcomes::{populate, Population};
 use crate::engine::days;
 use crate::error::{FhirError, Result};
 use crate::reports::common::{in_period, Period};
-use crate::reports::{performance, quality, subject_list};
+use crate::reports::performance;
+use crate::reports::set::ReportSet;
 
 /// Options of `bench-reports`.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,9 +42,7 @@ pub struct ReportBenchConfig {
     pub searches: usize,
 }
 
-fn err(e: impl std::fmt::Display) -> FhirError {
-    FhirError::Storage(e.to_string())
-}
+use super::err;
 
 /// Run both parts.
 pub async fn run(cfg: ReportBenchConfig) -> Result<()> {
@@ -81,24 +79,15 @@ fn report_set(cfg: &ReportBenchConfig) -> Result<()> {
         let results = engine.current(&contract)?;
         let chosen = in_period(&results, &period);
         members = chosen.len();
+        let set = ReportSet::build(&plan, &chosen, &period, today);
         let mut out = Vec::new();
         let mut quality_refs = Vec::new();
-        for o in plan.rules.outcomes.iter().filter(|o| o.report) {
-            let q = quality::report(&plan, &o.id, &chosen, &period, today);
-            out.push(serde_json::to_vec(&q).map_err(err)?);
-            quality_refs.push((format!("MeasureReport/q-{}", o.id), o.id.clone()));
+        for (outcome, q) in &set.quality {
+            out.push(serde_json::to_vec(q).map_err(err)?);
+            quality_refs.push((format!("MeasureReport/q-{outcome}"), outcome.clone()));
         }
-        let ids: Vec<&str> = plan
-            .rules
-            .outcomes
-            .iter()
-            .filter(|o| o.report)
-            .map(|o| o.id.as_str())
-            .collect();
-        let list = subject_list::report(&plan, &contract, &ids, &chosen, &period, today);
-        out.push(serde_json::to_vec(&list).map_err(err)?);
-        let settled = crate::settlement::settle(&plan.rules, &chosen, today);
-        let perf = performance::report(&plan, &settled, &period, today, &quality_refs);
+        out.push(serde_json::to_vec(&set.subject_list).map_err(err)?);
+        let perf = performance::report(&plan, &set.settlement, &period, today, &quality_refs);
         out.push(serde_json::to_vec(&perf).map_err(err)?);
         times.push(t.elapsed());
         bytes = out.iter().map(Vec::len).sum();
@@ -112,59 +101,19 @@ fn report_set(cfg: &ReportBenchConfig) -> Result<()> {
         "| {contract} | {members} | {:.1} ms / {:.1} ms | {} | {:.1} MiB |",
         times[0].as_secs_f64() * 1000.0,
         times[times.len() / 2].as_secs_f64() * 1000.0,
-        plan.rules.outcomes.iter().filter(|o| o.report).count() + 2,
+        plan.rules.reported().count() + 2,
         bytes as f64 / 1_048_576.0
     );
     Ok(())
 }
 
-struct Spawned {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 async fn search(cfg: &ReportBenchConfig) -> Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(err)?
-        .port();
-    let dir = std::env::temp_dir().join(format!("vbc-bench-reports-{}", uuid::Uuid::new_v4()));
-    let child = Command::new(std::env::current_exe().map_err(err)?)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--report-schedule-secs",
-            "0",
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(err)?;
-    let _guard = Spawned { child, dir };
-    let base = format!("http://127.0.0.1:{port}");
+    let (_guard, base) = super::spawn(None, &["--report-schedule-secs", "0"])?;
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
         .map_err(err)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.get(format!("{base}/health")).send().await.is_err() {
-        if Instant::now() > deadline {
-            return Err(err("the server did not start"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    super::wait_ready(&c, &base).await?;
     let today = days::today();
     let mut files: Vec<PathBuf> = std::fs::read_dir("contracts")
         .map_err(err)?

@@ -24,6 +24,15 @@ const VBPR_STREAMS: &[&str] = &[
     "qip",
 ];
 
+/// The code system of a payment stream code: VBPR's when it defines the code, else the local one.
+pub fn stream_system(code: &str) -> String {
+    if VBPR_STREAMS.contains(&code) {
+        format!("{VBPR}/CodeSystem/payment-stream")
+    } else {
+        LOCAL_STREAMS.to_string()
+    }
+}
+
 /// Resource ids of a compiled contract.
 #[derive(Debug, Clone)]
 pub struct Ids {
@@ -99,7 +108,8 @@ fn camel(s: &str) -> String {
     out
 }
 
-fn cc(system: &str, code: &str, display: Option<&str>) -> Value {
+/// A CodeableConcept with one coding.
+pub fn cc(system: &str, code: &str, display: Option<&str>) -> Value {
     let mut coding = json!({"system": system, "code": code});
     if let Some(d) = display {
         coding["display"] = json!(d);
@@ -116,7 +126,7 @@ pub fn resources(rules: &RuleSet, source_text: &str) -> serde_json::Result<Vec<V
         out.push(valueset(rules, &ids, name, vs));
     }
     out.push(library(rules, &ids, source_text)?);
-    for o in rules.outcomes.iter().filter(|o| o.report) {
+    for o in rules.reported() {
         out.push(outcome_measure(rules, &ids, o));
     }
     out.push(contract_measure(rules, &ids));
@@ -351,11 +361,7 @@ fn contract_measure(rules: &RuleSet, ids: &Ids) -> Value {
         }
     }
     for s in streams {
-        let system = if VBPR_STREAMS.contains(&s) {
-            format!("{VBPR}/CodeSystem/payment-stream")
-        } else {
-            LOCAL_STREAMS.to_string()
-        };
+        let system = stream_system(s);
         ext.push(
             json!({"url": format!("{VBPR}/StructureDefinition/payment-stream"), "extension": [
                 {"url": "type", "valueCodeableConcept": cc(&system, s, None)}
@@ -416,9 +422,7 @@ fn contract_measure(rules: &RuleSet, ids: &Ids) -> Value {
         "relatedArtifact".into(),
         Value::Array(
             rules
-                .outcomes
-                .iter()
-                .filter(|o| o.report)
+                .reported()
                 .map(|o| {
                     json!({
                         "extension": [

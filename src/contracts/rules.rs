@@ -366,6 +366,19 @@ pub enum Rule {
     },
 }
 
+impl RuleSet {
+    /// The outcomes published as Measures and reported on (components of `all`/`any` marked
+    /// `report = false` are not).
+    pub fn reported(&self) -> impl Iterator<Item = &OutcomeDef> {
+        self.outcomes.iter().filter(|o| o.report)
+    }
+
+    /// The ids of the reported outcomes.
+    pub fn reported_ids(&self) -> Vec<&str> {
+        self.reported().map(|o| o.id.as_str()).collect()
+    }
+}
+
 impl Rule {
     /// The kind as written in the authoring form.
     pub fn kind(&self) -> &'static str {

@@ -19,9 +19,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::evaluate_measure::{body_params, date_param, measure_id, resolve_subject, Subject};
+use super::measure_params::{
+    measure_id, params_of, period_in, resolve_subject, unknown_in, Subject,
+};
 use super::negotiate::FhirBody;
-use super::search::{blocking, pairs};
+use super::search::blocking;
 use super::{response, AppState};
 use crate::contracts::rules::Rule;
 use crate::engine::days;
@@ -35,14 +37,6 @@ use crate::settlement::{self, LineState};
 
 /// Most resources `$collect-data` returns in one answer.
 pub const MAX_COLLECTED: usize = 10_000;
-
-fn params_of(q: Option<String>, body: Option<&FhirBody>) -> Result<Vec<(String, String)>> {
-    let mut p = pairs(q.as_deref().unwrap_or(""));
-    if let Some(b) = body {
-        p.extend(body_params(b)?);
-    }
-    Ok(p)
-}
 
 /// The measure (by path id or `measureId` / `measureUrl` / `measure`) and its plan.
 fn plan_of(
@@ -72,49 +66,20 @@ fn plan_of(
     Ok((plan, outcome, id))
 }
 
-/// periodStart and periodEnd, both required.
+/// periodStart and periodEnd, both required, and no parameter outside `allowed` (nor `_*`).
 fn period_of(p: &[(String, String)], allowed: &[&str]) -> Result<Period> {
     let mut issues = Vec::new();
-    let (mut start, mut end) = (None, None);
-    for (k, v) in p {
-        match k.as_str() {
-            "periodStart" => match date_param(v, false) {
-                Some(d) => start = Some(d),
-                None => issues.push(
-                    Issue::error("value", format!("periodStart '{v}' is not a date"))
-                        .at("periodStart"),
-                ),
-            },
-            "periodEnd" => match date_param(v, true) {
-                Some(d) => end = Some(d),
-                None => issues.push(
-                    Issue::error("value", format!("periodEnd '{v}' is not a date")).at("periodEnd"),
-                ),
-            },
-            k if allowed.contains(&k) || k.starts_with('_') => {}
-            other => issues.push(
-                Issue::error("not-supported", format!("unknown parameter '{other}'"))
-                    .at(other.to_string()),
-            ),
-        }
+    let period = period_in(p, &mut issues);
+    let allowed: Vec<&str> = allowed
+        .iter()
+        .copied()
+        .chain(["periodStart", "periodEnd", "_*"])
+        .collect();
+    unknown_in(p, &allowed, &mut issues);
+    match period {
+        Some(period) if issues.is_empty() => Ok(period),
+        _ => Err(FhirError::Invalid(issues)),
     }
-    for (name, v) in [("periodStart", start), ("periodEnd", end)] {
-        if v.is_none() && !issues.iter().any(|i| i.expression.as_deref() == Some(name)) {
-            issues.push(Issue::error("required", format!("{name} is required")).at(name));
-        }
-    }
-    if let (Some(a), Some(b)) = (start, end) {
-        if b < a {
-            issues.push(Issue::error("value", "periodEnd is before periodStart").at("periodEnd"));
-        }
-    }
-    if !issues.is_empty() {
-        return Err(FhirError::Invalid(issues));
-    }
-    Ok(Period {
-        start: start.unwrap_or(0),
-        end: end.unwrap_or(0),
-    })
 }
 
 /// `GET|POST /Measure/[id]/$data-requirements`.

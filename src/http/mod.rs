@@ -11,6 +11,7 @@ pub mod headers;
 pub mod health;
 pub mod history;
 pub mod load_contract;
+pub mod measure_params;
 pub mod negotiate;
 pub mod outcomes;
 pub mod patch;

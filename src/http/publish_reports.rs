@@ -4,6 +4,8 @@
 //! reports were stored (a changed period yields corrections that name what they replace), 200
 //! when the period's published reports already say the same.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -81,7 +83,18 @@ pub async fn publish_reports(
         start: start.unwrap_or(0),
         end: end.unwrap_or(0),
     };
-    let done = publish(&s.services, &s.engine, &plan, period, &s.base(&headers)).await?;
+    let (engine, contract) = (s.engine.clone(), plan.ids.contract());
+    let results = tokio::task::spawn_blocking(move || engine.current(&contract))
+        .await
+        .map_err(|e| FhirError::Storage(e.to_string()))??;
+    let done = publish(
+        &s.services,
+        &plan,
+        Arc::new(results),
+        period,
+        &s.base(&headers),
+    )
+    .await?;
     let mut params = vec![
         json!({"name": "stored", "valueInteger": done.stored}),
         json!({"name": "corrections", "valueInteger": done.corrections}),

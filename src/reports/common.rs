@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+pub use crate::contracts::fhir::cc;
 use crate::contracts::fhir::{canonical, org_id};
 use crate::engine::days::{self, Day};
 use crate::engine::plan::Plan;
@@ -40,15 +41,6 @@ impl Period {
     pub fn contains(&self, d: Day) -> bool {
         d >= self.start && d <= self.end
     }
-}
-
-/// A CodeableConcept with one coding.
-pub fn cc(system: &str, code: &str, display: Option<&str>) -> Value {
-    let mut coding = json!({"system": system, "code": code});
-    if let Some(d) = display {
-        coding["display"] = json!(d);
-    }
-    json!({"coding": [coding]})
 }
 
 /// The canonical of a server-defined Measure with its version.

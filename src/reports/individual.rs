@@ -36,8 +36,8 @@ pub fn report(
             add_evidence(e.rtype, &e.id, e.version);
         }
     }
+    let one: Vec<&PersonResult> = person.into_iter().collect();
     for outcome in outcomes {
-        let one: Vec<&PersonResult> = person.into_iter().collect();
         let c = Counts::of(&one, outcome);
         let o = person.and_then(|p| p.outcomes.iter().find(|o| &*o.id == *outcome));
         let status = match (person.map(|p| p.membership), o) {

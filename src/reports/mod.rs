@@ -10,4 +10,5 @@ pub mod performance;
 pub mod publish;
 pub mod quality;
 pub mod schedule;
+pub mod set;
 pub mod subject_list;

@@ -6,22 +6,10 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use super::common::*;
-use crate::contracts::fhir::LOCAL_STREAMS;
+use crate::contracts::fhir::stream_system;
 use crate::engine::days::{self, Day};
 use crate::engine::plan::Plan;
 use crate::settlement::Settlement;
-
-const VBPR_STREAMS: &[&str] = &[
-    "ccf",
-    "ccf-with-risk",
-    "eoc",
-    "pcpcp",
-    "ssq",
-    "ssl",
-    "ssp",
-    "tcoc",
-    "qip",
-];
 
 /// A money value as FHIR.
 pub fn money(value: Decimal, currency: &str) -> Value {
@@ -43,11 +31,7 @@ pub fn report(
         .streams
         .iter()
         .map(|s| {
-            let system = if VBPR_STREAMS.contains(&s.stream.as_str()) {
-                format!("{VBPR}/CodeSystem/payment-stream")
-            } else {
-                LOCAL_STREAMS.to_string()
-            };
+            let system = stream_system(&s.stream);
             json!({
                 "id": s.stream,
                 "extension": [

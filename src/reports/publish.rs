@@ -13,14 +13,14 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::common::{in_period, Period, EXT};
-use super::{performance, quality, subject_list};
+use super::performance;
+use super::set::ReportSet;
 use crate::engine::days::{self, Day};
 use crate::engine::plan::Plan;
-use crate::engine::Engine;
+use crate::engine::result::PersonResult;
 use crate::error::{FhirError, Result};
 use crate::interaction::write::CONTRACT_CONTENT_SYSTEM;
 use crate::interaction::Services;
-use crate::settlement;
 
 /// Identifier system of published reports.
 pub const REPORT_IDENTIFIER: &str = "https://vbc-server.dev/fhir/sid/measurereport";
@@ -72,23 +72,34 @@ fn seal(report: &mut Value, value: &str) {
     }]);
 }
 
-/// Publish the report set of a contract for a period on `today`'s data.
+/// Publish the report set of a contract for a period from `results` (the contract's current
+/// results, evaluated on `today`'s data).
 pub async fn publish(
     services: &Services,
-    engine: &Arc<Engine>,
     plan: &Arc<Plan>,
+    results: Arc<Vec<PersonResult>>,
     period: Period,
     base: &str,
 ) -> Result<Published> {
-    let contract = plan.ids.contract();
     let today = days::today();
-    let (svc, eng, pl) = (services.clone(), engine.clone(), plan.clone());
-    let base_owned = base.to_string();
-    let (entries, refs, corrections) = tokio::task::spawn_blocking(move || {
-        build_set(&svc, &eng, &pl, &period, today, &base_owned)
+    let (svc, pl, base_owned) = (services.clone(), plan.clone(), base.to_string());
+    let staged = tokio::task::spawn_blocking(move || {
+        stage_set(
+            &svc,
+            &pl,
+            &in_period(&results, &period),
+            &period,
+            today,
+            &base_owned,
+        )
     })
     .await
     .map_err(|e| FhirError::Storage(e.to_string()))??;
+    let Staged {
+        entries,
+        mut reports,
+        corrections,
+    } = staged;
     let stored = entries.len();
     if stored > 0 {
         // the new ids (the answer's entries are in request order) replace the placeholders
@@ -109,44 +120,43 @@ pub async fn publish(
                 l.trim_start_matches('/').to_string()
             })
             .collect();
-        let mut reports = refs;
         for r in reports.iter_mut() {
-            if let Some(i) = full_urls.iter().position(|u| u == r) {
-                if let Some(l) = locations.get(i) {
-                    *r = l.clone();
-                }
+            if let Some(l) = full_urls
+                .iter()
+                .position(|u| u == r)
+                .and_then(|i| locations.get(i))
+            {
+                *r = l.clone();
             }
         }
-        tracing::info!(contract, stored, corrections, "published reports");
-        return Ok(Published {
-            reports,
-            stored,
-            corrections,
-        });
+        tracing::info!(contract = %plan.ids.contract(), stored, corrections, "published reports");
     }
     Ok(Published {
-        reports: refs,
-        stored: 0,
+        reports,
+        stored,
         corrections,
     })
 }
 
-type Set = (Vec<Value>, Vec<String>, usize);
+/// The transaction entries of the new or corrected reports, the references of the whole set
+/// (performance first; `urn:uuid:` for the new ones) and how many are corrections.
+struct Staged {
+    entries: Vec<Value>,
+    reports: Vec<String>,
+    corrections: usize,
+}
 
-fn build_set(
+fn stage_set(
     services: &Services,
-    engine: &Engine,
     plan: &Plan,
+    chosen: &[&PersonResult],
     period: &Period,
     today: Day,
     base: &str,
-) -> Result<Set> {
-    let results = engine.current(&plan.ids.contract())?;
-    let chosen = in_period(&results, period);
+) -> Result<Staged> {
+    let set = ReportSet::build(plan, chosen, period, today);
     let mut entries = Vec::new();
-    let mut refs = Vec::new();
     let mut corrections = 0;
-    let mut quality_refs = Vec::new();
     // stage one report: unchanged -> its reference; changed or new -> a new entry
     let mut stage = |mut report: Value, kind: &str, measure_id: &str| -> Result<String> {
         let value = identifier_value(kind, measure_id, period);
@@ -160,10 +170,11 @@ fn build_set(
         seal(&mut report, &value);
         if let Some(p) = prior {
             let id = p["id"].as_str().unwrap_or_default();
-            let ext = report["extension"].as_array().cloned().unwrap_or_default();
-            let mut ext = ext;
-            ext.push(json!({"url": format!("{EXT}/replaces"), "valueReference": {"reference": format!("MeasureReport/{id}")}}));
-            report["extension"] = json!(ext);
+            let replaces = json!({"url": format!("{EXT}/replaces"), "valueReference": {"reference": format!("MeasureReport/{id}")}});
+            match report["extension"].as_array_mut() {
+                Some(ext) => ext.push(replaces),
+                None => report["extension"] = json!([replaces]),
+            }
             corrections += 1;
         }
         let full_url = format!("urn:uuid:{}", uuid::Uuid::new_v4());
@@ -174,34 +185,22 @@ fn build_set(
         }));
         Ok(full_url)
     };
-    for o in plan.rules.outcomes.iter().filter(|o| o.report) {
-        let report = quality::report(plan, &o.id, &chosen, period, today);
-        let r = stage(report, "quality", &plan.ids.outcome(&o.id))?;
-        quality_refs.push((r, o.id.clone()));
+    let mut quality_refs = Vec::new();
+    for (outcome, report) in set.quality {
+        let r = stage(report, "quality", &plan.ids.outcome(&outcome))?;
+        quality_refs.push((r, outcome));
     }
-    let outcomes: Vec<&str> = plan
-        .rules
-        .outcomes
-        .iter()
-        .filter(|o| o.report)
-        .map(|o| o.id.as_str())
-        .collect();
-    let list = subject_list::report(
-        plan,
-        &plan.ids.contract(),
-        &outcomes,
-        &chosen,
-        period,
-        today,
-    );
-    let list_ref = stage(list, "subject-list", &plan.ids.contract())?;
-    let settled = settlement::settle(&plan.rules, &chosen, today);
-    let perf = performance::report(plan, &settled, period, today, &quality_refs);
+    let list_ref = stage(set.subject_list, "subject-list", &plan.ids.contract())?;
+    let perf = performance::report(plan, &set.settlement, period, today, &quality_refs);
     let perf_ref = stage(perf, "performance", &plan.ids.contract())?;
-    refs.push(perf_ref);
-    refs.extend(quality_refs.into_iter().map(|(r, _)| r));
-    refs.push(list_ref);
-    Ok((entries, refs, corrections))
+    let mut reports = vec![perf_ref];
+    reports.extend(quality_refs.into_iter().map(|(r, _)| r));
+    reports.push(list_ref);
+    Ok(Staged {
+        entries,
+        reports,
+        corrections,
+    })
 }
 
 /// The periods a schedule produces within the contract term that have ended before `today`.

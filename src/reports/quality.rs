@@ -3,6 +3,7 @@
 //! (met / decided for proportions, the mean value for continuous variables) and strata by age
 //! band, sex and index performer.
 
+use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Value};
 
 use super::common::*;
@@ -30,7 +31,7 @@ pub fn report(
                 .filter(|r| r.membership == Membership::Member)
                 .filter_map(|r| r.outcomes.iter().find(|o| &*o.id == outcome))
                 .filter(|o| matches!(o.status, Status::Met | Status::NotMet))
-                .filter_map(|o| o.value.and_then(|v| v.to_string().parse::<f64>().ok()))
+                .filter_map(|o| o.value.and_then(|v| v.to_f64()))
                 .collect();
             (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
         } else {

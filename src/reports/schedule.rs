@@ -34,12 +34,13 @@ pub async fn run_once(engine: &Arc<Engine>, services: &Services, base: &str) -> 
         let Ok(Ok(results)) = tokio::task::spawn_blocking(move || e.current(&id)).await else {
             continue;
         };
+        let results = Arc::new(results);
         let occupied: Vec<Period> = due
             .into_iter()
             .filter(|p| !in_period(&results, p).is_empty())
             .collect();
         for p in occupied {
-            match publish(services, engine, &plan, p, base).await {
+            match publish(services, &plan, results.clone(), p, base).await {
                 Ok(done) => stored += done.stored,
                 Err(e) => {
                     tracing::warn!(%contract, error = %e, "scheduled report publication failed")

@@ -482,7 +482,6 @@ fn term_lines(
         }
         _ => {}
     }
-    out.retain(|l| !(l.state == LineState::None && l.amount.is_zero()));
     out
 }
 

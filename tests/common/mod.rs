@@ -228,3 +228,16 @@ pub fn error_expressions(oo: &serde_json::Value) -> Vec<String> {
 pub fn entries(bundle: &serde_json::Value) -> Vec<serde_json::Value> {
     bundle["entry"].as_array().cloned().unwrap_or_default()
 }
+
+/// POST a transaction or batch Bundle to the base URL and expect 200.
+pub fn post_bundle(s: &Server, c: &reqwest::blocking::Client, b: &serde_json::Value) {
+    let resp = c
+        .post(s.url("/"))
+        .header("Content-Type", "application/fhir+json")
+        .json(b)
+        .send()
+        .expect("post");
+    let status = resp.status();
+    let body = resp.text().unwrap_or_default();
+    assert_eq!(status, 200, "{body}");
+}
