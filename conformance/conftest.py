@@ -52,6 +52,12 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda it: 1 if "test_zz_independent_validation" in it.nodeid else 0)
 
 
+def pytest_collectreport(report):
+    # a module skipped as a whole has no items to carry an area marker
+    if report.skipped and report.nodeid in fhirtest.MODULE_AREAS:
+        AREA_BY_NODEID[report.nodeid] = fhirtest.MODULE_AREAS[report.nodeid]
+
+
 @pytest.fixture(autouse=True)
 def _current_test(request):
     fhirtest.CURRENT["nodeid"] = request.node.nodeid

@@ -38,7 +38,12 @@ AREAS = [
     "r4-examples",
     "synthea",
     "reports",
+    "smart",
 ]
+
+# Modules that may skip as a whole at import (pytest.skip(allow_module_level=True)):
+# such a skip has no test item to carry an area marker, so it is counted here.
+MODULE_AREAS = {"test_smart.py": "smart"}
 
 # Where every resource the server returned is stored for the independent
 # (Node) validators run by test_zz_independent_validation.py.

@@ -18,7 +18,7 @@ echo "== conformance suite against a fresh release server"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$(mktemp -d)
 log=$(mktemp)
-./target/release/vbc-server serve --listen "127.0.0.1:${port}" --data-dir "$data" >"$log" 2>&1 &
+./target/release/vbc-server serve --no-auth --listen "127.0.0.1:${port}" --data-dir "$data" >"$log" 2>&1 &
 pid=$!
 cleanup() { kill -9 "$pid" 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT
@@ -34,4 +34,6 @@ if kill -0 "$pid" 2>/dev/null; then
 else
   echo "server died during the conformance suite:"; tail -50 "$log"; status=1
 fi
+echo "== SMART backend-services conformance against a second server with auth on"
+bash conformance/smart.sh ./target/release/vbc-server || status=1
 exit "$status"

@@ -82,15 +82,56 @@ pub struct ServeConfig {
     #[arg(long, env = "VBC_REPORT_SCHEDULE_SECS", default_value_t = 3600)]
     pub report_schedule_secs: u64,
     /// Registered SMART backend-services clients (JSON file `{"clients": [...]}`); enables the
-    /// token endpoint.
+    /// token endpoint and bearer-token checks. The registration API writes changes back to it.
     #[arg(long, env = "VBC_AUTH_CLIENTS")]
     pub auth_clients: Option<std::path::PathBuf>,
+    /// Also accept access tokens of this external authorization server (`iss`); its subject or
+    /// `client_id` must be a registered client.
+    #[arg(long, env = "VBC_AUTH_ISSUER", requires = "auth_jwks_url")]
+    pub auth_issuer: Option<String>,
+    /// The JWKS URL of the external authorization server.
+    #[arg(long, env = "VBC_AUTH_JWKS_URL", requires = "auth_issuer")]
+    pub auth_jwks_url: Option<String>,
+    /// The `aud` external tokens must carry (default: this server's base URL).
+    #[arg(long, env = "VBC_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Run WITHOUT authentication: every request acts with full rights. Only on a loopback
+    /// address; logs a warning at start and on every request. For local trials and tests.
+    #[arg(long, env = "VBC_NO_AUTH")]
+    pub no_auth: bool,
 }
 
 /// The payer member-id system that links Patient records by default.
 pub const DEFAULT_LINK_SYSTEM: &str = "https://vbc-server.dev/fhir/sid/member-id";
 
 impl ServeConfig {
+    /// Check the auth settings: auth is required unless `--no-auth` is given, and `--no-auth`
+    /// only listens on loopback.
+    pub fn check_auth(&self) -> Result<(), String> {
+        let configured = self.auth_clients.is_some() || self.auth_issuer.is_some();
+        if self.no_auth && configured {
+            return Err("--no-auth cannot be combined with --auth-clients or --auth-issuer".into());
+        }
+        if self.no_auth && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--no-auth is only allowed on a loopback address, not {}",
+                self.listen
+            ));
+        }
+        if !self.no_auth && self.auth_clients.is_none() {
+            return Err("authentication is required: pass --auth-clients FILE (see README, \"Auth\"), or --no-auth for a local trial on a loopback address".into());
+        }
+        Ok(())
+    }
+
+    /// This server's base URL (configured, or from the listen address).
+    pub fn own_base(&self) -> String {
+        self.base_url
+            .clone()
+            .map(|b| b.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
     /// The limits configured.
     pub fn limits(&self) -> Limits {
         Limits {

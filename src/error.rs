@@ -14,6 +14,12 @@ pub enum FhirError {
     /// Resource content failed validation (400 with one issue per problem, or 422 on business rules).
     #[error("resource is invalid ({} issues)", .0.len())]
     Invalid(Vec<Issue>),
+    /// No valid credentials (401, with a `WWW-Authenticate: Bearer` challenge).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but the scopes or the party's role do not allow this (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Unknown resource type, id, route or operation (404).
     #[error("{0}")]
     NotFound(String),
@@ -60,6 +66,8 @@ impl FhirError {
     pub fn status(&self) -> StatusCode {
         match self {
             FhirError::BadRequest(_) | FhirError::Invalid(_) => StatusCode::BAD_REQUEST,
+            FhirError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            FhirError::Forbidden(_) => StatusCode::FORBIDDEN,
             FhirError::NotFound(_) => StatusCode::NOT_FOUND,
             FhirError::Gone(_) => StatusCode::GONE,
             FhirError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -81,6 +89,8 @@ impl FhirError {
         let code = match self {
             FhirError::Invalid(issues) => return issues.clone(),
             FhirError::BadRequest(_) => "invalid",
+            FhirError::Unauthorized(_) => "login",
+            FhirError::Forbidden(_) => "forbidden",
             FhirError::NotFound(_) => "not-found",
             FhirError::Gone(_) => "deleted",
             FhirError::MethodNotAllowed | FhirError::NotImplemented(_) => "not-supported",
@@ -106,6 +116,17 @@ impl IntoResponse for FhirError {
         }
         let body = serde_json::to_vec(&self.outcome()).unwrap_or_default();
         let mut resp = (self.status(), body).into_response();
+        if let FhirError::Unauthorized(why) = &self {
+            let why: String = why
+                .chars()
+                .map(|c| if c == '"' || !c.is_ascii() { '\'' } else { c })
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "Bearer realm=\"vbc-server\", error=\"invalid_token\", error_description=\"{why}\""
+            )) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/fhir+json; charset=utf-8"),

@@ -34,6 +34,10 @@ enum Command {
     LoadContract(vbc_server::contracts::command::LoadContractConfig),
     /// Check that the search index matches the stored resources (exit status 1 if not).
     CheckIndex(vbc_server::maintenance::MaintenanceConfig),
+    /// Verify the audit trail's hash chain of a stopped server (exit status 1 at a broken link).
+    AuditVerify(vbc_server::maintenance::MaintenanceConfig),
+    /// Time authenticated reads and searches against the same without auth.
+    BenchAuth(vbc_server::bench::auth::AuthBenchConfig),
     /// Write a synthetic population for a contract with the expected per-patient results.
     Synth(vbc_server::synth::SynthConfig),
 }
@@ -63,6 +67,22 @@ fn main() -> std::process::ExitCode {
         Command::Reindex(cfg) => vbc_server::maintenance::reindex(&cfg).map(|n| {
             println!("reindexed {n} resources");
         }),
+        Command::AuditVerify(cfg) => match vbc_server::maintenance::audit_verify(&cfg) {
+            Ok(v) => match v.broken {
+                None => {
+                    println!("audit chain intact: {} events", v.events);
+                    Ok(())
+                }
+                Some((seq, why)) => {
+                    println!("audit chain BROKEN at event {seq}: {why}");
+                    Err(vbc_server::error::FhirError::Storage(format!(
+                        "the audit chain is broken at event {seq}"
+                    )))
+                }
+            },
+            Err(e) => Err(e),
+        },
+        Command::BenchAuth(cfg) => runtime.block_on(vbc_server::bench::auth::run(cfg)),
         Command::CheckIndex(cfg) => match vbc_server::maintenance::check_index(&cfg) {
             Ok(r) => {
                 println!(

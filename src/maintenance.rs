@@ -42,3 +42,14 @@ pub fn check_index(cfg: &MaintenanceConfig) -> Result<IndexReport> {
     store.shutdown()?;
     Ok(report)
 }
+
+/// Verify the audit trail's hash chain of a stopped server's data directory.
+pub fn audit_verify(cfg: &MaintenanceConfig) -> Result<crate::auth::audit::Verified> {
+    let store: crate::store::SharedStore = std::sync::Arc::new(SledStore::open(
+        &cfg.data_dir.join(crate::server::AUDIT_DIR),
+    )?);
+    let head = cfg.data_dir.join(crate::server::AUDIT_HEAD);
+    let verified = crate::auth::audit::verify(&store, Some(&head))?;
+    store.shutdown()?;
+    Ok(verified)
+}

@@ -4,7 +4,13 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::auth::audit::Audit;
 use crate::config::{LogFormat, ServeConfig};
+
+/// The audit trail's store, inside the data directory.
+pub const AUDIT_DIR: &str = "audit";
+/// The file with the audit chain's last link, inside the data directory.
+pub const AUDIT_HEAD: &str = "audit.head";
 use crate::error::{FhirError, Result};
 use crate::fhir::validate::Validator;
 use crate::http::{self, AppState};
@@ -23,35 +29,61 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// Build the application state over an open store.
-pub fn state(store: SharedStore, cfg: &ServeConfig) -> Result<AppState> {
+/// Build the application state over an open store (and the audit trail's store, when kept).
+pub fn state(
+    store: SharedStore,
+    audit: Option<(SharedStore, Audit)>,
+    cfg: &ServeConfig,
+) -> Result<AppState> {
+    cfg.check_auth().map_err(FhirError::BadRequest)?;
     // absolute references to this server are indexed as relative ones: the configured base,
     // or the listen address when none is configured
-    let own_base = cfg
-        .base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", cfg.listen));
+    let own_base = cfg.own_base();
     crate::search::init(Some(&own_base))?;
-    let capability = http::capabilities::build(cfg.base_url.as_deref())?;
+    let auth = match &cfg.auth_clients {
+        Some(path) => Some(http::smart::Auth::new(
+            crate::auth::clients::Registry::load(path)?,
+            Some(path.clone()),
+            &own_base,
+            match (&cfg.auth_issuer, &cfg.auth_jwks_url) {
+                (Some(issuer), Some(jwks_url)) => Some(http::smart::External {
+                    issuer: issuer.clone(),
+                    audience: cfg
+                        .auth_audience
+                        .clone()
+                        .unwrap_or_else(|| own_base.clone()),
+                    jwks_url: jwks_url.clone(),
+                }),
+                _ => None,
+            },
+        )),
+        None => None,
+    };
+    let token_url = auth
+        .as_ref()
+        .map(|_| format!("{own_base}{}", http::smart::TOKEN_PATH));
+    let capability = http::capabilities::build(cfg.base_url.as_deref(), token_url.as_deref())?;
+    let (audit_store, audit) = match audit {
+        Some((s, a)) => (Some(s), a),
+        None => (None, Audit::off()),
+    };
     let engine = crate::engine::Engine::open(&store, cfg.link_identifier_systems.clone())?;
     Ok(AppState {
         services: Services {
             store,
             validator: Arc::new(Validator::new()?),
             limits: cfg.limits(),
+            access: crate::auth::access::Access::System,
+            audit,
         },
         base_url: cfg.base_url.as_deref().map(Arc::from),
         capability: Arc::new(
             serde_json::to_vec(&capability).map_err(|e| FhirError::Storage(e.to_string()))?,
         ),
         engine,
-        auth: match &cfg.auth_clients {
-            Some(path) => Some(http::smart::Auth::new(
-                crate::auth::clients::Registry::load(path)?,
-                &own_base,
-            )),
-            None => None,
-        },
+        auth,
+        audit_store,
+        audit_head: Some(cfg.data_dir.join(AUDIT_HEAD)),
     })
 }
 
@@ -122,7 +154,20 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         &cfg.data_dir,
         cfg.cache_mb.saturating_mul(1024 * 1024),
     )?);
-    let app_state = state(store.clone(), &cfg)?;
+    cfg.check_auth().map_err(FhirError::BadRequest)?;
+    if cfg.no_auth {
+        tracing::warn!(listen = %cfg.listen, "AUTHENTICATION IS OFF (--no-auth): every request acts with full rights; never expose this server");
+    }
+    let audit_store: SharedStore = Arc::new(SledStore::open_with_cache(
+        &cfg.data_dir.join(AUDIT_DIR),
+        64 * 1024 * 1024,
+    )?);
+    let audit = Audit::start(audit_store.clone(), cfg.data_dir.join(AUDIT_HEAD))?;
+    let app_state = state(
+        store.clone(),
+        Some((audit_store.clone(), audit.clone())),
+        &cfg,
+    )?;
     load_contracts(&app_state, &cfg).await;
     tokio::spawn(crate::engine::cohort_group::maintain(
         app_state.engine.clone(),
@@ -149,13 +194,20 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         .map_err(|e| FhirError::Storage(e.to_string()))?;
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "vbc-server listening");
     println!("vbc-server listening on http://{addr}");
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| FhirError::Storage(e.to_string()));
-    let closed = tokio::task::spawn_blocking(move || store.shutdown())
-        .await
-        .map_err(|e| FhirError::Storage(e.to_string()))?;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| FhirError::Storage(e.to_string()));
+    audit.flush().await;
+    let closed = tokio::task::spawn_blocking(move || {
+        let audit_closed = audit_store.shutdown();
+        store.shutdown().and(audit_closed)
+    })
+    .await
+    .map_err(|e| FhirError::Storage(e.to_string()))?;
     tracing::info!("store flushed; bye");
     result.and(closed)
 }

@@ -166,3 +166,721 @@ fn discovery_and_token_endpoint_follow_smart_backend_services() {
         "{body}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Access control by scope and party, Provenance, and the audit trail, through HTTP.
+// ---------------------------------------------------------------------------------------------
+
+use reqwest::StatusCode;
+
+const JANUVIA: &str = "januvia-aetna-1.0.0";
+const ENTRESTO: &str = "entresto-harvard-pilgrim-1.0.0";
+
+/// A server with auth on, the Januvia (Aetna/Merck) and Entresto (Harvard Pilgrim/Novartis)
+/// contracts, and a private copy of the client registry.
+fn auth_server() -> (Server, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let contracts = tmp.path().join("contracts");
+    std::fs::create_dir_all(&contracts).expect("dir");
+    for f in ["januvia-aetna.toml", "entresto-harvard-pilgrim.toml"] {
+        std::fs::copy(format!("contracts/{f}"), contracts.join(f)).expect("copy contract");
+    }
+    let clients = tmp.path().join("clients.json");
+    std::fs::copy("tests/data/auth/clients.json", &clients).expect("copy clients");
+    let s = Server::start_with(&[
+        "--auth-clients",
+        clients.to_str().expect("path"),
+        "--contracts-dir",
+        contracts.to_str().expect("path"),
+        "--report-schedule-secs",
+        "0",
+    ]);
+    (s, tmp)
+}
+
+/// A bearer token for a registered client (key es-1).
+fn bearer(s: &Server, client_id: &str, scope: &str) -> String {
+    let url = s.url("/auth/token");
+    let key =
+        EncodingKey::from_ec_pem(&std::fs::read("tests/data/auth/es384-private.pem").expect("key"))
+            .expect("pem");
+    let mut h = Header::new(Algorithm::ES384);
+    h.kid = Some("es-1".into());
+    h.typ = Some("JWT".into());
+    let now = jsonwebtoken::get_current_timestamp();
+    let jwt = encode(
+        &h,
+        &json!({"iss": client_id, "sub": client_id, "aud": url, "exp": now + 240,
+                "jti": uuid::Uuid::new_v4().to_string()}),
+        &key,
+    )
+    .expect("sign");
+    let (st, body) = token(
+        &client(),
+        &url,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", super_jwt_bearer()),
+            ("client_assertion", &jwt),
+            ("scope", scope),
+        ],
+    );
+    assert_eq!(st, 200, "token for {client_id}: {body}");
+    body["access_token"].as_str().expect("token").to_string()
+}
+
+fn super_jwt_bearer() -> &'static str {
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+}
+
+fn as_get(s: &Server, t: &str, path: &str) -> reqwest::blocking::Response {
+    client()
+        .get(s.url(path))
+        .bearer_auth(t)
+        .send()
+        .expect("GET")
+}
+
+fn as_post(s: &Server, t: &str, path: &str, body: &Value) -> reqwest::blocking::Response {
+    client()
+        .post(s.url(path))
+        .bearer_auth(t)
+        .header("Content-Type", "application/fhir+json")
+        .json(body)
+        .send()
+        .expect("POST")
+}
+
+fn as_put(s: &Server, t: &str, path: &str, body: &Value) -> reqwest::blocking::Response {
+    client()
+        .put(s.url(path))
+        .bearer_auth(t)
+        .header("Content-Type", "application/fhir+json")
+        .json(body)
+        .send()
+        .expect("PUT")
+}
+
+fn ids_of(bundle: &Value, rtype: &str) -> Vec<String> {
+    entries(bundle)
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == rtype)
+        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn member_bundle(pid: &str, payer: &str) -> Value {
+    json!({"resourceType": "Bundle", "type": "transaction", "id": format!("b-{pid}"), "entry": [
+        {"fullUrl": format!("urn:uuid:{pid}-p"), "resource": {"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": "1961-02-03"},
+         "request": {"method": "PUT", "url": format!("Patient/{pid}")}},
+        {"resource": {"resourceType": "Coverage", "status": "active",
+                      "beneficiary": {"reference": format!("Patient/{pid}")},
+                      "payor": [{"reference": payer}]},
+         "request": {"method": "POST", "url": "Coverage"}},
+        {"resource": {"resourceType": "Observation", "status": "final",
+                      "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+                      "subject": {"reference": format!("Patient/{pid}")},
+                      "effectiveDateTime": "2024-03-01",
+                      "valueQuantity": {"value": 7.2, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}},
+         "request": {"method": "POST", "url": "Observation"}}
+    ]})
+}
+
+#[test]
+fn every_party_sees_only_what_it_may() {
+    let (s, _tmp) = auth_server();
+    let c = client();
+
+    // open endpoints, and everything else needs a token
+    assert_eq!(get(&s, &c, "/health").status(), 200);
+    let cs = get_json(&s, &c, "/metadata");
+    let sec = &cs["rest"][0]["security"];
+    assert_eq!(
+        sec["service"][0]["coding"][0]["code"], "SMART-on-FHIR",
+        "{sec}"
+    );
+    assert_eq!(
+        sec["extension"][0]["extension"][0]["valueUri"],
+        json!(s.url("/auth/token"))
+    );
+    let r = get(&s, &c, "/Patient");
+    assert!(r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer")));
+    expect_error(r, StatusCode::UNAUTHORIZED);
+    expect_error(
+        as_get(&s, "not.a.token", "/Patient"),
+        StatusCode::UNAUTHORIZED,
+    );
+    // a token of another issuer (signed with the client's own key, claiming to be ours)
+    let forged = {
+        let key = EncodingKey::from_ec_pem(
+            &std::fs::read("tests/data/auth/es384-private.pem").expect("key"),
+        )
+        .expect("pem");
+        let mut h = Header::new(Algorithm::ES384);
+        h.kid = Some("es-1".into());
+        let now = jsonwebtoken::get_current_timestamp();
+        encode(
+            &h,
+            &json!({"iss": "https://idp.elsewhere.example", "sub": "admin-app", "aud": s.url(""),
+                    "exp": now + 200, "iat": now, "jti": "x", "scope": "system/*.*",
+                    "party": "Organization/org-vbc-operator", "role": "admin"}),
+            &key,
+        )
+        .expect("sign")
+    };
+    expect_error(as_get(&s, &forged, "/Patient"), StatusCode::UNAUTHORIZED);
+
+    // two submitters write: the lab's members of Aetna and of Harvard Pilgrim
+    let lab = bearer(
+        &s,
+        "lab-app",
+        "system/Observation.cruds system/Patient.cruds system/Coverage.cruds",
+    );
+    let ehr = bearer(&s, "ehr-app", "system/*.cruds");
+    for (pid, payer) in [
+        ("p-aetna", "Organization/org-aetna"),
+        ("p-hp", "Organization/org-harvard-pilgrim-health-care"),
+    ] {
+        let r = as_post(&s, &lab, "/", &member_bundle(pid, payer));
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    }
+    let r = as_post(
+        &s,
+        &ehr,
+        "/",
+        &member_bundle("p-ehr", "Organization/org-aetna"),
+    );
+    assert_eq!(r.status(), 200);
+
+    // a submitter reads what it wrote, and nothing of another submitter
+    let mine = body_json(as_get(&s, &lab, "/Patient?_count=50"));
+    let mut got = ids_of(&mine, "Patient");
+    got.sort();
+    assert_eq!(got, ["p-aetna", "p-hp"]);
+    expect_error(as_get(&s, &ehr, "/Patient/p-aetna"), StatusCode::NOT_FOUND);
+    let theirs = body_json(as_get(&s, &ehr, "/Observation?_summary=count"));
+    assert_eq!(theirs["total"], 1, "{theirs}");
+    // another submitter cannot overwrite it either (and learns nothing)
+    let before = body_json(as_get(&s, &lab, "/Patient/p-aetna"));
+    let mut changed = before.clone();
+    changed["gender"] = json!("female");
+    expect_error(
+        as_put(&s, &ehr, "/Patient/p-aetna", &changed),
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(
+        body_json(as_get(&s, &lab, "/Patient/p-aetna"))["meta"]["versionId"],
+        before["meta"]["versionId"]
+    );
+
+    // Provenance of the lab's Bundle: who, when, which request
+    let admin = bearer(&s, "admin-app", "system/*.*");
+    let prov = body_json(as_get(
+        &s,
+        &admin,
+        "/Provenance?agent=Organization/org-acme-lab",
+    ));
+    let provs: Vec<Value> = entries(&prov)
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .collect();
+    assert_eq!(provs.len(), 2, "{prov}");
+    let p0 = provs
+        .iter()
+        .find(|p| p["entity"][0]["what"]["display"] == "transaction Bundle b-p-aetna")
+        .expect("provenance of b-p-aetna");
+    assert_eq!(p0["target"].as_array().map(Vec::len), Some(3), "{p0}");
+    assert!(p0["target"][0]["reference"]
+        .as_str()
+        .is_some_and(|r| r.contains("/_history/")));
+    assert_eq!(p0["agent"][1]["who"]["identifier"]["value"], "lab-app");
+    assert!(p0["entity"][0]["what"]["identifier"]["value"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()));
+
+    // a payer reads its own members only; another payer's member is "not known"
+    let aetna = bearer(&s, "payer-wide", "system/*.rs");
+    let hp = bearer(&s, "payer-other", "system/*.rs");
+    assert_eq!(as_get(&s, &aetna, "/Patient/p-aetna").status(), 200);
+    expect_error(as_get(&s, &aetna, "/Patient/p-hp"), StatusCode::NOT_FOUND);
+    expect_error(as_get(&s, &hp, "/Patient/p-aetna"), StatusCode::NOT_FOUND);
+    let obs = body_json(as_get(
+        &s,
+        &aetna,
+        "/Observation?code=http://loinc.org|4548-4",
+    ));
+    let subjects: Vec<String> = entries(&obs)
+        .iter()
+        .filter_map(|e| {
+            e["resource"]["subject"]["reference"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(subjects.len(), 2, "{obs}");
+    assert!(subjects.iter().all(|s| s != "Patient/p-hp"));
+    // ... and cannot write
+    expect_error(
+        as_post(
+            &s,
+            &aetna,
+            "/Observation",
+            &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}}),
+        ),
+        StatusCode::FORBIDDEN,
+    );
+    // the contract definitions of its own contracts only
+    assert_eq!(
+        as_get(&s, &aetna, &format!("/Measure/{JANUVIA}")).status(),
+        200
+    );
+    expect_error(
+        as_get(&s, &aetna, &format!("/Measure/{ENTRESTO}")),
+        StatusCode::NOT_FOUND,
+    );
+    let measures = body_json(as_get(&s, &aetna, "/Measure?_count=100"));
+    assert!(ids_of(&measures, "Measure")
+        .iter()
+        .all(|m| m.starts_with(JANUVIA)));
+    expect_error(
+        as_get(&s, &hp, &format!("/Measure/{JANUVIA}/$outcomes")),
+        StatusCode::NOT_FOUND,
+    );
+
+    // a narrower token: scopes are enforced per type, _include and _revinclude included
+    let narrow = bearer(&s, "payer-app", "system/Patient.rs system/MeasureReport.rs");
+    expect_error(as_get(&s, &narrow, "/Observation"), StatusCode::FORBIDDEN);
+    expect_error(
+        as_get(
+            &s,
+            &narrow,
+            "/Patient?_id=p-aetna&_revinclude=Observation:subject",
+        ),
+        StatusCode::FORBIDDEN,
+    );
+    // an _include whose targets the scopes do not cover adds nothing
+    let inc = body_json(as_get(
+        &s,
+        &aetna,
+        "/Observation?subject=Patient/p-aetna&_include=Observation:subject",
+    ));
+    assert_eq!(ids_of(&inc, "Patient"), ["p-aetna"]);
+    let obs_only = bearer(&s, "payer-wide", "system/Observation.rs");
+    let inc = body_json(as_get(
+        &s,
+        &obs_only,
+        "/Observation?subject=Patient/p-aetna&_include=Observation:subject",
+    ));
+    assert!(ids_of(&inc, "Patient").is_empty(), "{inc}");
+    assert_eq!(ids_of(&inc, "Observation").len(), 1);
+
+    // a manufacturer: its contracts' definitions and population reports, never a Patient
+    let merck = bearer(&s, "pharma-app", "system/*.rs");
+    expect_error(
+        as_get(&s, &merck, "/Patient/p-aetna"),
+        StatusCode::FORBIDDEN,
+    );
+    expect_error(as_get(&s, &merck, "/Patient"), StatusCode::FORBIDDEN);
+    expect_error(as_get(&s, &merck, "/Observation"), StatusCode::FORBIDDEN);
+    assert_eq!(
+        as_get(&s, &merck, &format!("/Measure/{JANUVIA}")).status(),
+        200
+    );
+    expect_error(
+        as_get(&s, &merck, &format!("/Measure/{ENTRESTO}")),
+        StatusCode::NOT_FOUND,
+    );
+    let pop = as_get(
+        &s,
+        &merck,
+        &format!(
+            "/Measure/{JANUVIA}/$evaluate-measure?periodStart=2024-01-01&periodEnd=2024-12-31"
+        ),
+    );
+    assert_eq!(pop.status(), 200);
+    for forbidden in [
+        format!("/Measure/{JANUVIA}/$evaluate-measure?periodStart=2024-01-01&periodEnd=2024-12-31&reportType=subject&subject=Patient/p-aetna"),
+        format!("/Measure/{JANUVIA}/$evaluate-measure?periodStart=2024-01-01&periodEnd=2024-12-31&reportType=subject-list"),
+        format!("/Measure/{JANUVIA}/$outcomes"),
+        format!("/Measure/{JANUVIA}/$care-gaps?periodStart=2024-01-01&periodEnd=2024-12-31&subject=Patient/p-aetna&status=open-gap"),
+        format!("/Measure/{JANUVIA}/$collect-data?periodStart=2024-01-01&periodEnd=2024-12-31"),
+    ] {
+        expect_error(as_get(&s, &merck, &forbidden), StatusCode::FORBIDDEN);
+    }
+    // an individual report of its contract is not the manufacturer's to see
+    let individual = json!({"resourceType": "MeasureReport", "id": "ind-1", "status": "complete",
+        "type": "individual", "measure": format!("https://vbc-server.dev/fhir/Measure/{JANUVIA}"),
+        "subject": {"reference": "Patient/p-aetna"},
+        "period": {"start": "2024-01-01", "end": "2024-12-31"}});
+    let r = as_put(&s, &admin, "/MeasureReport/ind-1", &individual);
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+    expect_error(
+        as_get(&s, &merck, "/MeasureReport/ind-1"),
+        StatusCode::NOT_FOUND,
+    );
+    let reports = body_json(as_get(&s, &merck, "/MeasureReport"));
+    assert!(ids_of(&reports, "MeasureReport").is_empty(), "{reports}");
+    assert_eq!(as_get(&s, &aetna, "/MeasureReport/ind-1").status(), 200);
+    expect_error(
+        as_get(&s, &hp, "/MeasureReport/ind-1"),
+        StatusCode::NOT_FOUND,
+    );
+    // published reports: the manufacturer sees the summary ones of its contract
+    let r = client()
+        .post(s.url(&format!(
+            "/Measure/{JANUVIA}/$publish-reports?periodStart=2024-01-01&periodEnd=2024-12-31"
+        )))
+        .bearer_auth(&aetna)
+        .send()
+        .expect("publish");
+    // a payer may publish its contract's reports, but this token is read-only
+    assert_eq!(r.status(), 403);
+    let r = client()
+        .post(s.url(&format!(
+            "/Measure/{JANUVIA}/$publish-reports?periodStart=2024-01-01&periodEnd=2024-12-31"
+        )))
+        .bearer_auth(&admin)
+        .send()
+        .expect("publish");
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+    let seen = body_json(as_get(&s, &merck, "/MeasureReport?_count=100"));
+    let kinds: Vec<String> = entries(&seen)
+        .iter()
+        .filter_map(|e| e["resource"]["type"].as_str().map(String::from))
+        .collect();
+    assert!(!kinds.is_empty(), "{seen}");
+    assert!(kinds.iter().all(|k| k == "summary"), "{kinds:?}");
+    let all = body_json(as_get(&s, &aetna, "/MeasureReport?_count=100"));
+    assert!(
+        entries(&all).len() > kinds.len(),
+        "the payer also sees the subject-list and individual reports"
+    );
+
+    // only an administrator loads contracts and reads the audit trail with the auditor
+    let r = client()
+        .post(s.url("/$load-contract"))
+        .bearer_auth(&aetna)
+        .header("Content-Type", "application/toml")
+        .body(std::fs::read_to_string("contracts/januvia-aetna.toml").expect("toml"))
+        .send()
+        .expect("load");
+    assert_eq!(r.status(), 403);
+    expect_error(as_get(&s, &aetna, "/AuditEvent"), StatusCode::FORBIDDEN);
+    expect_error(
+        as_post(
+            &s,
+            &admin,
+            "/AuditEvent",
+            &json!({"resourceType": "AuditEvent"}),
+        ),
+        StatusCode::FORBIDDEN,
+    );
+}
+
+#[test]
+fn scope_escalation_inside_a_transaction_writes_nothing() {
+    let (s, _tmp) = auth_server();
+    let lab = bearer(
+        &s,
+        "lab-app",
+        "system/Observation.cruds system/Patient.cruds",
+    );
+    let count = |t: &str| body_json(as_get(&s, t, "/Observation?_summary=count"))["total"].clone();
+    assert_eq!(count(&lab), 0);
+    let obs = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+        "subject": {"reference": "Patient/p-x"}, "effectiveDateTime": "2024-03-01",
+        "valueQuantity": {"value": 7.0, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}});
+    // a Measure (contract content) smuggled into a submitter's transaction
+    let b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": obs, "request": {"method": "POST", "url": "Observation"}},
+        {"resource": {"resourceType": "Measure", "status": "active"}, "request": {"method": "POST", "url": "Measure"}}
+    ]});
+    let oo = expect_error(as_post(&s, &lab, "/", &b), StatusCode::FORBIDDEN);
+    assert!(oo.to_string().contains("Bundle.entry[1]"), "{oo}");
+    // a type the token's scopes do not cover (granted read-only)
+    let reader = bearer(&s, "lab-app", "system/Observation.rs");
+    let b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": obs, "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    expect_error(as_post(&s, &reader, "/", &b), StatusCode::FORBIDDEN);
+    // a type outside the registration in a batch: that entry alone is refused
+    let b = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": obs, "request": {"method": "POST", "url": "Observation"}},
+        {"resource": {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}}, "request": {"method": "POST", "url": "Encounter"}}
+    ]});
+    let r = body_json(as_post(&s, &lab, "/", &b));
+    assert!(
+        r["entry"][0]["response"]["status"]
+            .as_str()
+            .is_some_and(|x| x.starts_with("201")),
+        "{r}"
+    );
+    assert!(
+        r["entry"][1]["response"]["status"]
+            .as_str()
+            .is_some_and(|x| x.starts_with("403")),
+        "{r}"
+    );
+    // a summary MeasureReport posing as submitted data
+    let fake = json!({"resourceType": "MeasureReport", "status": "complete", "type": "summary",
+        "measure": format!("https://vbc-server.dev/fhir/Measure/{JANUVIA}"),
+        "period": {"start": "2024-01-01", "end": "2024-12-31"}});
+    let ehr = bearer(&s, "ehr-app", "system/*.cruds");
+    expect_error(
+        as_post(&s, &ehr, "/MeasureReport", &fake),
+        StatusCode::FORBIDDEN,
+    );
+    // nothing but the batch's one Observation was written
+    assert_eq!(count(&lab), 1);
+    let admin = bearer(&s, "admin-app", "system/*.*");
+    let tagged = "/Measure?_summary=count&_tag=https://vbc-server.dev/fhir/CodeSystem/contract-content|immutable";
+    assert_eq!(
+        body_json(as_get(&s, &admin, "/Measure?_summary=count"))["total"],
+        body_json(as_get(&s, &admin, tagged))["total"],
+        "no Measure beyond the contracts'"
+    );
+}
+
+#[test]
+fn clients_are_registered_by_administrators_only() {
+    let (s, tmp) = auth_server();
+    let admin = bearer(&s, "admin-app", "system/*.*");
+    let aetna = bearer(&s, "payer-wide", "system/*.rs");
+    let jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/data/auth/jwks.json").expect("jwks"))
+            .expect("json");
+    let new_client = json!({"party": "Organization/org-new-lab", "role": "submitter",
+        "scope": "system/Observation.cruds", "jwks": jwks});
+    let put = |t: &str, body: &Value| {
+        client()
+            .put(s.url("/auth/clients/new-lab"))
+            .bearer_auth(t)
+            .json(body)
+            .send()
+            .expect("put")
+    };
+    assert_eq!(put(&aetna, &new_client).status(), 403);
+    let r = put(
+        &admin,
+        &json!({"party": "nobody", "role": "submitter", "scope": "bogus"}),
+    );
+    assert_eq!(r.status(), 400);
+    let r = put(&admin, &new_client);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    // the new client gets a token at once, and the registry file keeps it
+    let t = bearer(&s, "new-lab", "system/Observation.cruds");
+    assert_eq!(as_get(&s, &t, "/Observation").status(), 200);
+    let file = std::fs::read_to_string(tmp.path().join("clients.json")).expect("file");
+    assert!(file.contains("new-lab"));
+    let list = body_json(as_get(&s, &admin, "/auth/clients"));
+    assert!(list["clients"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|c| c["client_id"] == "new-lab"));
+    // removed: its token stops working
+    let r = client()
+        .delete(s.url("/auth/clients/new-lab"))
+        .bearer_auth(&admin)
+        .send()
+        .expect("delete");
+    assert_eq!(r.status(), 204);
+    expect_error(as_get(&s, &t, "/Observation"), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn keys_from_jwks_uri_and_tokens_of_an_external_issuer_are_accepted() {
+    // a tiny key server: the client's JWKS and the external issuer's (the same test keys)
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let jwks_url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h2 = hits.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let body = std::fs::read_to_string("tests/data/auth/jwks.json").expect("jwks");
+        for stream in listener.incoming() {
+            let Ok(mut st) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = st.read(&mut buf);
+            h2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(
+                st,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let clients = tmp.path().join("clients.json");
+    std::fs::write(
+        &clients,
+        json!({"clients": [
+            {"client_id": "remote-keys", "party": "Organization/org-aetna", "role": "payer",
+             "scope": "system/Patient.rs", "jwks_uri": jwks_url},
+            {"client_id": "idp-client", "party": "Organization/org-aetna", "role": "payer",
+             "scope": "system/Patient.rs"  , "jwks_uri": jwks_url}
+        ]})
+        .to_string(),
+    )
+    .expect("write");
+    let s = Server::start_with(&[
+        "--auth-clients",
+        clients.to_str().expect("path"),
+        "--auth-issuer",
+        "https://idp.example",
+        "--auth-jwks-url",
+        &jwks_url,
+    ]);
+    // two tokens through the client's jwks_uri: the keys are fetched once (max-age=600)
+    let t = bearer(&s, "remote-keys", "system/Patient.rs");
+    assert_eq!(as_get(&s, &t, "/Patient").status(), 200);
+    let _ = bearer(&s, "remote-keys", "system/Patient.rs");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // an access token the external issuer signed (RS384, kid rs-1)
+    let key = EncodingKey::from_rsa_pem(
+        &std::fs::read("tests/data/auth/rs384-private.pem").expect("key"),
+    )
+    .expect("pem");
+    let mut h = Header::new(Algorithm::RS384);
+    h.kid = Some("rs-1".into());
+    let now = jsonwebtoken::get_current_timestamp();
+    let ext = |claims: Value| encode(&h, &claims, &key).expect("sign");
+    let good = ext(
+        json!({"iss": "https://idp.example", "sub": "idp-client", "aud": s.url(""),
+        "exp": now + 120, "scope": "system/Patient.rs system/Observation.rs"}),
+    );
+    let aud = s.url("");
+    let aud = aud.trim_end_matches('/');
+    let good_aud = ext(
+        json!({"iss": "https://idp.example", "sub": "idp-client", "aud": aud,
+        "exp": now + 120, "scope": "system/Patient.rs system/Observation.rs"}),
+    );
+    let ok = [good, good_aud]
+        .iter()
+        .any(|t| as_get(&s, t, "/Patient").status() == 200);
+    assert!(ok, "the external issuer's token is accepted");
+    let t = ext(
+        json!({"iss": "https://idp.example", "sub": "idp-client", "aud": aud,
+        "exp": now + 120, "scope": "system/Patient.rs system/Observation.rs"}),
+    );
+    // its scopes are narrowed to the registration: no Observation
+    expect_error(as_get(&s, &t, "/Observation"), StatusCode::FORBIDDEN);
+    // expired, wrong audience, unregistered subject
+    for bad in [
+        json!({"iss": "https://idp.example", "sub": "idp-client", "aud": aud, "exp": now - 100, "scope": "system/Patient.rs"}),
+        json!({"iss": "https://idp.example", "sub": "idp-client", "aud": "https://other.example", "exp": now + 100, "scope": "system/Patient.rs"}),
+        json!({"iss": "https://idp.example", "sub": "stranger", "aud": aud, "exp": now + 100, "scope": "system/Patient.rs"}),
+    ] {
+        expect_error(as_get(&s, &ext(bad), "/Patient"), StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[test]
+fn the_audit_chain_records_every_access_and_detects_a_modified_event() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let clients = tmp.path().join("clients.json");
+    std::fs::copy("tests/data/auth/clients.json", &clients).expect("copy");
+    let mut s = Server::start_on(&data, &["--auth-clients", clients.to_str().expect("path")]);
+    let c = client();
+    expect_error(get(&s, &c, "/Patient"), StatusCode::UNAUTHORIZED);
+    let ehr = bearer(&s, "ehr-app", "system/*.cruds");
+    let r = as_post(
+        &s,
+        &ehr,
+        "/",
+        &member_bundle("p-audit", "Organization/org-aetna"),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(as_get(&s, &ehr, "/Patient/p-audit").status(), 200);
+    let auditor = bearer(&s, "auditor-app", "system/AuditEvent.rs");
+    let v = body_json(as_get(&s, &auditor, "/AuditEvent/$verify-chain"));
+    let param = |name: &str| {
+        v["parameter"]
+            .as_array()
+            .and_then(|p| p.iter().find(|x| x["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(param("intact")["valueBoolean"], true, "{v}");
+    assert!(
+        param("events")["valueInteger"]
+            .as_u64()
+            .is_some_and(|n| n >= 3),
+        "{v}"
+    );
+    // who, what, when, outcome: the refused request and the read are both there
+    let events = body_json(as_get(&s, &auditor, "/AuditEvent?_count=100"));
+    let all: Vec<Value> = entries(&events)
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .collect();
+    assert!(
+        all.iter()
+            .any(|e| e["outcome"] == "4" && e["entity"][0]["description"] == "GET /Patient"),
+        "{events}"
+    );
+    let read = all
+        .iter()
+        .find(|e| {
+            e["entity"][0]["what"]["reference"] == "Patient/p-audit"
+                && e["subtype"][0]["code"] == "read"
+        })
+        .expect("the read is audited");
+    assert_eq!(read["agent"][0]["altId"], "ehr-app");
+    assert_eq!(read["outcome"], "0");
+    assert_eq!(read["action"], "R");
+    assert!(all.iter().any(|e| e["subtype"][0]["code"] == "transaction"));
+    // the audit trail refuses the submitter
+    expect_error(as_get(&s, &ehr, "/AuditEvent"), StatusCode::FORBIDDEN);
+    assert!(s.terminate(), "clean stop");
+
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vbc-server"))
+            .args(["audit-verify", "--data-dir"])
+            .arg(&data)
+            .output()
+            .expect("audit-verify")
+    };
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // modify one stored event in place (same length, same version): the chain breaks there
+    {
+        let db = sled::open(data.join("audit")).expect("open audit store");
+        let target = b"\"id\":\"ae-000000000002\"";
+        let mut done = false;
+        for item in db.iter() {
+            let (k, v) = item.expect("item");
+            if v.windows(target.len()).any(|w| w == target) {
+                let text = v.to_vec();
+                let from = b"\"action\":\"";
+                if let Some(pos) = text.windows(from.len()).position(|w| w == from) {
+                    let mut t = text.clone();
+                    let i = pos + from.len();
+                    t[i] = if t[i] == b'R' { b'E' } else { b'R' };
+                    db.insert(k, t).expect("insert");
+                    done = true;
+                    break;
+                }
+            }
+        }
+        assert!(done, "the event was found and modified");
+        db.flush().expect("flush");
+    }
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("BROKEN at event 3") && text.contains("ae-000000000002"),
+        "{text}"
+    );
+}

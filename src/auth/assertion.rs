@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
@@ -55,16 +55,14 @@ impl Replays {
     }
 }
 
-fn key_for<'c>(client: &'c Client, kid: &str) -> Option<&'c Jwk> {
-    client
-        .jwks
-        .as_ref()?
-        .keys
+fn key_for<'k>(jwks: &'k JwkSet, kid: &str) -> Option<&'k Jwk> {
+    jwks.keys
         .iter()
         .find(|k| k.common.key_id.as_deref() == Some(kid))
 }
 
-/// Verify an assertion at `now` (seconds since the epoch); the client it authenticates.
+/// Verify an assertion of a client with inline keys at `now` (seconds since the epoch); the
+/// client it authenticates.
 pub fn verify<'r>(
     assertion: &str,
     registry: &'r Registry,
@@ -72,6 +70,21 @@ pub fn verify<'r>(
     replays: &Replays,
     now: i64,
 ) -> Result<&'r Client, Refused> {
+    let iss = issuer_of(assertion)?;
+    let client = registry
+        .get(&iss)
+        .ok_or_else(|| refused(format!("'{iss}' is not a registered client")))?;
+    let jwks = client
+        .jwks
+        .as_ref()
+        .ok_or_else(|| refused(format!("{iss} has no inline keys")))?;
+    verify_for(assertion, client, jwks, token_url, replays, now)?;
+    Ok(client)
+}
+
+/// Check the header of an assertion (`typ`, `alg`, `kid`) and read the client it claims to come
+/// from (`iss`, not yet verified).
+pub fn issuer_of(assertion: &str) -> Result<String, Refused> {
     let header = decode_header(assertion)
         .map_err(|e| refused(format!("the client assertion is not a signed JWT: {e}")))?;
     if !header
@@ -87,23 +100,50 @@ pub fn verify<'r>(
             header.alg
         )));
     }
-    let kid = header
-        .kid
-        .as_deref()
-        .ok_or_else(|| refused("the client assertion has no kid"))?;
-    // the issuer names the client whose keys verify the signature
-    let mut peek = Validation::new(header.alg);
+    if header.kid.is_none() {
+        return Err(refused("the client assertion has no kid"));
+    }
+    let claims = unverified_claims(assertion, header.alg)
+        .map_err(|e| refused(format!("the client assertion cannot be read: {e}")))?;
+    Ok(claims["iss"].as_str().unwrap_or_default().to_string())
+}
+
+/// A JWT's claims without checking its signature (to find who should have signed it).
+pub fn unverified_claims(
+    jwt: &str,
+    alg: Algorithm,
+) -> jsonwebtoken::errors::Result<serde_json::Value> {
+    let mut peek = Validation::new(alg);
     peek.insecure_disable_signature_validation();
     peek.validate_exp = false;
     peek.validate_aud = false;
     peek.required_spec_claims.clear();
-    let unverified = decode::<serde_json::Value>(assertion, &DecodingKey::from_secret(&[]), &peek)
-        .map_err(|e| refused(format!("the client assertion cannot be read: {e}")))?;
-    let iss = unverified.claims["iss"].as_str().unwrap_or_default();
-    let client = registry
-        .get(iss)
-        .ok_or_else(|| refused(format!("'{iss}' is not a registered client")))?;
-    let jwk = key_for(client, kid)
+    decode::<serde_json::Value>(jwt, &DecodingKey::from_secret(&[]), &peek).map(|d| d.claims)
+}
+
+/// Whether a refusal is about a key the client's key set lacks (worth fetching its
+/// `jwks_uri` again).
+pub fn is_unknown_key(r: &Refused) -> bool {
+    r.0.starts_with("no key '")
+}
+
+/// Verify an assertion of `client` against its key set `jwks`.
+pub fn verify_for(
+    assertion: &str,
+    client: &Client,
+    jwks: &JwkSet,
+    token_url: &str,
+    replays: &Replays,
+    now: i64,
+) -> Result<(), Refused> {
+    let header = decode_header(assertion)
+        .map_err(|e| refused(format!("the client assertion is not a signed JWT: {e}")))?;
+    let iss = client.client_id.as_str();
+    let kid = header
+        .kid
+        .as_deref()
+        .ok_or_else(|| refused("the client assertion has no kid"))?;
+    let jwk = key_for(jwks, kid)
         .ok_or_else(|| refused(format!("no key '{kid}' is registered for {iss}")))?;
     let type_ok = matches!(
         (&jwk.algorithm, header.alg),
@@ -140,5 +180,5 @@ pub fn verify<'r>(
     if !replays.first_use(format!("{iss}|{}", claims.jti), claims.exp, now) {
         return Err(refused("the client assertion's jti was already used"));
     }
-    Ok(client)
+    Ok(())
 }

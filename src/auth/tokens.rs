@@ -55,6 +55,11 @@ impl Issuer {
         }
     }
 
+    /// The issuer name (`iss` of the tokens).
+    pub fn name(&self) -> &str {
+        &self.issuer
+    }
+
     /// Issue a token for a client with the granted scopes at `now`.
     pub fn issue(
         &self,

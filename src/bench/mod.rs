@@ -2,6 +2,7 @@
 //! against a release server (spawned from this binary over a fresh data directory, or an existing
 //! URL) and print throughput, latency percentiles and the server's peak memory.
 
+pub mod auth;
 pub mod generator;
 pub mod outcomes;
 pub mod reports;
@@ -98,6 +99,12 @@ pub(crate) fn spawn(data_dir: Option<&PathBuf>, extra: &[&str]) -> Result<(Spawn
         ])
         .arg(&dir)
         .args(extra)
+        // the benchmarks measure the data path; bench-auth passes its own auth flags
+        .args(if extra.contains(&"--auth-clients") {
+            &[][..]
+        } else {
+            &["--no-auth"][..]
+        })
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -75,6 +75,8 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
             store: store.clone(),
             validator: Arc::new(Validator::new()?),
             limits: Limits::default(),
+            access: crate::auth::access::Access::System,
+            audit: crate::auth::audit::Audit::off(),
         };
         let base = cfg
             .base_url

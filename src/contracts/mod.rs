@@ -123,6 +123,18 @@ pub async fn load(services: &Services, text: &str, base: &str) -> Result<(Loaded
     }
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
     services.bundle(bundle, base, false).await?;
+    services.audit.record(crate::auth::audit::activity_event(
+        &services.access,
+        crate::auth::audit::Activity::ContractLoad,
+        &format!(
+            "contract {} version {} loaded",
+            compiled.rules.contract.id, compiled.rules.contract.version
+        ),
+        &[
+            format!("Measure/{}", ids.contract()),
+            format!("Library/{}", ids.library()),
+        ],
+    ));
     Ok((Loaded::Created, compiled))
 }
 

@@ -12,6 +12,7 @@ pub mod days;
 pub mod evaluate;
 pub mod facts;
 pub mod identity;
+pub mod parties;
 pub mod plan;
 pub mod result;
 pub mod supply;

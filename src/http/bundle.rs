@@ -1,20 +1,16 @@
 //! `POST /` with a transaction or batch Bundle.
 
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
+use super::guard::Caller;
 use super::headers::{prefer_return, Return};
 use super::negotiate::FhirBody;
-use super::{response, AppState};
+use super::response;
 use crate::error::Result;
 
 /// transaction / batch
-pub async fn process(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: FhirBody,
-) -> Result<Response> {
+pub async fn process(Caller(s): Caller, headers: HeaderMap, body: FhirBody) -> Result<Response> {
     let bundle = body.resource()?;
     let with_resources =
         prefer_return(&headers) == Return::Representation && headers.contains_key("prefer");

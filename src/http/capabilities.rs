@@ -25,13 +25,49 @@ const TYPE_INTERACTIONS: &[&str] = &[
     "search-type",
 ];
 
-/// Build the CapabilityStatement JSON.
-pub fn build(base_url: Option<&str>) -> Result<Value> {
+/// The interactions on AuditEvent: the server alone writes the audit trail.
+const AUDIT_INTERACTIONS: &[&str] = &[
+    "read",
+    "vread",
+    "history-instance",
+    "history-type",
+    "search-type",
+];
+
+/// The security block: SMART backend services with the token endpoint (when auth is on).
+fn security(token_url: Option<&str>) -> Value {
+    match token_url {
+        Some(token) => json!({
+            "cors": true,
+            "service": [{
+                "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR",
+                    "display": "SMART-on-FHIR"
+                }],
+                "text": "SMART backend services: client_credentials with private_key_jwt (RS384, ES384)"
+            }],
+            "extension": [{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": token}]
+            }],
+            "description": "Every request except /metadata, /.well-known/smart-configuration and /health needs a bearer token from the token endpoint (SMART backend services). Scopes v1 and v2 are enforced on every interaction, and each party sees only its own data."
+        }),
+        None => json!({
+            "cors": true,
+            "description": "Authentication is OFF (--no-auth, loopback only): every request acts with full rights."
+        }),
+    }
+}
+
+/// Build the CapabilityStatement JSON; `token_url` is the token endpoint when auth is on.
+pub fn build(base_url: Option<&str>, token_url: Option<&str>) -> Result<Value> {
     let mut cs: Value = serde_json::from_str(TEMPLATE)
         .map_err(|e| FhirError::Storage(format!("bad capability template: {e}")))?;
     if let Some(b) = base_url {
         cs["implementation"]["url"] = json!(b);
     }
+    cs["rest"][0]["security"] = security(token_url);
     let engine = crate::search::init(base_url)?;
     let reg = &engine.registry;
     let resources: Vec<Value> = RESOURCE_TYPES
@@ -97,9 +133,17 @@ pub fn build(base_url: Option<&str>) -> Result<Value> {
                     "documentation": "Per-patient outcome results of a loaded contract as Parameters"
                 }));
             }
+            if *t == "AuditEvent" {
+                ops.push(json!({
+                    "name": "verify-chain",
+                    "definition": "https://vbc-server.dev/fhir/OperationDefinition/AuditEvent-verify-chain",
+                    "documentation": "Walk the audit hash chain and report the first broken link (administrators and auditors)"
+                }));
+            }
+            let interactions = if *t == "AuditEvent" { AUDIT_INTERACTIONS } else { TYPE_INTERACTIONS };
             let mut r = json!({
                 "type": t,
-                "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
+                "interaction": interactions.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,

@@ -1,17 +1,18 @@
 //! `POST [type]`: create, and conditional create with `If-None-Exist`.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
+use super::guard::Caller;
 use super::headers::{if_none_exist, prefer_return};
 use super::negotiate::FhirBody;
-use super::{check_type, response, AppState};
+use super::{check_type, response};
 use crate::error::Result;
 
 /// create
 pub async fn create(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     body: FhirBody,

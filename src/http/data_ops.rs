@@ -14,19 +14,22 @@
 //!   with `practitioner` or `organization`, which select the members whose index exposure they
 //!   prescribed, dispensed or administered; `program` is accepted and ignored.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::guard::Caller;
 use super::measure_params::{
     measure_id, params_of, period_in, resolve_subject, unknown_in, Subject,
 };
 use super::negotiate::FhirBody;
 use super::search::blocking;
 use super::{response, AppState};
+use crate::auth::access::Op;
 use crate::contracts::rules::Rule;
 use crate::engine::days;
+use crate::engine::parties::parties_of;
 use crate::engine::plan::Plan;
 use crate::engine::result::{PersonResult, Status};
 use crate::error::{FhirError, Result};
@@ -41,6 +44,7 @@ pub const MAX_COLLECTED: usize = 10_000;
 /// The measure (by path id or `measureId` / `measureUrl` / `measure`) and its plan.
 fn plan_of(
     s: &AppState,
+    op: Op,
     id: Option<String>,
     p: &[(String, String)],
 ) -> Result<(std::sync::Arc<Plan>, Option<String>, String)> {
@@ -63,6 +67,7 @@ fn plan_of(
             "Measure/{id} is not a loaded contract or outcome Measure"
         ))
     })?;
+    s.services.access.operation(op, Some(&parties_of(&plan)))?;
     Ok((plan, outcome, id))
 }
 
@@ -84,10 +89,10 @@ fn period_of(p: &[(String, String)], allowed: &[&str]) -> Result<Period> {
 
 /// `GET|POST /Measure/[id]/$data-requirements`.
 pub async fn data_requirements_instance(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let (plan, _, id) = plan_of(&s, Some(id), &[])?;
+    let (plan, _, id) = plan_of(&s, Op::DataRequirements, Some(id), &[])?;
     Ok(response::json(
         StatusCode::OK,
         &data_requirements::library(&plan, &id),
@@ -95,12 +100,9 @@ pub async fn data_requirements_instance(
 }
 
 /// `GET /Measure/$data-requirements?measureId=`.
-pub async fn data_requirements_type(
-    State(s): State<AppState>,
-    RawQuery(q): RawQuery,
-) -> Result<Response> {
+pub async fn data_requirements_type(Caller(s): Caller, RawQuery(q): RawQuery) -> Result<Response> {
     let p = params_of(q, None)?;
-    let (plan, _, id) = plan_of(&s, None, &p)?;
+    let (plan, _, id) = plan_of(&s, Op::DataRequirements, None, &p)?;
     Ok(response::json(
         StatusCode::OK,
         &data_requirements::library(&plan, &id),
@@ -109,7 +111,7 @@ pub async fn data_requirements_type(
 
 /// `GET /Measure/[id]/$collect-data`.
 pub async fn collect_data_get(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response> {
@@ -118,7 +120,7 @@ pub async fn collect_data_get(
 
 /// `POST /Measure/[id]/$collect-data`.
 pub async fn collect_data_post(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     body: FhirBody,
@@ -127,10 +129,7 @@ pub async fn collect_data_post(
 }
 
 /// `GET /Measure/$collect-data?measureId=`.
-pub async fn collect_data_type(
-    State(s): State<AppState>,
-    RawQuery(q): RawQuery,
-) -> Result<Response> {
+pub async fn collect_data_type(Caller(s): Caller, RawQuery(q): RawQuery) -> Result<Response> {
     collect(s, None, params_of(q, None)?).await
 }
 
@@ -169,7 +168,7 @@ async fn collect(s: AppState, id: Option<String>, p: Vec<(String, String)>) -> R
         "measureIdentifier",
     ];
     let period = period_of(&p, &allowed)?;
-    let (plan, _, measure) = plan_of(&s, id, &p)?;
+    let (plan, _, measure) = plan_of(&s, Op::CollectData, id, &p)?;
     let (engine, services) = (s.engine.clone(), s.services.clone());
     blocking(move || {
         let results = engine.current(&plan.ids.contract())?;
@@ -226,10 +225,11 @@ async fn collect(s: AppState, id: Option<String>, p: Vec<(String, String)>) -> R
 
 /// `POST /Measure/$submit-data` and `POST /Measure/[id]/$submit-data`.
 pub async fn submit_data(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     headers: HeaderMap,
     body: FhirBody,
 ) -> Result<Response> {
+    s.services.access.operation(Op::SubmitData, None)?;
     let v = body.resource()?;
     if v["resourceType"] != "Parameters" {
         return Err(FhirError::BadRequest(
@@ -290,13 +290,13 @@ pub async fn submit_data(
 }
 
 /// `GET|POST /Measure/$care-gaps` (and instance level).
-pub async fn care_gaps_get(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response> {
+pub async fn care_gaps_get(Caller(s): Caller, RawQuery(q): RawQuery) -> Result<Response> {
     care_gaps(s, None, params_of(q, None)?).await
 }
 
 /// `POST /Measure/$care-gaps`.
 pub async fn care_gaps_post(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     RawQuery(q): RawQuery,
     body: FhirBody,
 ) -> Result<Response> {
@@ -305,7 +305,7 @@ pub async fn care_gaps_post(
 
 /// `GET /Measure/[id]/$care-gaps`.
 pub async fn care_gaps_instance(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response> {
@@ -321,6 +321,7 @@ fn measured(rule: &Rule) -> bool {
 }
 
 async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) -> Result<Response> {
+    s.services.access.operation(Op::CareGaps, None)?;
     let allowed = [
         "measureId",
         "measureUrl",
@@ -388,13 +389,20 @@ async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) ->
         || p.iter()
             .any(|(k, _)| matches!(k.as_str(), "measureId" | "measureUrl" | "measure"))
     {
-        let (plan, outcome, _) = plan_of(&s, id, &p)?;
+        let (plan, outcome, _) = plan_of(&s, Op::CareGaps, id, &p)?;
         vec![(plan, outcome)]
     } else {
         s.engine
             .contract_ids()
             .into_iter()
             .filter_map(|c| s.engine.plan_for_measure(&c))
+            // the caller's contracts only
+            .filter(|(plan, _)| {
+                s.services
+                    .access
+                    .operation(Op::CareGaps, Some(&parties_of(plan)))
+                    .is_ok()
+            })
             .collect()
     };
     let (engine, services) = (s.engine.clone(), s.services.clone());

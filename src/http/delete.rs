@@ -1,16 +1,17 @@
 //! `DELETE [type]/[id]` and conditional `DELETE [type]?criteria`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
+use super::guard::Caller;
 use super::headers::{if_match, Return};
-use super::{check_type, response, AppState};
+use super::{check_type, response};
 use crate::error::{FhirError, Result};
 
 /// delete
 pub async fn delete(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -26,7 +27,7 @@ pub async fn delete(
 
 /// conditional delete
 pub async fn conditional_delete(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,

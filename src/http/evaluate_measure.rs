@@ -10,17 +10,21 @@
 //! subject-list report over its reported outcomes. A report covers the cohort members whose
 //! index date lies in the period, evaluated on the current data.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::guard::Caller;
 use super::measure_params::{
     date_param, measure_id, params_of, period_in, resolve_subject, Subject,
 };
 use super::negotiate::FhirBody;
 use super::search::blocking;
 use super::AppState;
+use crate::auth::access::Op;
+use crate::auth::audit::{activity_event, Activity};
 use crate::engine::days::{self, Day};
+use crate::engine::parties::parties_of;
 use crate::engine::plan::Plan;
 use crate::engine::result::PersonResult;
 use crate::error::{FhirError, Result};
@@ -87,13 +91,13 @@ fn parse(params: Vec<(String, String)>) -> Result<Ask> {
 }
 
 /// `GET /Measure/$evaluate-measure`.
-pub async fn type_get(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response> {
+pub async fn type_get(Caller(s): Caller, RawQuery(q): RawQuery) -> Result<Response> {
     run(s, None, params_of(q, None)?).await
 }
 
 /// `POST /Measure/$evaluate-measure`.
 pub async fn type_post(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     RawQuery(q): RawQuery,
     body: FhirBody,
 ) -> Result<Response> {
@@ -102,7 +106,7 @@ pub async fn type_post(
 
 /// `GET /Measure/{id}/$evaluate-measure`.
 pub async fn instance_get(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response> {
@@ -111,7 +115,7 @@ pub async fn instance_get(
 
 /// `POST /Measure/{id}/$evaluate-measure`.
 pub async fn instance_post(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     body: FhirBody,
@@ -137,6 +141,25 @@ async fn run(s: AppState, id: Option<String>, params: Vec<(String, String)>) -> 
             "Measure/{id} is not a loaded contract or outcome Measure"
         ))
     })?;
+    let access = &s.services.access;
+    access.operation(Op::EvaluateMeasure, Some(&parties_of(&plan)))?;
+    let population_only =
+        ask.subject.is_none() && matches!(ask.report_type.as_deref(), None | Some("population"));
+    if access.is_manufacturer() && !population_only {
+        return Err(FhirError::Forbidden(
+            "a manufacturer sees population reports only (reportType=population, no subject)"
+                .into(),
+        ));
+    }
+    s.services.audit.record(activity_event(
+        access,
+        Activity::Evaluation,
+        &format!(
+            "$evaluate-measure of Measure/{id} ({})",
+            ask.report_type.as_deref().unwrap_or("default report type")
+        ),
+        &[format!("Measure/{id}")],
+    ));
     let store = s.services.store.clone();
     let engine = s.engine.clone();
     blocking(move || {

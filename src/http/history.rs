@@ -1,9 +1,10 @@
 //! `GET /_history`, `GET [type]/_history`, `GET [type]/[id]/_history`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
+use super::guard::Caller;
 use super::{check_type, response, AppState};
 use crate::error::Result;
 use crate::interaction::history::{HistoryParams, Scope};
@@ -22,7 +23,7 @@ fn page(
 
 /// system history
 pub async fn system(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -31,7 +32,7 @@ pub async fn system(
 
 /// type history
 pub async fn type_level(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(rtype): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -48,7 +49,7 @@ pub async fn type_level(
 
 /// instance history
 pub async fn instance(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path((rtype, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,

@@ -4,16 +4,19 @@
 //! mistake, 409 when the version is loaded with different content.
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use super::{response, AppState};
+use super::guard::Caller;
+use super::response;
 use crate::contracts::{self, Loaded};
 use crate::error::{FhirError, Result};
 
 /// Load a contract definition.
-pub async fn load(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+pub async fn load(Caller(s): Caller, headers: HeaderMap, body: Bytes) -> Result<Response> {
+    s.services
+        .access
+        .operation(crate::auth::access::Op::LoadContract, None)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

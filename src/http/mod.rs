@@ -1,12 +1,15 @@
 //! The HTTP API (axum): one file per interaction or operation, a router, and the middleware stack
 //! (request ids, tracing, format negotiation, panic safety net).
 
+pub mod audit_ops;
 pub mod bundle;
 pub mod capabilities;
+pub mod clients;
 pub mod create;
 pub mod data_ops;
 pub mod delete;
 pub mod evaluate_measure;
+pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod history;
@@ -50,8 +53,12 @@ pub struct AppState {
     pub capability: Arc<Vec<u8>>,
     /// The outcome engine.
     pub engine: Arc<crate::engine::Engine>,
-    /// SMART backend services (None: no clients registered).
+    /// SMART backend services (None: auth is off, `--no-auth`).
     pub auth: Option<Arc<smart::Auth>>,
+    /// The audit trail's own store (None: not kept, as in tools).
+    pub audit_store: Option<crate::store::SharedStore>,
+    /// The file with the audit chain's last link.
+    pub audit_head: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -106,6 +113,12 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::live))
         .route("/.well-known/smart-configuration", get(smart::configuration))
         .route(smart::TOKEN_PATH, post(smart::token))
+        .route(smart::CLIENTS_PATH, get(clients::list))
+        .route(
+            "/auth/clients/{id}",
+            axum::routing::put(clients::put).delete(clients::delete),
+        )
+        .route("/AuditEvent/$verify-chain", get(audit_ops::verify_chain))
         .route("/ready", get(health::ready))
         .route("/", post(bundle::process).get(search::search_system))
         .route("/$load-contract", post(load_contract::load))
@@ -168,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{rtype}/{id}/_history/{vid}", get(read::vread))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
         .layer(axum::middleware::from_fn(negotiate::render))
         .layer(CatchPanicLayer::custom(panic_response))

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::search::{blocking, pairs};
 use super::AppState;
+use crate::auth::access::Op;
 use crate::engine::result::Status;
 use crate::engine::{days, AsOf};
 use crate::error::{FhirError, Result};
@@ -27,6 +28,16 @@ pub async fn outcomes(s: AppState, measure_id: String, query: String) -> Result<
             "Measure/{measure_id} is not a loaded contract or outcome"
         ))
     })?;
+    s.services.access.operation(
+        Op::Outcomes,
+        Some(&crate::engine::parties::parties_of(&plan)),
+    )?;
+    s.services.audit.record(crate::auth::audit::activity_event(
+        &s.services.access,
+        crate::auth::audit::Activity::Evaluation,
+        &format!("$outcomes of Measure/{measure_id}: {query}"),
+        &[format!("Measure/{measure_id}")],
+    ));
     let mut filter = Filter {
         outcome: only_outcome,
         ..Filter::default()

@@ -1,17 +1,18 @@
 //! `PATCH [type]/[id]` with `application/json-patch+json`.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
+use super::guard::Caller;
 use super::headers::{if_match, prefer_return};
 use super::negotiate::FhirBody;
-use super::{check_type, response, AppState};
+use super::{check_type, response};
 use crate::error::{FhirError, Result};
 
 /// patch
 pub async fn patch(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: FhirBody,

@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 
+use super::guard::Caller;
+use super::response;
 use super::search::pairs;
-use super::{response, AppState};
 use crate::engine::days;
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::Issue;
@@ -21,7 +22,7 @@ use crate::reports::publish::publish;
 
 /// The handler.
 pub async fn publish_reports(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -29,6 +30,10 @@ pub async fn publish_reports(
     let (plan, outcome) = s.engine.plan_for_measure(&id).ok_or_else(|| {
         FhirError::NotFound(format!("Measure/{id} is not a loaded contract Measure"))
     })?;
+    s.services.access.operation(
+        crate::auth::access::Op::PublishReports,
+        Some(&crate::engine::parties::parties_of(&plan)),
+    )?;
     if outcome.is_some() {
         return Err(FhirError::BadRequest(format!(
             "Measure/{id} is an outcome Measure; publish the set through its contract Measure {}",

@@ -1,12 +1,13 @@
 //! `GET [type]/[id]` (read, with If-None-Match / If-Modified-Since) and
 //! `GET [type]/[id]/_history/[vid]` (vread).
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
+use super::guard::Caller;
 use super::headers::{if_modified_since, if_none_match, set_version_headers};
-use super::{check_type, response, AppState};
+use super::{check_type, response};
 use crate::error::Result;
 use crate::store::VersionRecord;
 
@@ -18,7 +19,7 @@ fn found(record: VersionRecord) -> Response {
 
 /// read
 pub async fn read(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -42,7 +43,7 @@ pub async fn read(
 
 /// vread
 pub async fn vread(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path((rtype, id, vid)): Path<(String, String, String)>,
 ) -> Result<Response> {
     check_type(&rtype)?;

@@ -3,11 +3,12 @@
 //! `GET Patient/[id]/$everything`. Searches run on the blocking pool.
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::{check_type, response, AppState};
+use super::guard::Caller;
+use super::{check_type, response};
 use crate::error::{FhirError, Result};
 use crate::interaction::search::SearchScope;
 use crate::interaction::Services;
@@ -59,7 +60,7 @@ fn type_scope(rtype: &str, headers: &HeaderMap) -> SearchScope {
 
 /// `GET [type]?...`
 pub async fn search_type(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -77,7 +78,7 @@ pub async fn search_type(
 
 /// `POST [type]/_search` with `application/x-www-form-urlencoded` parameters (URL query too).
 pub async fn search_post(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -103,7 +104,7 @@ pub async fn search_post(
 
 /// `GET [base]?_type=A,B&...`: system-level search over the common parameters.
 pub async fn search_system(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -135,7 +136,7 @@ pub async fn search_system(
 
 /// `GET Patient/[id]/[type]?...` and `GET Patient/[id]/$everything`.
 pub async fn compartment(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path((ctype, id, rtype)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,

@@ -3,7 +3,8 @@
 //! `private_key_jwt` client assertion). Errors are OAuth JSON: 400 `unsupported_grant_type`,
 //! `invalid_request`, `invalid_scope`; 401 `invalid_client`.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -12,38 +13,193 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::AppState;
-use crate::auth::assertion::{self, Replays};
-use crate::auth::clients::Registry;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use crate::auth::assertion::{self, Refused, Replays};
+use crate::auth::clients::{Client, Registry};
+use crate::auth::keys::KeyCache;
 use crate::auth::scopes;
 use crate::auth::tokens::{Issuer, ACCESS_TOKEN_SECS};
 
 /// The path of the token endpoint.
 pub const TOKEN_PATH: &str = "/auth/token";
 
+/// The path of the client registration API.
+pub const CLIENTS_PATH: &str = "/auth/clients";
+
 /// The client assertion type of `private_key_jwt`.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// What the token endpoint needs.
+/// An external authorization server whose access tokens the server accepts.
+#[derive(Debug, Clone)]
+pub struct External {
+    /// Its `iss`.
+    pub issuer: String,
+    /// The `aud` its tokens must carry for this server.
+    pub audience: String,
+    /// Where its signing keys are published.
+    pub jwks_url: String,
+}
+
+/// What authentication needs: registered clients, the token signer, the replay cache, fetched
+/// keys and the external issuer (if any).
 pub struct Auth {
     /// Registered clients.
-    pub registry: Registry,
+    pub registry: RwLock<Registry>,
+    /// Where the registry is kept (the registration API writes it back).
+    pub registry_file: Option<PathBuf>,
     /// Signs and verifies access tokens.
     pub issuer: Issuer,
     /// Assertion `jti`s seen.
     pub replays: Replays,
+    /// Keys fetched from `jwks_uri`s and the external issuer.
+    pub keys: KeyCache,
+    /// An external authorization server.
+    pub external: Option<External>,
+}
+
+/// The claims read from an accepted bearer token.
+#[derive(Debug, Clone)]
+pub struct Bearer {
+    /// The registered client.
+    pub client: Client,
+    /// The granted scopes.
+    pub scope: String,
+    /// The patient of `patient/` scopes.
+    pub patient: Option<String>,
 }
 
 impl Auth {
     /// From a registry, with a fresh random signing secret (tokens live five minutes, so a
     /// restart only makes clients ask again).
-    pub fn new(registry: Registry, issuer_name: &str) -> Arc<Auth> {
+    pub fn new(
+        registry: Registry,
+        registry_file: Option<PathBuf>,
+        issuer_name: &str,
+        external: Option<External>,
+    ) -> Arc<Auth> {
         let secret: Vec<u8> = (0..4)
             .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
             .collect();
         Arc::new(Auth {
-            registry,
+            registry: RwLock::new(registry),
+            registry_file,
             issuer: Issuer::new(issuer_name, &secret),
             replays: Replays::default(),
+            keys: KeyCache::default(),
+            external,
+        })
+    }
+
+    /// A registered client by id.
+    pub fn client(&self, id: &str) -> Option<Client> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Verify a client assertion (keys inline or from the client's `jwks_uri`).
+    async fn verify_assertion(&self, jwt: &str, token_url: &str) -> Result<Client, Refused> {
+        let iss = assertion::issuer_of(jwt)?;
+        let client = self
+            .client(&iss)
+            .ok_or_else(|| Refused(format!("'{iss}' is not a registered client")))?;
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if let Some(jwks) = &client.jwks {
+            assertion::verify_for(jwt, &client, jwks, token_url, &self.replays, now)?;
+            return Ok(client);
+        }
+        let uri = client
+            .jwks_uri
+            .clone()
+            .ok_or_else(|| Refused(format!("{iss} has no registered keys")))?;
+        let jwks = self.keys.get(&uri, false).await.map_err(Refused)?;
+        match assertion::verify_for(jwt, &client, &jwks, token_url, &self.replays, now) {
+            Err(r) if assertion::is_unknown_key(&r) => {
+                // a rotated key: ask the client's key URL again
+                let jwks = self.keys.get(&uri, true).await.map_err(Refused)?;
+                assertion::verify_for(jwt, &client, &jwks, token_url, &self.replays, now)?;
+            }
+            other => other?,
+        }
+        Ok(client)
+    }
+
+    /// Verify a bearer token: one this server issued, or one of the external issuer (whose
+    /// subject or `client_id` must be a registered client: party and role come from the
+    /// registration, and the scopes are narrowed to what it allows).
+    pub async fn authenticate(&self, token: &str) -> Result<Bearer, String> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| format!("not a signed JWT: {e}"))?;
+        let claims = assertion::unverified_claims(token, header.alg)
+            .map_err(|e| format!("the token cannot be read: {e}"))?;
+        let iss = claims["iss"].as_str().unwrap_or_default();
+        if iss == self.issuer.name() {
+            let c = self
+                .issuer
+                .verify(token)
+                .map_err(|e| format!("the token is not valid: {e}"))?;
+            let client = self
+                .client(&c.sub)
+                .ok_or_else(|| format!("client {} is no longer registered", c.sub))?;
+            return Ok(Bearer {
+                client,
+                scope: c.scope,
+                patient: None,
+            });
+        }
+        let Some(ext) = &self.external else {
+            return Err(format!("tokens of issuer '{iss}' are not accepted"));
+        };
+        if iss != ext.issuer {
+            return Err(format!("tokens of issuer '{iss}' are not accepted"));
+        }
+        if !matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+        ) {
+            return Err(format!("alg {:?} is not accepted", header.alg));
+        }
+        let kid = header.kid.clone().ok_or("the token has no kid")?;
+        let mut jwks = self.keys.get(&ext.jwks_url, false).await?;
+        if jwks.find(&kid).is_none() {
+            jwks = self.keys.get(&ext.jwks_url, true).await?;
+        }
+        let jwk = jwks
+            .find(&kid)
+            .ok_or_else(|| format!("the issuer has no key '{kid}'"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key '{kid}': {e}"))?;
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[&ext.issuer]);
+        v.set_audience(&[&ext.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        v.validate_nbf = true;
+        v.leeway = 30;
+        let c = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+            .map_err(|e| format!("the token is not valid: {e}"))?
+            .claims;
+        let client_id = c["client_id"]
+            .as_str()
+            .or_else(|| c["sub"].as_str())
+            .unwrap_or_default();
+        let client = self
+            .client(client_id)
+            .ok_or_else(|| format!("'{client_id}' is not a registered client"))?;
+        let asked = c["scope"].as_str().unwrap_or_default();
+        let (scope, _) = scopes::grant(&client.scope, asked);
+        Ok(Bearer {
+            client,
+            scope,
+            patient: c["patient"].as_str().map(str::to_string),
         })
     }
 }
@@ -136,13 +292,7 @@ pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
     };
     let token_url = format!("{}{TOKEN_PATH}", s.base(&headers));
     let now = jsonwebtoken::get_current_timestamp() as i64;
-    let client = match assertion::verify(
-        assertion_jwt,
-        &auth.registry,
-        &token_url,
-        &auth.replays,
-        now,
-    ) {
+    let client = match auth.verify_assertion(assertion_jwt, &token_url).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(reason = %e, "client assertion refused");
@@ -161,7 +311,7 @@ pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
             ),
         );
     }
-    match auth.issuer.issue(client, &granted, now) {
+    match auth.issuer.issue(&client, &granted, now) {
         Ok(token) => {
             let mut r = (
                 StatusCode::OK,

@@ -1,17 +1,18 @@
 //! `PUT [type]/[id]` (update, update-as-create, If-Match) and `PUT [type]?criteria`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
+use super::guard::Caller;
 use super::headers::{if_match, prefer_return};
 use super::negotiate::FhirBody;
-use super::{check_type, response, AppState};
+use super::{check_type, response};
 use crate::error::{FhirError, Result};
 
 /// update
 pub async fn update(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: FhirBody,
@@ -32,7 +33,7 @@ pub async fn update(
 
 /// conditional update
 pub async fn conditional_update(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,

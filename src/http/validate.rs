@@ -1,10 +1,11 @@
 //! `$validate` at type and instance level: 200 with an OperationOutcome listing every issue.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
+use super::guard::Caller;
 use super::negotiate::FhirBody;
 use super::{check_type, response, AppState};
 use crate::error::{FhirError, Result};
@@ -50,22 +51,28 @@ fn run(s: &AppState, rtype: &str, resource: &Value, id: Option<&str>) -> Respons
 
 /// `POST [type]/$validate`
 pub async fn type_level(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path(rtype): Path<String>,
     body: FhirBody,
 ) -> Result<Response> {
     check_type(&rtype)?;
+    s.services
+        .access
+        .operation(crate::auth::access::Op::Validate, None)?;
     let resource = resource_from(body.resource()?)?;
     Ok(run(&s, &rtype, &resource, None))
 }
 
 /// `POST [type]/[id]/$validate` (validates the body, or the stored version when the body is empty)
 pub async fn instance_level(
-    State(s): State<AppState>,
+    Caller(s): Caller,
     Path((rtype, id)): Path<(String, String)>,
     body: FhirBody,
 ) -> Result<Response> {
     check_type(&rtype)?;
+    s.services
+        .access
+        .operation(crate::auth::access::Op::Validate, None)?;
     let resource = if body.bytes.iter().all(u8::is_ascii_whitespace) {
         s.services.read(&rtype, &id)?.resource
     } else {

@@ -19,6 +19,8 @@ use super::write::{
     find, nothing_deleted, parse_patch, patch_in, update_in, Written,
 };
 use super::{instant, new_bundle, Services};
+use crate::auth::access::Act;
+use crate::auth::provenance;
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::references::{classify, for_each_reference_mut, RefKind};
@@ -148,8 +150,18 @@ fn plan_entry(
     if let Some(id) = &id {
         check_id(id).map_err(|e| (e, ".request.url"))?;
     }
+    let act = match verb {
+        Verb::Get if id.is_some() => Act::Read,
+        Verb::Get => Act::Search,
+        Verb::Post => Act::Create,
+        Verb::Put | Verb::Patch => Act::Update,
+        Verb::Delete => Act::Delete,
+    };
+    svc.access.allow(act, rtype).map_err(|e| (e, ".request"))?;
     let criteria = query
-        .map(|q| parse_criteria(rtype, q))
+        .filter(|_| verb != Verb::Get)
+        .map(|q| svc.caller_criteria(rtype, q))
+        .or_else(|| query.map(|q| parse_criteria(rtype, q)))
         .transpose()
         .map_err(|e| (e, ".request.url"))?;
     let shape_ok = match verb {
@@ -166,7 +178,7 @@ fn plan_entry(
     }
     let if_none_exist = req["ifNoneExist"]
         .as_str()
-        .map(|q| parse_criteria(rtype, q.trim_start_matches('?')))
+        .map(|q| svc.caller_criteria(rtype, q.trim_start_matches('?')))
         .transpose()
         .map_err(|e| (e, ".request.ifNoneExist"))?;
     let if_match = match req["ifMatch"].as_str() {
@@ -195,6 +207,7 @@ fn plan_entry(
                     }
                 }
             }
+            svc.access.admit(rtype, r).map_err(|e| (e, ".resource"))?;
             check_resource(&svc.validator, rtype, r, ctx).map_err(|e| (e, ".resource"))?;
         }
         Verb::Patch => {
@@ -329,6 +342,15 @@ fn at_entry(i: usize, e: FhirError) -> FhirError {
         FhirError::NotFound(m) => FhirError::NotFound(format!("{m} ({loc})")),
         FhirError::Gone(m) => FhirError::Gone(format!("{m} ({loc})")),
         FhirError::Conflict(m) => FhirError::Conflict(format!("{m} ({loc})")),
+        other => other,
+    }
+}
+
+/// Locate an access refusal at entry `i`, keeping its status (401 or 403).
+fn at_entry_refusal(i: usize, e: FhirError) -> FhirError {
+    match e {
+        FhirError::Forbidden(m) => FhirError::Forbidden(format!("Bundle.entry[{i}]: {m}")),
+        FhirError::Unauthorized(m) => FhirError::Unauthorized(format!("Bundle.entry[{i}]: {m}")),
         other => other,
     }
 }
@@ -486,7 +508,7 @@ fn run_transaction(
         let id = p.id.clone().unwrap_or_default();
         let w = match p.verb {
             Verb::Delete if p.id.is_none() => Ok(nothing_deleted(txn, &p.rtype, "")),
-            Verb::Delete => delete_in(txn, &p.rtype, &id, p.if_match),
+            Verb::Delete => delete_in(txn, &svc.access, &p.rtype, &id, p.if_match),
             Verb::Post => match &matched[i] {
                 Some(existing) => read_in(
                     txn,
@@ -502,12 +524,33 @@ fn run_transaction(
                 }),
                 None => create_in(txn, &p.rtype, resource, Some(id), None),
             },
-            Verb::Put => update_in(txn, &p.rtype, &id, resource, p.if_match),
+            Verb::Put => update_in(txn, &svc.access, &p.rtype, &id, resource, p.if_match),
             Verb::Patch => match &p.patch {
-                Some(patch) => patch_in(txn, &svc.validator, &p.rtype, &id, patch, p.if_match),
+                Some(patch) => patch_in(
+                    txn,
+                    &svc.access,
+                    &svc.validator,
+                    &p.rtype,
+                    &id,
+                    patch,
+                    p.if_match,
+                ),
                 None => Err(FhirError::BadRequest("missing patch".into())),
             },
-            Verb::Get if p.id.is_some() => read_in(txn, p),
+            Verb::Get if p.id.is_some() => read_in(txn, p).and_then(|w| {
+                let seen = w
+                    .resource
+                    .as_ref()
+                    .is_none_or(|r| svc.access.sees(Act::Read, &p.rtype, r));
+                if seen {
+                    Ok(w)
+                } else {
+                    Err(FhirError::NotFound(format!(
+                        "{}/{id} is not known",
+                        p.rtype
+                    )))
+                }
+            }),
             Verb::Get => Err(FhirError::BadRequest(
                 "searches inside a transaction are not supported; use a batch".into(),
             )),
@@ -546,7 +589,9 @@ impl Services {
         base: &str,
         return_resources: bool,
     ) -> Result<Value> {
+        let bundle_id = bundle["id"].as_str().map(String::from);
         let list = entries(bundle, self.limits.max_bundle_entries)?;
+        let mut refusals: Vec<FhirError> = Vec::new();
         // the type behind every fullUrl, so references to them are checked like literal ones
         let full_urls: HashMap<String, String> = list
             .iter()
@@ -592,16 +637,39 @@ impl Services {
                     }
                     plan.push(p)
                 }
+                Err((e @ (FhirError::Forbidden(_) | FhirError::Unauthorized(_)), _)) => {
+                    refusals.push(at_entry_refusal(i, e))
+                }
                 Err((e, field)) => issues.extend(entry_issue(i, e, field)),
             }
+        }
+        if !refusals.is_empty() {
+            // nothing of a transaction runs when any entry is beyond the caller's rights
+            return Err(refusals.remove(0));
         }
         if !issues.is_empty() {
             return Err(FhirError::Invalid(issues));
         }
         let svc = self.clone();
         let reads: Vec<bool> = plan.iter().map(|p| p.verb == Verb::Get).collect();
+        let written_by: Vec<bool> = reads.iter().map(|r| !r).collect();
+        let bundle_id = bundle_id.clone();
         let results = store::write(self.store.as_ref(), move |txn| {
-            run_transaction(txn, &svc, plan)
+            let results = run_transaction(txn, &svc, plan)?;
+            // the Provenance commits with what it describes
+            if let Some(p) = provenance::of_bundle(
+                &svc.access,
+                "transaction",
+                bundle_id.as_deref(),
+                results
+                    .iter()
+                    .zip(&written_by)
+                    .filter(|(_, w)| **w)
+                    .map(|(r, _)| r),
+            ) {
+                create_in(txn, "Provenance", p, None, None)?;
+            }
+            Ok(results)
         })
         .await?;
         let entries: Vec<Value> = results
@@ -623,13 +691,22 @@ impl Services {
     }
 
     async fn batch(&self, bundle: Value, base: &str, return_resources: bool) -> Result<Value> {
+        let bundle_id = bundle["id"].as_str().map(String::from);
         let list = entries(bundle, self.limits.max_bundle_entries)?;
+        let written = std::sync::Mutex::new(Vec::new());
+        let written = &written;
         let futures = list.into_iter().enumerate().map(|(i, entry)| async move {
             let outcome = match plan_entry(self, base, entry, Context::default()) {
                 Err((e, field)) => Err((e, field)),
                 Ok(p) => {
                     let read = p.verb == Verb::Get;
-                    self.batch_entry(p, base).await.map(|w| (w, read)).map_err(|e| (e, ""))
+                    let outcome = self.batch_entry(p, base).await;
+                    if let (Ok(w), false) = (&outcome, read) {
+                        if let Ok(mut list) = written.lock() {
+                            list.push(w.clone());
+                        }
+                    }
+                    outcome.map(|w| (w, read)).map_err(|e| (e, ""))
                 }
             };
             match outcome {
@@ -642,6 +719,18 @@ impl Services {
             }
         });
         let entries = join_all(futures).await;
+        let written: Vec<Written> = written
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        if let Some(p) =
+            provenance::of_bundle(&self.access, "batch", bundle_id.as_deref(), written.iter())
+        {
+            store::write(self.store.as_ref(), move |txn| {
+                create_in(txn, "Provenance", p, None, None)
+            })
+            .await?;
+        }
         Ok(new_bundle("batch-response", Vec::new(), entries))
     }
 
@@ -688,9 +777,12 @@ impl Services {
                 let rtype = p.rtype.clone();
                 let crit = p.criteria;
                 let if_match = p.if_match;
+                let access = self.access.clone();
                 store::write(self.store.as_ref(), move |txn| match crit {
-                    Some(c) => super::write::conditional_update_in(txn, &rtype, &c, resource),
-                    None => update_in(txn, &rtype, &id, resource, if_match),
+                    Some(c) => {
+                        super::write::conditional_update_in(txn, &access, &rtype, &c, resource)
+                    }
+                    None => update_in(txn, &access, &rtype, &id, resource, if_match),
                 })
                 .await
             }
@@ -698,9 +790,10 @@ impl Services {
                 let rtype = p.rtype.clone();
                 let crit = p.criteria;
                 let if_match = p.if_match;
+                let access = self.access.clone();
                 store::write(self.store.as_ref(), move |txn| match crit {
-                    Some(c) => conditional_delete_in(txn, &rtype, &c),
-                    None => delete_in(txn, &rtype, &id, if_match),
+                    Some(c) => conditional_delete_in(txn, &access, &rtype, &c),
+                    None => delete_in(txn, &access, &rtype, &id, if_match),
                 })
                 .await
             }
@@ -711,8 +804,9 @@ impl Services {
                     .patch
                     .ok_or_else(|| FhirError::BadRequest("missing patch".into()))?;
                 let if_match = p.if_match;
+                let access = self.access.clone();
                 store::write(self.store.as_ref(), move |txn| {
-                    patch_in(txn, &validator, &rtype, &id, &patch, if_match)
+                    patch_in(txn, &access, &validator, &rtype, &id, &patch, if_match)
                 })
                 .await
             }

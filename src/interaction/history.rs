@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{instant, new_bundle, read::resource_of, Services};
+use crate::auth::access::{Access, Act};
 use crate::error::{FhirError, Result};
 use crate::store::{HistoryQuery, VersionRecord};
 
@@ -113,10 +114,23 @@ impl Services {
             limit: limit + 1,
         };
         let mut records = match scope {
-            Scope::System => self.store.history(None, q)?,
-            Scope::Type(t) => self.store.history(Some(t), q)?,
+            Scope::System => {
+                if matches!(self.access, Access::Anonymous) {
+                    self.access.allow(Act::Search, "Resource")?;
+                }
+                self.store.history(None, q)?
+            }
+            Scope::Type(t) => {
+                self.access.allow(Act::Search, t)?;
+                self.store.history(Some(t), q)?
+            }
             Scope::Instance(t, id) => {
                 crate::interaction::write::check_id(id)?;
+                self.access.allow(Act::Read, t)?;
+                // another party's resource has no history to show
+                if self.access.filters(Act::Read, t) {
+                    self.read(t, id)?;
+                }
                 let r = self.store.instance_history(t, id, q)?;
                 if r.is_empty() && params.cursor.is_none() && self.store.current(t, id)?.is_none() {
                     return Err(FhirError::NotFound(format!("{t}/{id} is not known")));
@@ -126,6 +140,27 @@ impl Services {
         };
         let more = records.len() > limit;
         records.truncate(limit);
+        let filtering = match scope {
+            Scope::Instance(t, _) => self.access.filters(Act::Read, t),
+            _ => !matches!(self.access, Access::System),
+        };
+        let act = match scope {
+            Scope::Instance(..) => Act::Read,
+            _ => Act::Search,
+        };
+        let last_seq = records.last().map(|r| r.seq);
+        let mut shown = Vec::with_capacity(records.len());
+        for r in std::mem::take(&mut records) {
+            // a page may come out shorter than _count: its next link still continues after it
+            let keep = !filtering
+                || (self.access.allow(act, &r.rtype).is_ok()
+                    && !r.deleted()
+                    && self.access.sees(act, &r.rtype, &resource_of(&r)?));
+            if keep {
+                shown.push(r);
+            }
+        }
+        records = shown;
         let mut query_base = String::new();
         if let Some(s) = params.since_ms {
             query_base.push_str(&format!("_since={}&", instant(s)));
@@ -139,8 +174,8 @@ impl Services {
             json!({"relation": "first", "url": format!("{base}/{path}?{query_base}")}),
         ];
         if more {
-            if let Some(last) = records.last() {
-                links.push(json!({"relation": "next", "url": format!("{base}/{path}?{query_base}&_cursor={}", last.seq)}));
+            if let Some(last) = last_seq {
+                links.push(json!({"relation": "next", "url": format!("{base}/{path}?{query_base}&_cursor={last}")}));
             }
         }
         let entries = records

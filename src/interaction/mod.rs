@@ -24,6 +24,20 @@ pub struct Services {
     pub validator: Arc<Validator>,
     /// Configured limits.
     pub limits: Limits,
+    /// Who the interactions run for (the server itself unless a request says otherwise).
+    pub access: crate::auth::access::Access,
+    /// The audit trail.
+    pub audit: crate::auth::audit::Audit,
+}
+
+impl Services {
+    /// The same services acting for another caller.
+    pub fn acting_for(&self, access: crate::auth::access::Access) -> Services {
+        Services {
+            access,
+            ..self.clone()
+        }
+    }
 }
 
 /// Current time in ms since the epoch.

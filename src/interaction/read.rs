@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::Services;
+use crate::auth::access::Act;
 use crate::error::{FhirError, Result};
 use crate::interaction::write::check_id;
 use crate::store::VersionRecord;
@@ -41,7 +42,22 @@ impl Services {
     /// `GET [type]/[id]`: 404 if unknown, 410 if deleted.
     pub fn read(&self, rtype: &str, id: &str) -> Result<Found> {
         check_id(id)?;
-        live(self.store.current(rtype, id)?, &format!("{rtype}/{id}"))
+        self.access.allow(Act::Read, rtype)?;
+        let what = format!("{rtype}/{id}");
+        self.visible(rtype, live(self.store.current(rtype, id)?, &what), &what)
+    }
+
+    /// A read as the caller may see it: another party's resource (or its deletion) is
+    /// "not known".
+    fn visible(&self, rtype: &str, found: Result<Found>, what: &str) -> Result<Found> {
+        if !self.access.filters(Act::Read, rtype) {
+            return found;
+        }
+        match found {
+            Ok(f) if self.access.sees(Act::Read, rtype, &f.resource) => Ok(f),
+            Err(e @ FhirError::NotFound(_)) => Err(e),
+            _ => Err(FhirError::NotFound(format!("{what} is not known"))),
+        }
     }
 
     /// `GET [type]/[id]/_history/[vid]`.
@@ -50,9 +66,12 @@ impl Services {
         let version: u64 = vid.parse().map_err(|_| {
             FhirError::NotFound(format!("version '{vid}' of {rtype}/{id} is not known"))
         })?;
-        live(
-            self.store.version(rtype, id, version)?,
-            &format!("{rtype}/{id}/_history/{vid}"),
+        self.access.allow(Act::Read, rtype)?;
+        let what = format!("{rtype}/{id}/_history/{vid}");
+        self.visible(
+            rtype,
+            live(self.store.version(rtype, id, version)?, &what),
+            &what,
         )
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::read::resource_of;
 use super::{new_bundle, Services};
+use crate::auth::access::Act;
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::operation_outcome;
 use crate::search::matcher::{quantity_sort_value, Matcher, Test};
@@ -251,6 +252,26 @@ impl Services {
             default: self.limits.default_page_size,
             max: self.limits.max_page_size,
         };
+        // the types the caller may search (one refused type refuses a type-level search)
+        let mut allowed_types = Vec::with_capacity(scope.types.len());
+        for t in &scope.types {
+            match self.access.allow(Act::Search, t) {
+                Ok(()) => allowed_types.push(t.clone()),
+                Err(e) if scope.types.len() == 1 => return Err(e),
+                Err(_) => {}
+            }
+        }
+        if allowed_types.is_empty() {
+            return Err(FhirError::Forbidden(
+                "none of the searched types may be searched by this client".into(),
+            ));
+        }
+        let scope = &SearchScope {
+            types: allowed_types,
+            ..scope.clone()
+        };
+        let mut pairs = pairs.to_vec();
+        pairs.extend(self.access.narrowing(&scope.types[0]));
         let base_stripped: Vec<(String, String)> = pairs
             .iter()
             .map(|(k, v)| {
@@ -269,6 +290,17 @@ impl Services {
             limits,
             scope.strict,
         )?;
+        // what _include and _revinclude name must be readable too
+        for inc in &parsed.includes {
+            if let Some(t) = &inc.target {
+                self.access.allow(Act::Read, t)?;
+            }
+        }
+        for inc in &parsed.revincludes {
+            if inc.source != "*" {
+                self.access.allow(Act::Read, &inc.source)?;
+            }
+        }
         let mut reader = StoreReader {
             store: self.store.as_ref(),
         };
@@ -286,7 +318,18 @@ impl Services {
                     None => continue,
                 }
             }
-            let ids = exec.matching(t, &criteria)?;
+            let mut ids = exec.matching(t, &criteria)?;
+            if self.access.filters(Act::Search, t) {
+                let mut kept = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(r) = self.live_resource(t, &id)? {
+                        if self.access.sees(Act::Search, t, &r) {
+                            kept.push(id);
+                        }
+                    }
+                }
+                ids = kept;
+            }
             count += ids.len();
             if counting {
                 continue;
@@ -409,7 +452,13 @@ impl Services {
                 .map(|i| (i.rtype.clone(), i.id.clone()))
                 .collect();
             for (t, id) in self.includes(exec, s, &matches, &mut seen)? {
-                if let Some(r) = self.live_resource(&t, &id)? {
+                if self.access.allow(Act::Read, &t).is_err() {
+                    continue;
+                }
+                if let Some(r) = self
+                    .live_resource(&t, &id)?
+                    .filter(|r| self.access.sees(Act::Read, &t, r))
+                {
                     entries.push(json!({
                         "fullUrl": format!("{base}/{t}/{id}"),
                         "resource": r,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{stamp, Services};
+use crate::auth::access::{Access, Act};
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::Issue;
 use crate::fhir::references::valid_id;
@@ -202,15 +203,44 @@ fn refuse_if_immutable(rtype: &str, id: &str, cur: Option<&Current>) -> Result<(
     Ok(())
 }
 
+/// Refuse (as 404, revealing nothing) to change a live resource the caller may not see, such as
+/// another submitter's.
+fn guard_existing(
+    access: &Access,
+    act: Act,
+    rtype: &str,
+    id: &str,
+    cur: Option<&Current>,
+) -> Result<()> {
+    if !access.filters(act, rtype) {
+        return Ok(());
+    }
+    let Some(bytes) = cur
+        .filter(|c| !c.deleted)
+        .and_then(|c| c.resource.as_deref())
+    else {
+        return Ok(());
+    };
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| FhirError::Storage(e.to_string()))?;
+    if access.sees(act, rtype, &doc) {
+        Ok(())
+    } else {
+        Err(FhirError::NotFound(format!("{rtype}/{id} is not known")))
+    }
+}
+
 /// Update (or create with the client's id). `if_match` demands the current version.
 pub fn update_in(
     txn: &mut dyn WriteTxn,
+    access: &Access,
     rtype: &str,
     id: &str,
     resource: Value,
     if_match: Option<u64>,
 ) -> Result<Written> {
     let cur = txn.current(rtype, id)?;
+    guard_existing(access, Act::Update, rtype, id, cur.as_ref())?;
     refuse_if_immutable(rtype, id, cur.as_ref())?;
     if let Some(want) = if_match {
         let have = cur.as_ref().filter(|c| !c.deleted).map(|c| c.version);
@@ -239,6 +269,7 @@ pub fn update_in(
 /// Conditional update (`PUT [type]?criteria`).
 pub fn conditional_update_in(
     txn: &mut dyn WriteTxn,
+    access: &Access,
     rtype: &str,
     criteria: &[Criterion],
     resource: Value,
@@ -247,7 +278,7 @@ pub fn conditional_update_in(
     let found = find(txn, rtype, criteria)?;
     match found.as_slice() {
         [] => match body_id {
-            Some(id) => update_in(txn, rtype, &id, resource, None),
+            Some(id) => update_in(txn, access, rtype, &id, resource, None),
             None => create_in(txn, rtype, resource, None, None),
         },
         [one] => {
@@ -257,7 +288,7 @@ pub fn conditional_update_in(
                 )));
             }
             let one = one.clone();
-            update_in(txn, rtype, &one, resource, None)
+            update_in(txn, access, rtype, &one, resource, None)
         }
         many => Err(FhirError::PreconditionFailed(format!(
             "conditional update matched {} {rtype} resources",
@@ -269,11 +300,13 @@ pub fn conditional_update_in(
 /// Delete (a versioned tombstone). Deleting what does not exist (or is gone) succeeds with no write.
 pub fn delete_in(
     txn: &mut dyn WriteTxn,
+    access: &Access,
     rtype: &str,
     id: &str,
     if_match: Option<u64>,
 ) -> Result<Written> {
     let cur = txn.current(rtype, id)?;
+    guard_existing(access, Act::Delete, rtype, id, cur.as_ref())?;
     refuse_if_immutable(rtype, id, cur.as_ref())?;
     if let Some(want) = if_match {
         if cur.as_ref().filter(|c| !c.deleted).map(|c| c.version) != Some(want) {
@@ -300,6 +333,7 @@ pub fn delete_in(
 /// Conditional delete (`DELETE [type]?criteria`): one match at most.
 pub fn conditional_delete_in(
     txn: &mut dyn WriteTxn,
+    access: &Access,
     rtype: &str,
     criteria: &[Criterion],
 ) -> Result<Written> {
@@ -308,7 +342,7 @@ pub fn conditional_delete_in(
         [] => Ok(nothing_deleted(txn, rtype, "")),
         [one] => {
             let one = one.clone();
-            delete_in(txn, rtype, &one, None)
+            delete_in(txn, access, rtype, &one, None)
         }
         many => Err(FhirError::PreconditionFailed(format!(
             "conditional delete matched {} {rtype} resources; only single deletes are supported",
@@ -320,6 +354,7 @@ pub fn conditional_delete_in(
 /// Apply a JSON Patch to the current version, validate the result and store it.
 pub fn patch_in(
     txn: &mut dyn WriteTxn,
+    access: &Access,
     validator: &Validator,
     rtype: &str,
     id: &str,
@@ -331,6 +366,7 @@ pub fn patch_in(
         Some(c) if c.deleted => return Err(FhirError::Gone(format!("{rtype}/{id} was deleted"))),
         Some(c) => c,
     };
+    guard_existing(access, Act::Update, rtype, id, Some(&cur))?;
     refuse_if_immutable(rtype, id, Some(&cur))?;
     if let Some(want) = if_match {
         if cur.version != want {
@@ -345,6 +381,7 @@ pub fn patch_in(
         serde_json::from_slice(bytes).map_err(|e| FhirError::Storage(e.to_string()))?;
     json_patch::patch(&mut doc, patch)
         .map_err(|e| FhirError::BadRequest(format!("JSON Patch failed: {e}")))?;
+    access.admit(rtype, &mut doc)?;
     if doc["resourceType"].as_str() != Some(rtype) || doc["id"].as_str() != Some(id) {
         return Err(FhirError::BadRequest(
             "a patch may not change resourceType or id".into(),
@@ -361,16 +398,34 @@ pub fn parse_patch(value: Value) -> Result<json_patch::Patch> {
 }
 
 impl Services {
+    /// Criteria of a conditional interaction, narrowed to what the caller may see (a
+    /// submitter's conditional create, update or delete matches only its own resources).
+    pub fn caller_criteria(&self, rtype: &str, query: &str) -> Result<Vec<Criterion>> {
+        let mut q = query.to_string();
+        for (k, v) in self.access.narrowing(rtype) {
+            let pair: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair(&k, &v)
+                .finish();
+            if !q.is_empty() {
+                q.push('&');
+            }
+            q.push_str(&pair);
+        }
+        parse_criteria(rtype, &q)
+    }
+
     /// `POST [type]`.
     pub async fn create(
         &self,
         rtype: &str,
-        resource: Value,
+        mut resource: Value,
         if_none_exist: Option<&str>,
     ) -> Result<Written> {
+        self.access.allow(Act::Create, rtype)?;
+        self.access.admit(rtype, &mut resource)?;
         check_resource(&self.validator, rtype, &resource, Context::default())?;
         let criteria = if_none_exist
-            .map(|q| parse_criteria(rtype, q))
+            .map(|q| self.caller_criteria(rtype, q))
             .transpose()?;
         let rtype = rtype.to_string();
         store::write(self.store.as_ref(), move |txn| {
@@ -384,10 +439,11 @@ impl Services {
         &self,
         rtype: &str,
         id: &str,
-        resource: Value,
+        mut resource: Value,
         if_match: Option<u64>,
     ) -> Result<Written> {
         check_id(id)?;
+        self.access.allow(Act::Update, rtype)?;
         match resource["id"].as_str() {
             Some(body_id) if body_id == id => {}
             Some(body_id) => {
@@ -401,10 +457,12 @@ impl Services {
                 ))
             }
         }
+        self.access.admit(rtype, &mut resource)?;
         check_resource(&self.validator, rtype, &resource, Context::default())?;
         let (rtype, id) = (rtype.to_string(), id.to_string());
+        let access = self.access.clone();
         store::write(self.store.as_ref(), move |txn| {
-            update_in(txn, &rtype, &id, resource, if_match)
+            update_in(txn, &access, &rtype, &id, resource, if_match)
         })
         .await
     }
@@ -414,13 +472,16 @@ impl Services {
         &self,
         rtype: &str,
         query: &str,
-        resource: Value,
+        mut resource: Value,
     ) -> Result<Written> {
-        let criteria = parse_criteria(rtype, query)?;
+        self.access.allow(Act::Update, rtype)?;
+        let criteria = self.caller_criteria(rtype, query)?;
+        self.access.admit(rtype, &mut resource)?;
         check_resource(&self.validator, rtype, &resource, Context::default())?;
         let rtype = rtype.to_string();
+        let access = self.access.clone();
         store::write(self.store.as_ref(), move |txn| {
-            conditional_update_in(txn, &rtype, &criteria, resource)
+            conditional_update_in(txn, &access, &rtype, &criteria, resource)
         })
         .await
     }
@@ -428,19 +489,23 @@ impl Services {
     /// `DELETE [type]/[id]`.
     pub async fn delete(&self, rtype: &str, id: &str, if_match: Option<u64>) -> Result<Written> {
         check_id(id)?;
+        self.access.allow(Act::Delete, rtype)?;
         let (rtype, id) = (rtype.to_string(), id.to_string());
+        let access = self.access.clone();
         store::write(self.store.as_ref(), move |txn| {
-            delete_in(txn, &rtype, &id, if_match)
+            delete_in(txn, &access, &rtype, &id, if_match)
         })
         .await
     }
 
     /// `DELETE [type]?criteria`.
     pub async fn conditional_delete(&self, rtype: &str, query: &str) -> Result<Written> {
-        let criteria = parse_criteria(rtype, query)?;
+        self.access.allow(Act::Delete, rtype)?;
+        let criteria = self.caller_criteria(rtype, query)?;
         let rtype = rtype.to_string();
+        let access = self.access.clone();
         store::write(self.store.as_ref(), move |txn| {
-            conditional_delete_in(txn, &rtype, &criteria)
+            conditional_delete_in(txn, &access, &rtype, &criteria)
         })
         .await
     }
@@ -454,11 +519,13 @@ impl Services {
         if_match: Option<u64>,
     ) -> Result<Written> {
         check_id(id)?;
+        self.access.allow(Act::Update, rtype)?;
         let patch = parse_patch(patch)?;
         let validator: Arc<Validator> = self.validator.clone();
         let (rtype, id) = (rtype.to_string(), id.to_string());
+        let access = self.access.clone();
         store::write(self.store.as_ref(), move |txn| {
-            patch_in(txn, &validator, &rtype, &id, &patch, if_match)
+            patch_in(txn, &access, &validator, &rtype, &id, &patch, if_match)
         })
         .await
     }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::common::{in_period, Period, EXT};
 use super::performance;
 use super::set::ReportSet;
+use crate::auth::audit::{activity_event, Activity};
 use crate::engine::days::{self, Day};
 use crate::engine::plan::Plan;
 use crate::engine::result::PersonResult;
@@ -130,6 +131,27 @@ pub async fn publish(
             }
         }
         tracing::info!(contract = %plan.ids.contract(), stored, corrections, "published reports");
+        let period_text = format!(
+            "{}..{}",
+            days::format(period.start),
+            days::format(period.end)
+        );
+        services.audit.record(activity_event(
+            &services.access,
+            Activity::Publication,
+            &format!(
+                "report set of {} for {period_text}: {stored} stored, {corrections} corrections",
+                plan.ids.contract()
+            ),
+            &reports,
+        ));
+        // the performance report (first) carries the money of the period
+        services.audit.record(activity_event(
+            &services.access,
+            Activity::Settlement,
+            &format!("settlement of {} for {period_text}", plan.ids.contract()),
+            &reports[..reports.len().min(1)],
+        ));
     }
     Ok(Published {
         reports,

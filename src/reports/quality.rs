@@ -61,10 +61,14 @@ pub fn report(
                 st
             })
             .collect();
-        out.push(json!({
+        let mut stratifier = json!({
             "code": [{"coding": [{"system": STRATIFIER, "code": code}], "text": label}],
-            "stratum": strata,
-        }));
+        });
+        // an empty population has no strata (FHIR allows no empty arrays)
+        if !strata.is_empty() {
+            stratifier["stratum"] = json!(strata);
+        }
+        out.push(stratifier);
     }
     group["stratifier"] = json!(out);
     let mut extension = vec![json!({

@@ -57,6 +57,12 @@ impl Server {
             } else {
                 &["--contracts-dir", ""][..]
             })
+            // auth is off unless the test configures it
+            .args(if args.contains(&"--auth-clients") {
+                &[][..]
+            } else {
+                &["--no-auth"][..]
+            })
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

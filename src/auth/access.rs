@@ -1,0 +1,526 @@
+//! Who is asking and what they may do: the caller of a request ([`Access`]) and the rules that
+//! decide, per interaction, by SMART scope (v1/v2, `?param=value` restrictions, `patient/`
+//! compartments) and by the role of the caller's party (submitter, payer, manufacturer, admin,
+//! auditor).
+//!
+//! Two kinds of decision: [`Access::allow`] says whether the caller may do an interaction on a
+//! resource type at all (403 otherwise: that reveals nothing about any resource), and
+//! [`Access::sees`] whether one resource is the caller's to see (reads answer 404 and searches
+//! leave it out otherwise, so no party learns whether another party's resource exists).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::clients::Role;
+use super::scopes::Scope;
+use crate::engine::Engine;
+use crate::error::{FhirError, Result};
+use crate::search::matcher::Matcher;
+use crate::store::IndexEntry;
+
+/// The tag system that records which party submitted a resource (code: `Organization/[id]`).
+pub const SUBMITTER_SYSTEM: &str = "https://vbc-server.dev/fhir/CodeSystem/submitter";
+
+/// Types that define contracts or hold reports: never written by data submitters.
+const CONTRACT_TYPES: &[&str] = &["Measure", "Library", "ValueSet", "Group", "MeasureReport"];
+
+/// Types only the server or an administrator writes.
+const SERVER_TYPES: &[&str] = &[
+    "AuditEvent",
+    "Provenance",
+    "CodeSystem",
+    "ConceptMap",
+    "NamingSystem",
+    "StructureDefinition",
+    "SearchParameter",
+    "OperationDefinition",
+    "CapabilityStatement",
+    "CompartmentDefinition",
+    "ImplementationGuide",
+    "Subscription",
+];
+
+/// Types a manufacturer may read (with the per-resource rules of [`Access::sees`]).
+const MANUFACTURER_TYPES: &[&str] = &[
+    "Measure",
+    "Library",
+    "ValueSet",
+    "CodeSystem",
+    "MeasureReport",
+    "Organization",
+];
+
+/// An interaction on resources, as SMART v2 permissions name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// create (`c`)
+    Create,
+    /// read, vread, instance history (`r`)
+    Read,
+    /// update, patch (`u`)
+    Update,
+    /// delete (`d`)
+    Delete,
+    /// search, type and system history (`s`)
+    Search,
+}
+
+impl Act {
+    /// The SMART v2 permission letter.
+    pub fn perm(self) -> char {
+        match self {
+            Act::Create => 'c',
+            Act::Read => 'r',
+            Act::Update => 'u',
+            Act::Delete => 'd',
+            Act::Search => 's',
+        }
+    }
+    fn writes(self) -> bool {
+        matches!(self, Act::Create | Act::Update | Act::Delete)
+    }
+}
+
+/// The operations with their own access rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `$evaluate-measure` with the report type asked for.
+    EvaluateMeasure,
+    /// `$data-requirements`.
+    DataRequirements,
+    /// `$collect-data`.
+    CollectData,
+    /// `$care-gaps`.
+    CareGaps,
+    /// `$outcomes` (per-patient results).
+    Outcomes,
+    /// `$submit-data`.
+    SubmitData,
+    /// `$publish-reports`.
+    PublishReports,
+    /// `$load-contract`.
+    LoadContract,
+    /// `$validate` (reads and writes nothing).
+    Validate,
+    /// Audit chain verification.
+    VerifyAudit,
+    /// Client registration.
+    ManageClients,
+}
+
+/// An authenticated client, for the length of one request.
+pub struct Principal {
+    /// The client id.
+    pub client_id: String,
+    /// Its party (`Organization/[id]`).
+    pub party: String,
+    /// The party's role.
+    pub role: Role,
+    /// The granted scopes.
+    pub scopes: Vec<Scope>,
+    /// The patient of `patient/` scopes (from the token), if any.
+    pub patient: Option<String>,
+    /// Contracts and memberships (to tell whose a resource is).
+    pub engine: Arc<Engine>,
+    /// The request id (for Provenance and the audit trail).
+    pub request_id: String,
+}
+
+/// Who a request comes from.
+#[derive(Clone)]
+pub enum Access {
+    /// The server itself (schedules, contract loading) and `--no-auth` mode: everything.
+    System,
+    /// No credentials: nothing beyond the open endpoints.
+    Anonymous,
+    /// An authenticated client.
+    Client(Arc<Principal>),
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::System => write!(f, "System"),
+            Access::Anonymous => write!(f, "Anonymous"),
+            Access::Client(p) => write!(f, "Client({}, {:?})", p.client_id, p.role),
+        }
+    }
+}
+
+fn role_allows(role: Role, act: Act, rtype: &str) -> bool {
+    if rtype == "AuditEvent" && act.writes() {
+        return false; // the server alone writes the audit trail
+    }
+    match role {
+        Role::Admin => true,
+        Role::Auditor => !act.writes() && matches!(rtype, "AuditEvent" | "Provenance"),
+        // data-collection MeasureReports ($submit-data) are data too; see `Access::admit`
+        Role::Submitter => {
+            (rtype == "MeasureReport" || !CONTRACT_TYPES.contains(&rtype))
+                && !SERVER_TYPES.contains(&rtype)
+        }
+        Role::Payer => !act.writes() && !matches!(rtype, "AuditEvent" | "Provenance"),
+        Role::Manufacturer => !act.writes() && MANUFACTURER_TYPES.contains(&rtype),
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Submitter => "a data submitter",
+        Role::Payer => "a payer",
+        Role::Manufacturer => "a manufacturer",
+        Role::Admin => "an administrator",
+        Role::Auditor => "an auditor",
+    }
+}
+
+fn act_name(act: Act) -> &'static str {
+    match act {
+        Act::Create => "create",
+        Act::Read => "read",
+        Act::Update => "update",
+        Act::Delete => "delete",
+        Act::Search => "search",
+    }
+}
+
+/// Index entries of a resource (what scope restrictions and compartments are judged on).
+fn entries_of(rtype: &str, resource: &Value) -> Vec<IndexEntry> {
+    match crate::search::engine() {
+        Ok(e) => e.index_entries(rtype, resource),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The patients a resource is about: itself for a Patient, else the references of its Patient
+/// compartment parameters.
+pub fn patients_of(rtype: &str, resource: &Value, entries: &[IndexEntry]) -> Vec<String> {
+    if rtype == "Patient" {
+        return resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(|id| vec![id.to_string()])
+            .unwrap_or_default();
+    }
+    let Ok(engine) = crate::search::engine() else {
+        return Vec::new();
+    };
+    let params = engine.registry.compartment_params(rtype);
+    entries
+        .iter()
+        .filter(|e| params.contains(&e.param))
+        .filter_map(|e| std::str::from_utf8(&e.value).ok())
+        .filter_map(|v| v.strip_prefix("Patient/"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a resource satisfies a `param=value[&param=value]` scope restriction (token
+/// parameters; a comma means any of the values).
+fn restriction_holds(restriction: &str, entries: &[IndexEntry]) -> bool {
+    form_urlencoded::parse(restriction.as_bytes()).all(|(param, values)| {
+        values.split(',').any(|v| {
+            let m = Matcher::token(&param, v);
+            entries.iter().any(|e| m.accepts(&e.param, &e.value))
+        })
+    })
+}
+
+/// Whether a resource carries the submitter tag of `party`.
+pub fn submitted_by(resource: &Value, party: &str) -> bool {
+    resource
+        .pointer("/meta/tag")
+        .and_then(Value::as_array)
+        .is_some_and(|tags| {
+            tags.iter().any(|t| {
+                t.get("system").and_then(Value::as_str) == Some(SUBMITTER_SYSTEM)
+                    && t.get("code").and_then(Value::as_str) == Some(party)
+            })
+        })
+}
+
+impl Principal {
+    /// The scopes that grant `act` on `rtype`.
+    fn granting<'a>(&'a self, act: Act, rtype: &'a str) -> impl Iterator<Item = &'a Scope> + 'a {
+        self.scopes
+            .iter()
+            .filter(move |s| s.permits(rtype, act.perm()))
+    }
+
+    fn scope_sees(&self, act: Act, rtype: &str, resource: &Value, entries: &[IndexEntry]) -> bool {
+        self.granting(act, rtype).any(|s| {
+            let in_context = match s.context.as_str() {
+                "patient" => self
+                    .patient
+                    .as_deref()
+                    .is_some_and(|p| patients_of(rtype, resource, entries).iter().any(|x| x == p)),
+                _ => true,
+            };
+            in_context
+                && s.restriction
+                    .as_deref()
+                    .is_none_or(|r| restriction_holds(r, entries))
+        })
+    }
+
+    fn role_sees(&self, rtype: &str, resource: &Value, entries: &[IndexEntry]) -> bool {
+        let parties = || self.engine.contract_parties(rtype, resource);
+        match self.role {
+            Role::Admin | Role::Auditor => true,
+            Role::Submitter => submitted_by(resource, &self.party),
+            Role::Payer => {
+                if CONTRACT_TYPES.contains(&rtype) {
+                    return match parties() {
+                        Some(p) => p.payer == self.party,
+                        // not a contract's: definitions are shared, reports are not
+                        None => !matches!(rtype, "MeasureReport" | "Group"),
+                    };
+                }
+                let patients = patients_of(rtype, resource, entries);
+                let patient_level = rtype == "Patient"
+                    || crate::search::engine()
+                        .is_ok_and(|e| !e.registry.compartment_params(rtype).is_empty());
+                if !patient_level {
+                    return true;
+                }
+                patients
+                    .iter()
+                    .any(|p| self.engine.is_member(&self.party, p))
+            }
+            Role::Manufacturer => match rtype {
+                "MeasureReport" => {
+                    resource.get("type").and_then(Value::as_str) == Some("summary")
+                        && parties().is_some_and(|p| p.manufacturer == self.party)
+                }
+                "Measure" | "Library" => parties().is_some_and(|p| p.manufacturer == self.party),
+                "ValueSet" => parties().is_none_or(|p| p.manufacturer == self.party),
+                _ => MANUFACTURER_TYPES.contains(&rtype),
+            },
+        }
+    }
+}
+
+impl Access {
+    /// Whether this caller may do `act` on `rtype` at all: 401 without credentials, 403 when
+    /// neither scope nor role allows it.
+    pub fn allow(&self, act: Act, rtype: &str) -> Result<()> {
+        match self {
+            Access::System => Ok(()),
+            Access::Anonymous => Err(FhirError::Unauthorized(
+                "this request needs a bearer token".into(),
+            )),
+            Access::Client(p) => {
+                if !role_allows(p.role, act, rtype) {
+                    return Err(FhirError::Forbidden(format!(
+                        "{} ({}) may not {} {rtype}",
+                        role_name(p.role),
+                        p.client_id,
+                        act_name(act)
+                    )));
+                }
+                if p.granting(act, rtype).next().is_none() {
+                    return Err(FhirError::Forbidden(format!(
+                        "no granted scope allows {} on {rtype} (needs '{}')",
+                        act_name(act),
+                        act.perm()
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the caller may see (or, for writes, touch) this resource: its scopes'
+    /// restrictions and compartment, and its party's rules.
+    pub fn sees(&self, act: Act, rtype: &str, resource: &Value) -> bool {
+        match self {
+            Access::System => true,
+            Access::Anonymous => false,
+            Access::Client(p) => {
+                if !role_allows(p.role, act, rtype) {
+                    return false;
+                }
+                let entries = entries_of(rtype, resource);
+                p.scope_sees(act, rtype, resource, &entries)
+                    && p.role_sees(rtype, resource, &entries)
+            }
+        }
+    }
+
+    /// True when [`Access::sees`] can say no for a resource `allow` admitted (searches then
+    /// filter their matches).
+    pub fn filters(&self, act: Act, rtype: &str) -> bool {
+        match self {
+            Access::System => false,
+            Access::Anonymous => true,
+            Access::Client(p) => {
+                let unrestricted = p
+                    .granting(act, rtype)
+                    .any(|s| s.context != "patient" && s.restriction.is_none());
+                !(unrestricted && matches!(p.role, Role::Admin | Role::Auditor))
+            }
+        }
+    }
+
+    /// Search parameters that narrow a search to what the caller may see (a submitter's own
+    /// resources); [`Access::sees`] still filters the rest.
+    pub fn narrowing(&self, rtype: &str) -> Vec<(String, String)> {
+        match self {
+            Access::Client(p) if p.role == Role::Submitter && rtype != "*" => {
+                vec![("_tag".into(), format!("{SUBMITTER_SYSTEM}|{}", p.party))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Check what a caller writes and mark a submitter's resources as theirs (any submitter
+    /// tag the client sent is replaced). A submitter's MeasureReports can only be
+    /// data-collection reports.
+    pub fn admit(&self, rtype: &str, resource: &mut Value) -> Result<()> {
+        let Access::Client(p) = self else {
+            return Ok(());
+        };
+        if p.role != Role::Submitter {
+            return Ok(());
+        }
+        if rtype == "MeasureReport"
+            && resource.get("type").and_then(Value::as_str) != Some("data-collection")
+        {
+            return Err(FhirError::Forbidden(format!(
+                "a data submitter ({}) may only submit data-collection MeasureReports",
+                p.client_id
+            )));
+        }
+        self.stamp(p, resource);
+        Ok(())
+    }
+
+    fn stamp(&self, p: &Principal, resource: &mut Value) {
+        let Some(obj) = resource.as_object_mut() else {
+            return;
+        };
+        let meta = obj
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Default::default()));
+        let Some(meta) = meta.as_object_mut() else {
+            return;
+        };
+        let tags = meta
+            .entry("tag")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = tags {
+            list.retain(|t| t.get("system").and_then(Value::as_str) != Some(SUBMITTER_SYSTEM));
+            list.push(serde_json::json!({
+                "system": SUBMITTER_SYSTEM,
+                "code": p.party,
+                "display": format!("submitted by {} ({})", p.party, p.client_id)
+            }));
+        }
+    }
+
+    /// Whether the caller may run an operation, for the contract it concerns (when known).
+    /// Another party's contract answers 404, as if it did not exist.
+    pub fn operation(
+        &self,
+        op: Op,
+        contract: Option<&crate::engine::parties::ContractParties>,
+    ) -> Result<()> {
+        let p = match self {
+            Access::System => return Ok(()),
+            Access::Anonymous => {
+                return Err(FhirError::Unauthorized(
+                    "this request needs a bearer token".into(),
+                ))
+            }
+            Access::Client(p) => p,
+        };
+        let forbidden = || {
+            Err(FhirError::Forbidden(format!(
+                "{} ({}) may not run {}",
+                role_name(p.role),
+                p.client_id,
+                op_name(op)
+            )))
+        };
+        let roles: &[Role] = match op {
+            Op::EvaluateMeasure | Op::DataRequirements => {
+                &[Role::Admin, Role::Payer, Role::Manufacturer]
+            }
+            Op::CollectData | Op::CareGaps | Op::Outcomes | Op::PublishReports => {
+                &[Role::Admin, Role::Payer]
+            }
+            Op::SubmitData => &[Role::Admin, Role::Submitter],
+            Op::LoadContract | Op::ManageClients => &[Role::Admin],
+            Op::VerifyAudit => &[Role::Admin, Role::Auditor],
+            Op::Validate => &[
+                Role::Admin,
+                Role::Payer,
+                Role::Manufacturer,
+                Role::Submitter,
+                Role::Auditor,
+            ],
+        };
+        if !roles.contains(&p.role) {
+            return forbidden();
+        }
+        // the scope the operation's output needs
+        let (act, rtype) = match op {
+            Op::DataRequirements => (Act::Read, "Measure"),
+            Op::SubmitData | Op::PublishReports => (Act::Create, "MeasureReport"),
+            Op::LoadContract => (Act::Create, "Library"),
+            Op::VerifyAudit => (Act::Read, "AuditEvent"),
+            Op::Validate | Op::ManageClients => return Ok(()),
+            _ => (Act::Read, "MeasureReport"),
+        };
+        if p.granting(act, rtype).next().is_none() {
+            return Err(FhirError::Forbidden(format!(
+                "{} needs a scope granting '{}' on {rtype}",
+                op_name(op),
+                act.perm()
+            )));
+        }
+        if let Some(c) = contract {
+            let mine = match p.role {
+                Role::Payer => c.payer == p.party,
+                Role::Manufacturer => c.manufacturer == p.party,
+                _ => true,
+            };
+            if !mine {
+                return Err(FhirError::NotFound(
+                    "no such Measure is loaded on this server".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The authenticated client, if any.
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Access::Client(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// True for a manufacturer (who sees only population-level reports).
+    pub fn is_manufacturer(&self) -> bool {
+        matches!(self, Access::Client(p) if p.role == Role::Manufacturer)
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::EvaluateMeasure => "$evaluate-measure",
+        Op::DataRequirements => "$data-requirements",
+        Op::CollectData => "$collect-data",
+        Op::CareGaps => "$care-gaps",
+        Op::Outcomes => "$outcomes",
+        Op::SubmitData => "$submit-data",
+        Op::PublishReports => "$publish-reports",
+        Op::LoadContract => "$load-contract",
+        Op::Validate => "$validate",
+        Op::VerifyAudit => "audit verification",
+        Op::ManageClients => "client registration",
+    }
+}
