@@ -377,6 +377,53 @@ fn every_party_sees_only_what_it_may() {
         before["meta"]["versionId"]
     );
 
+    // searches that would look into others' data through chains or _has are refused
+    expect_error(
+        as_get(&s, &ehr, "/Patient?_has:Observation:subject:code=4548-4"),
+        StatusCode::FORBIDDEN,
+    );
+    expect_error(
+        as_get(&s, &ehr, "/Observation?subject.gender=male"),
+        StatusCode::FORBIDDEN,
+    );
+    // a conditional reference resolves among the caller's own resources only
+    let smuggle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+            "subject": {"reference": "Patient?_id=p-aetna"}, "effectiveDateTime": "2024-05-01",
+            "valueQuantity": {"value": 6.9, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}},
+         "request": {"method": "POST", "url": "Observation"}}]});
+    expect_error(
+        as_post(&s, &ehr, "/", &smuggle),
+        StatusCode::PRECONDITION_FAILED,
+    );
+    // written content must lie within a restricted scope
+    let lab_only = bearer(
+        &s,
+        "lab-app",
+        "system/Observation.cruds?category=laboratory",
+    );
+    let with_category = |cat: &str| {
+        json!({"resourceType": "Observation", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": cat}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+            "subject": {"reference": "Patient/p-aetna"}, "effectiveDateTime": "2024-05-02",
+            "valueQuantity": {"value": 6.8, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}})
+    };
+    expect_error(
+        as_post(&s, &lab_only, "/Observation", &with_category("vital-signs")),
+        StatusCode::FORBIDDEN,
+    );
+    assert_eq!(
+        as_post(&s, &lab_only, "/Observation", &with_category("laboratory")).status(),
+        201
+    );
+    let labs = body_json(as_get(&s, &lab_only, "/Observation?_summary=count"));
+    assert_eq!(
+        labs["total"], 1,
+        "only the laboratory Observation is in scope: {labs}"
+    );
+
     // Provenance of the lab's Bundle: who, when, which request
     let admin = bearer(&s, "admin-app", "system/*.*");
     let prov = body_json(as_get(
@@ -408,6 +455,34 @@ fn every_party_sees_only_what_it_may() {
     assert_eq!(as_get(&s, &aetna, "/Patient/p-aetna").status(), 200);
     expect_error(as_get(&s, &aetna, "/Patient/p-hp"), StatusCode::NOT_FOUND);
     expect_error(as_get(&s, &hp, "/Patient/p-aetna"), StatusCode::NOT_FOUND);
+    expect_error(
+        as_get(&s, &hp, "/Patient/p-aetna/$everything"),
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(
+        as_get(&s, &aetna, "/Patient/p-aetna/$everything").status(),
+        200
+    );
+    // a cancelled Coverage makes no member
+    let r = as_post(
+        &s,
+        &ehr,
+        "/",
+        &member_bundle("p-lapsed", "Organization/org-aetna"),
+    );
+    assert_eq!(r.status(), 200);
+    let cov = body_json(as_get(&s, &ehr, "/Coverage?beneficiary=Patient/p-lapsed"));
+    let mut cov = entries(&cov)[0]["resource"].clone();
+    cov["status"] = json!("cancelled");
+    let id = cov["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        as_put(&s, &ehr, &format!("/Coverage/{id}"), &cov).status(),
+        200
+    );
+    expect_error(
+        as_get(&s, &aetna, "/Patient/p-lapsed"),
+        StatusCode::NOT_FOUND,
+    );
     let obs = body_json(as_get(
         &s,
         &aetna,
@@ -421,8 +496,11 @@ fn every_party_sees_only_what_it_may() {
                 .map(String::from)
         })
         .collect();
-    assert_eq!(subjects.len(), 2, "{obs}");
-    assert!(subjects.iter().all(|s| s != "Patient/p-hp"));
+    // p-aetna's two (EHR and lab) and p-ehr's; not p-hp's (another payer) nor p-lapsed's
+    assert_eq!(subjects.len(), 3, "{obs}");
+    assert!(subjects
+        .iter()
+        .all(|s| s != "Patient/p-hp" && s != "Patient/p-lapsed"));
     // ... and cannot write
     expect_error(
         as_post(
@@ -476,7 +554,7 @@ fn every_party_sees_only_what_it_may() {
         "/Observation?subject=Patient/p-aetna&_include=Observation:subject",
     ));
     assert!(ids_of(&inc, "Patient").is_empty(), "{inc}");
-    assert_eq!(ids_of(&inc, "Observation").len(), 1);
+    assert_eq!(ids_of(&inc, "Observation").len(), 2);
 
     // a manufacturer: its contracts' definitions and population reports, never a Patient
     let merck = bearer(&s, "pharma-app", "system/*.rs");

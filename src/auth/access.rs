@@ -51,6 +51,25 @@ const MANUFACTURER_TYPES: &[&str] = &[
     "Organization",
 ];
 
+/// Types a payer reads without a patient or contract to own them (who prescribed, dispensed,
+/// what was dispensed).
+const PAYER_SHARED_TYPES: &[&str] = &[
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Location",
+    "Medication",
+    "Substance",
+    "HealthcareService",
+    "CodeSystem",
+];
+
+/// Whether a type is about a patient (the Patient, or a type of its compartment).
+fn patient_level(rtype: &str) -> bool {
+    rtype == "Patient"
+        || crate::search::engine().is_ok_and(|e| !e.registry.compartment_params(rtype).is_empty())
+}
+
 /// An interaction on resources, as SMART v2 permissions name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
@@ -160,7 +179,13 @@ fn role_allows(role: Role, act: Act, rtype: &str) -> bool {
             (rtype == "MeasureReport" || !CONTRACT_TYPES.contains(&rtype))
                 && !SERVER_TYPES.contains(&rtype)
         }
-        Role::Payer => !act.writes() && !matches!(rtype, "AuditEvent" | "Provenance"),
+        Role::Payer => {
+            !act.writes()
+                && !matches!(rtype, "AuditEvent" | "Provenance")
+                && (CONTRACT_TYPES.contains(&rtype)
+                    || PAYER_SHARED_TYPES.contains(&rtype)
+                    || patient_level(rtype))
+        }
         Role::Manufacturer => !act.writes() && MANUFACTURER_TYPES.contains(&rtype),
     }
 }
@@ -270,23 +295,26 @@ impl Principal {
             Role::Admin | Role::Auditor => true,
             Role::Submitter => submitted_by(resource, &self.party),
             Role::Payer => {
+                let members = || {
+                    patients_of(rtype, resource, entries)
+                        .iter()
+                        .any(|p| self.engine.is_member(&self.party, p))
+                };
                 if CONTRACT_TYPES.contains(&rtype) {
-                    return match parties() {
+                    let mine = match parties() {
                         Some(p) => p.payer == self.party,
                         // not a contract's: definitions are shared, reports are not
                         None => !matches!(rtype, "MeasureReport" | "Group"),
                     };
+                    // a report about one patient: a member's only
+                    let about_patient = rtype == "MeasureReport"
+                        && resource
+                            .pointer("/subject/reference")
+                            .and_then(Value::as_str)
+                            .is_some_and(|r| r.starts_with("Patient/"));
+                    return mine && (!about_patient || members());
                 }
-                let patients = patients_of(rtype, resource, entries);
-                let patient_level = rtype == "Patient"
-                    || crate::search::engine()
-                        .is_ok_and(|e| !e.registry.compartment_params(rtype).is_empty());
-                if !patient_level {
-                    return true;
-                }
-                patients
-                    .iter()
-                    .any(|p| self.engine.is_member(&self.party, p))
+                !patient_level(rtype) || members()
             }
             Role::Manufacturer => match rtype {
                 "MeasureReport" => {
@@ -473,9 +501,13 @@ impl Access {
             Op::Validate | Op::ManageClients => return Ok(()),
             _ => (Act::Read, "MeasureReport"),
         };
-        if p.granting(act, rtype).next().is_none() {
+        // operations reach across patients: a patient/ or restricted scope is not enough
+        if !p
+            .granting(act, rtype)
+            .any(|s| s.context != "patient" && s.restriction.is_none())
+        {
             return Err(FhirError::Forbidden(format!(
-                "{} needs a scope granting '{}' on {rtype}",
+                "{} needs an unrestricted system scope granting '{}' on {rtype}",
                 op_name(op),
                 act.perm()
             )));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::facts::Fact;
+use super::result::Membership;
 use super::{read_lock, Engine};
 use crate::contracts::fhir::org_id;
 
@@ -71,14 +72,18 @@ impl Engine {
     }
 
     /// Whether a patient (or any record linked to it) is a member of `payer`
-    /// (`Organization/[id]`): in the population of one of the payer's contracts, or the
-    /// beneficiary of a live Coverage the payer pays.
+    /// (`Organization/[id]`): an eligible member of one of the payer's contract cohorts, or the
+    /// beneficiary of an active Coverage the payer pays that covers today.
     pub fn is_member(&self, payer: &str, patient: &str) -> bool {
         let st = read_lock(&self.state);
+        let today = super::days::today();
         let patient: Arc<str> = Arc::from(patient);
         let person = st.identity.person(&patient);
         let in_cohort = st.contracts.values().any(|c| {
-            c.plan.payer_refs.first().is_some_and(|p| p == payer) && c.results.contains_key(&person)
+            c.plan.payer_refs.first().is_some_and(|p| p == payer)
+                && c.results
+                    .get(&person)
+                    .is_some_and(|r| r.membership == Membership::Member)
         });
         if in_cohort {
             return true;
@@ -91,7 +96,10 @@ impl Engine {
             st.timeline.of_patient(rec).any(|slot| {
                 st.timeline.visible_slot(slot, None).is_some_and(|v| {
                     matches!(v.fact.as_deref(), Some(Fact::Coverage(cv))
-                        if cv.payors.iter().any(|p| &**p == payer))
+                        if cv.active
+                            && cv.start.is_none_or(|d| d <= today)
+                            && cv.end.is_none_or(|d| d >= today)
+                            && cv.payors.iter().any(|p| &**p == payer))
                 })
             })
         })

@@ -134,14 +134,14 @@ pub async fn collect_data_type(Caller(s): Caller, RawQuery(q): RawQuery) -> Resu
 }
 
 fn subject_filter(
-    store: &dyn crate::store::Store,
+    services: &crate::interaction::Services,
     p: &[(String, String)],
     chosen: &mut Vec<&PersonResult>,
 ) -> Result<Option<String>> {
     let Some((_, sub)) = p.iter().find(|(k, _)| k == "subject") else {
         return Ok(None);
     };
-    match resolve_subject(store, sub)? {
+    match resolve_subject(services, sub)? {
         Subject::Patient(id) => {
             chosen.retain(|r| r.patients.iter().any(|x| **x == *id));
             Ok(Some(format!("Patient/{id}")))
@@ -173,7 +173,7 @@ async fn collect(s: AppState, id: Option<String>, p: Vec<(String, String)>) -> R
     blocking(move || {
         let results = engine.current(&plan.ids.contract())?;
         let mut chosen = in_period(&results, &period);
-        let subject = subject_filter(services.store.as_ref(), &p, &mut chosen)?;
+        let subject = subject_filter(&services, &p, &mut chosen)?;
         let mut refs: Vec<(&'static str, String, u64)> = Vec::new();
         for r in &chosen {
             let ev = r
@@ -412,7 +412,7 @@ async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) ->
         for (plan, only) in plans {
             let results = engine.current(&plan.ids.contract())?;
             let mut chosen = in_period(&results, &period);
-            subject_filter(services.store.as_ref(), &p, &mut chosen)?;
+            subject_filter(&services, &p, &mut chosen)?;
             // practitioner / organization: members whose index exposure they prescribed,
             // dispensed or administered
             for (_, who) in p.iter().filter(|(k, _)| k == "practitioner" || k == "organization") {

@@ -160,12 +160,12 @@ async fn run(s: AppState, id: Option<String>, params: Vec<(String, String)>) -> 
         ),
         &[format!("Measure/{id}")],
     ));
-    let store = s.services.store.clone();
+    let services = s.services.clone();
     let engine = s.engine.clone();
     blocking(move || {
         let subject = match ask.subject.as_deref() {
             None => None,
-            Some(sub) => Some(resolve_subject(store.as_ref(), sub)?),
+            Some(sub) => Some(resolve_subject(&services, sub)?),
         };
         let results = engine.current(&plan.ids.contract())?;
         let today = days::today();

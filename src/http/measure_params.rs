@@ -137,14 +137,19 @@ pub enum Subject {
     Group(Vec<String>),
 }
 
-/// Resolve `Patient/[id]`, `Group/[id]` or a bare Patient id: 404 when it is not known.
-pub fn resolve_subject(store: &dyn crate::store::Store, sub: &str) -> Result<Subject> {
+/// Resolve `Patient/[id]`, `Group/[id]` or a bare Patient id, read as the caller: 404 when it
+/// is not known or not the caller's to see.
+pub fn resolve_subject(services: &crate::interaction::Services, sub: &str) -> Result<Subject> {
     let (rtype, id) = match sub.split_once('/') {
         Some((t, i)) => (t, i),
         None => ("Patient", sub),
     };
-    let rec = match rtype {
-        "Patient" | "Group" => store.current(rtype, id)?.filter(|r| !r.deleted()),
+    let found = match rtype {
+        "Patient" | "Group" => match services.read(rtype, id) {
+            Ok(f) => Some(f),
+            Err(FhirError::NotFound(_) | FhirError::Gone(_)) => None,
+            Err(e) => return Err(e),
+        },
         _ => {
             return Err(FhirError::Invalid(vec![Issue::error(
                 "value",
@@ -153,17 +158,13 @@ pub fn resolve_subject(store: &dyn crate::store::Store, sub: &str) -> Result<Sub
             .at("subject")]))
         }
     };
-    let Some(rec) = rec else {
+    let Some(found) = found else {
         return Err(FhirError::NotFound(format!("{rtype}/{id} is not known")));
     };
     if rtype == "Patient" {
         return Ok(Subject::Patient(id.to_string()));
     }
-    let group: Value = rec
-        .resource
-        .as_deref()
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or_default();
+    let group: Value = found.resource;
     let members = group["member"]
         .as_array()
         .into_iter()

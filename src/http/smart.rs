@@ -144,9 +144,11 @@ impl Auth {
             let client = self
                 .client(&c.sub)
                 .ok_or_else(|| format!("client {} is no longer registered", c.sub))?;
+            // a registration narrowed since the token was issued takes effect at once
+            let (scope, _) = scopes::grant(&client.scope, &c.scope);
             return Ok(Bearer {
                 client,
-                scope: c.scope,
+                scope,
                 patient: None,
             });
         }

@@ -208,6 +208,8 @@ fn plan_entry(
                 }
             }
             svc.access.admit(rtype, r).map_err(|e| (e, ".resource"))?;
+            svc.check_written(act, rtype, r)
+                .map_err(|e| (e, ".resource"))?;
             check_resource(&svc.validator, rtype, r, ctx).map_err(|e| (e, ".resource"))?;
         }
         Verb::Patch => {
@@ -346,6 +348,33 @@ fn at_entry(i: usize, e: FhirError) -> FhirError {
     }
 }
 
+/// The ids the caller may see, of those a conditional reference matched.
+fn visible_ids(
+    txn: &mut dyn WriteTxn,
+    svc: &Services,
+    rtype: &str,
+    ids: Vec<String>,
+) -> Result<Vec<String>> {
+    if !svc.access.filters(Act::Search, rtype) {
+        return Ok(ids);
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let seen = match txn.current(rtype, &id)? {
+            Some(c) if !c.deleted => c
+                .resource
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .is_some_and(|r| svc.access.sees(Act::Search, rtype, &r)),
+            _ => false,
+        };
+        if seen {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// Locate an access refusal at entry `i`, keeping its status (401 or 403).
 fn at_entry_refusal(i: usize, e: FhirError) -> FhirError {
     match e {
@@ -466,7 +495,13 @@ fn run_transaction(
                         *r = t.clone();
                         return;
                     }
-                    let resolved = parse_criteria(rtype, query).and_then(|c| find(txn, rtype, &c));
+                    // resolved as the caller: only what it may see can be matched
+                    let resolved = svc
+                        .access
+                        .allow(Act::Search, rtype)
+                        .and_then(|_| svc.caller_criteria(rtype, query))
+                        .and_then(|c| find(txn, rtype, &c))
+                        .and_then(|ids| visible_ids(txn, svc, rtype, ids));
                     match resolved.as_deref() {
                         Ok([one]) => {
                             let t = format!("{rtype}/{one}");

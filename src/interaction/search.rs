@@ -126,6 +126,21 @@ fn sort_key(
     Ok(out)
 }
 
+/// Whether criteria search other resources (chained parameters, `_has`).
+pub fn joins(criteria: &[Criterion]) -> bool {
+    criteria
+        .iter()
+        .any(|c| matches!(c, Criterion::Chain { .. } | Criterion::Has { .. }))
+}
+
+/// The refusal of chains and `_has` to callers who may not see everything they would search.
+pub fn joins_refused() -> FhirError {
+    FhirError::Forbidden(
+        "chained parameters and _has search resources this client may not see; use direct parameters"
+            .into(),
+    )
+}
+
 /// Criterion restricting a type to one Patient's compartment.
 fn compartment_criterion(rtype: &str, patient: &str) -> Result<Option<Criterion>> {
     let engine = search::engine()?;
@@ -290,6 +305,16 @@ impl Services {
             limits,
             scope.strict,
         )?;
+        // chains and _has search other resources than those returned: only for callers who see
+        // everything they could reach
+        if joins(&parsed.criteria)
+            && scope
+                .types
+                .iter()
+                .any(|t| self.access.filters(Act::Search, t))
+        {
+            return Err(joins_refused());
+        }
         // what _include and _revinclude name must be readable too
         for inc in &parsed.includes {
             if let Some(t) = &inc.target {
@@ -490,6 +515,20 @@ impl Services {
         Ok(bundle)
     }
 
+    /// Whether the caller may see a resource `_include`/`_revinclude` reaches (hidden ones
+    /// neither appear nor lead further with `:iterate`).
+    fn may_include(&self, rtype: &str, id: &str) -> Result<bool> {
+        if self.access.allow(Act::Read, rtype).is_err() {
+            return Ok(false);
+        }
+        if !self.access.filters(Act::Read, rtype) {
+            return Ok(true);
+        }
+        Ok(self
+            .live_resource(rtype, id)?
+            .is_some_and(|r| self.access.sees(Act::Read, rtype, &r)))
+    }
+
     fn live_resource(&self, rtype: &str, id: &str) -> Result<Option<Value>> {
         match self.store.current(rtype, id)? {
             Some(r) if !r.deleted() => Ok(Some(resource_of(&r)?)),
@@ -543,7 +582,10 @@ impl Services {
                             continue;
                         }
                         let k = (tt.to_string(), tid.to_string());
-                        if seen.insert(k.clone()) && exec.entries(tt, tid)?.is_some() {
+                        if seen.insert(k.clone())
+                            && exec.entries(tt, tid)?.is_some()
+                            && self.may_include(tt, tid)?
+                        {
                             out.push(k.clone());
                             next.push(k);
                         }
@@ -582,6 +624,9 @@ impl Services {
                                     true
                                 })?;
                             for rid in found {
+                                if !self.may_include(src, &rid)? {
+                                    continue;
+                                }
                                 let k = (src.clone(), rid);
                                 if seen.insert(k.clone()) {
                                     out.push(k.clone());
@@ -622,11 +667,11 @@ impl Services {
         base: &str,
     ) -> Result<Value> {
         let engine = search::engine()?;
-        if self.live_resource("Patient", patient)?.is_none() {
-            return Err(FhirError::NotFound(format!(
-                "Patient/{patient} is not known"
-            )));
-        }
+        // read as the caller: another party's patient is not known
+        self.read("Patient", patient).map_err(|e| match e {
+            FhirError::Gone(_) => FhirError::NotFound(format!("Patient/{patient} is not known")),
+            e => e,
+        })?;
         let mut types: Vec<String> = vec!["Patient".to_string()];
         types.extend(
             engine

@@ -306,7 +306,12 @@ pub fn delete_in(
     if_match: Option<u64>,
 ) -> Result<Written> {
     let cur = txn.current(rtype, id)?;
-    guard_existing(access, Act::Delete, rtype, id, cur.as_ref())?;
+    if let Err(FhirError::NotFound(_)) =
+        guard_existing(access, Act::Delete, rtype, id, cur.as_ref())
+    {
+        // another party's resource: as if there were nothing to delete
+        return Ok(nothing_deleted(txn, rtype, id));
+    }
     refuse_if_immutable(rtype, id, cur.as_ref())?;
     if let Some(want) = if_match {
         if cur.as_ref().filter(|c| !c.deleted).map(|c| c.version) != Some(want) {
@@ -382,6 +387,11 @@ pub fn patch_in(
     json_patch::patch(&mut doc, patch)
         .map_err(|e| FhirError::BadRequest(format!("JSON Patch failed: {e}")))?;
     access.admit(rtype, &mut doc)?;
+    if access.filters(Act::Update, rtype) && !access.sees(Act::Update, rtype, &doc) {
+        return Err(FhirError::Forbidden(format!(
+            "the patched {rtype} lies outside what the client's scopes allow it to write"
+        )));
+    }
     if doc["resourceType"].as_str() != Some(rtype) || doc["id"].as_str() != Some(id) {
         return Err(FhirError::BadRequest(
             "a patch may not change resourceType or id".into(),
@@ -411,7 +421,22 @@ impl Services {
             }
             q.push_str(&pair);
         }
-        parse_criteria(rtype, &q)
+        let criteria = parse_criteria(rtype, &q)?;
+        if super::search::joins(&criteria) && self.access.filters(Act::Search, rtype) {
+            return Err(super::search::joins_refused());
+        }
+        Ok(criteria)
+    }
+
+    /// Refuse content the caller could not see once written (outside its scopes' restrictions
+    /// or patient compartment).
+    pub fn check_written(&self, act: Act, rtype: &str, resource: &Value) -> Result<()> {
+        if self.access.filters(act, rtype) && !self.access.sees(act, rtype, resource) {
+            return Err(FhirError::Forbidden(format!(
+                "this {rtype} lies outside what the client's scopes allow it to write"
+            )));
+        }
+        Ok(())
     }
 
     /// `POST [type]`.
@@ -423,6 +448,7 @@ impl Services {
     ) -> Result<Written> {
         self.access.allow(Act::Create, rtype)?;
         self.access.admit(rtype, &mut resource)?;
+        self.check_written(Act::Create, rtype, &resource)?;
         check_resource(&self.validator, rtype, &resource, Context::default())?;
         let criteria = if_none_exist
             .map(|q| self.caller_criteria(rtype, q))
@@ -458,6 +484,7 @@ impl Services {
             }
         }
         self.access.admit(rtype, &mut resource)?;
+        self.check_written(Act::Update, rtype, &resource)?;
         check_resource(&self.validator, rtype, &resource, Context::default())?;
         let (rtype, id) = (rtype.to_string(), id.to_string());
         let access = self.access.clone();
@@ -477,6 +504,7 @@ impl Services {
         self.access.allow(Act::Update, rtype)?;
         let criteria = self.caller_criteria(rtype, query)?;
         self.access.admit(rtype, &mut resource)?;
+        self.check_written(Act::Update, rtype, &resource)?;
         check_resource(&self.validator, rtype, &resource, Context::default())?;
         let rtype = rtype.to_string();
         let access = self.access.clone();
