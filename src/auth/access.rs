@@ -17,7 +17,6 @@ use super::scopes::Scope;
 use crate::engine::Engine;
 use crate::error::{FhirError, Result};
 use crate::search::matcher::Matcher;
-use crate::store::IndexEntry;
 
 /// The tag system that records which party submitted a resource (code: `Organization/[id]`).
 pub const SUBMITTER_SYSTEM: &str = "https://vbc-server.dev/fhir/CodeSystem/submitter";
@@ -210,17 +209,9 @@ fn act_name(act: Act) -> &'static str {
     }
 }
 
-/// Index entries of a resource (what scope restrictions and compartments are judged on).
-fn entries_of(rtype: &str, resource: &Value) -> Vec<IndexEntry> {
-    match crate::search::engine() {
-        Ok(e) => e.index_entries(rtype, resource),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// The patients a resource is about: itself for a Patient, else the references of its Patient
 /// compartment parameters.
-pub fn patients_of(rtype: &str, resource: &Value, entries: &[IndexEntry]) -> Vec<String> {
+fn patients_of(rtype: &str, resource: &Value) -> Vec<String> {
     if rtype == "Patient" {
         return resource
             .get("id")
@@ -232,7 +223,8 @@ pub fn patients_of(rtype: &str, resource: &Value, entries: &[IndexEntry]) -> Vec
         return Vec::new();
     };
     let params = engine.registry.compartment_params(rtype);
-    entries
+    engine
+        .entries_of_params(rtype, resource, params)
         .iter()
         .filter(|e| params.contains(&e.param))
         .filter_map(|e| std::str::from_utf8(&e.value).ok())
@@ -243,10 +235,18 @@ pub fn patients_of(rtype: &str, resource: &Value, entries: &[IndexEntry]) -> Vec
 
 /// Whether a resource satisfies a `param=value[&param=value]` scope restriction (token
 /// parameters; a comma means any of the values).
-fn restriction_holds(restriction: &str, entries: &[IndexEntry]) -> bool {
-    form_urlencoded::parse(restriction.as_bytes()).all(|(param, values)| {
+fn restriction_holds(restriction: &str, rtype: &str, resource: &Value) -> bool {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(restriction.as_bytes())
+        .into_owned()
+        .collect();
+    let params: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    let entries = match crate::search::engine() {
+        Ok(e) => e.entries_of_params(rtype, resource, &params),
+        Err(_) => return false,
+    };
+    pairs.iter().all(|(param, values)| {
         values.split(',').any(|v| {
-            let m = Matcher::token(&param, v);
+            let m = Matcher::token(param, v);
             entries.iter().any(|e| m.accepts(&e.param, &e.value))
         })
     })
@@ -273,30 +273,30 @@ impl Principal {
             .filter(move |s| s.permits(rtype, act.perm()))
     }
 
-    fn scope_sees(&self, act: Act, rtype: &str, resource: &Value, entries: &[IndexEntry]) -> bool {
+    fn scope_sees(&self, act: Act, rtype: &str, resource: &Value) -> bool {
         self.granting(act, rtype).any(|s| {
             let in_context = match s.context.as_str() {
                 "patient" => self
                     .patient
                     .as_deref()
-                    .is_some_and(|p| patients_of(rtype, resource, entries).iter().any(|x| x == p)),
+                    .is_some_and(|p| patients_of(rtype, resource).iter().any(|x| x == p)),
                 _ => true,
             };
             in_context
                 && s.restriction
                     .as_deref()
-                    .is_none_or(|r| restriction_holds(r, entries))
+                    .is_none_or(|r| restriction_holds(r, rtype, resource))
         })
     }
 
-    fn role_sees(&self, rtype: &str, resource: &Value, entries: &[IndexEntry]) -> bool {
+    fn role_sees(&self, rtype: &str, resource: &Value) -> bool {
         let parties = || self.engine.contract_parties(rtype, resource);
         match self.role {
             Role::Admin | Role::Auditor => true,
             Role::Submitter => submitted_by(resource, &self.party),
             Role::Payer => {
                 let members = || {
-                    patients_of(rtype, resource, entries)
+                    patients_of(rtype, resource)
                         .iter()
                         .any(|p| self.engine.is_member(&self.party, p))
                 };
@@ -369,9 +369,7 @@ impl Access {
                 if !role_allows(p.role, act, rtype) {
                     return false;
                 }
-                let entries = entries_of(rtype, resource);
-                p.scope_sees(act, rtype, resource, &entries)
-                    && p.role_sees(rtype, resource, &entries)
+                p.scope_sees(act, rtype, resource) && p.role_sees(rtype, resource)
             }
         }
     }

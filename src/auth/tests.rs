@@ -265,3 +265,143 @@ fn access_tokens_carry_party_role_and_scope_and_expire() {
         "a token of another issuer is refused"
     );
 }
+
+mod access_rules {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use crate::auth::access::{Access, Act, Op, Principal};
+    use crate::auth::clients::Role;
+    use crate::auth::scopes::Scope;
+    use crate::engine::Engine;
+    use crate::error::FhirError;
+
+    fn caller(role: Role, party: &str, scopes: &str, patient: Option<&str>) -> Access {
+        let _ = crate::search::init(None);
+        Access::Client(Arc::new(Principal {
+            client_id: "c".into(),
+            party: party.into(),
+            role,
+            scopes: scopes.split_whitespace().filter_map(Scope::parse).collect(),
+            patient: patient.map(str::to_string),
+            engine: Engine::in_memory(Vec::new()),
+            request_id: "r".into(),
+        }))
+    }
+
+    fn forbidden(r: Result<(), FhirError>) -> bool {
+        matches!(r, Err(FhirError::Forbidden(_)))
+    }
+
+    #[test]
+    fn roles_bound_what_scopes_grant() {
+        let all = "system/*.*";
+        let m = caller(Role::Manufacturer, "Organization/org-merck", all, None);
+        assert!(forbidden(m.allow(Act::Read, "Patient")));
+        assert!(forbidden(m.allow(Act::Search, "Observation")));
+        assert!(forbidden(m.allow(Act::Create, "Measure")));
+        assert!(m.allow(Act::Read, "Measure").is_ok());
+        let p = caller(Role::Payer, "Organization/org-aetna", all, None);
+        assert!(forbidden(p.allow(Act::Create, "Observation")));
+        assert!(forbidden(p.allow(Act::Search, "AuditEvent")));
+        assert!(
+            forbidden(p.allow(Act::Read, "Bundle")),
+            "no patient data outside the compartment types"
+        );
+        assert!(p.allow(Act::Search, "Observation").is_ok());
+        let s = caller(Role::Submitter, "Organization/org-lab", all, None);
+        assert!(forbidden(s.allow(Act::Create, "Measure")));
+        assert!(forbidden(s.allow(Act::Create, "Provenance")));
+        assert!(s.allow(Act::Create, "Observation").is_ok());
+        let a = caller(Role::Auditor, "Organization/org-audit", all, None);
+        assert!(a.allow(Act::Search, "AuditEvent").is_ok());
+        assert!(forbidden(a.allow(Act::Read, "Patient")));
+        let admin = caller(Role::Admin, "Organization/org-op", all, None);
+        assert!(
+            forbidden(admin.allow(Act::Create, "AuditEvent")),
+            "nobody writes the trail"
+        );
+        assert!(admin.allow(Act::Delete, "Measure").is_ok());
+        assert!(matches!(
+            Access::Anonymous.allow(Act::Read, "Patient"),
+            Err(FhirError::Unauthorized(_))
+        ));
+        // operations: the role, then an unrestricted system scope
+        assert!(forbidden(m.operation(Op::Outcomes, None)));
+        assert!(forbidden(s.operation(Op::LoadContract, None)));
+        let narrow = caller(
+            Role::Payer,
+            "Organization/org-aetna",
+            "system/Patient.rs",
+            None,
+        );
+        assert!(forbidden(narrow.operation(Op::EvaluateMeasure, None)));
+    }
+
+    #[test]
+    fn scope_restrictions_and_patient_context_limit_what_is_seen() {
+        let obs = |cat: &str, patient: &str| {
+            json!({"resourceType": "Observation", "id": "o", "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": cat}]}],
+                "code": {"text": "x"}, "subject": {"reference": format!("Patient/{patient}")}})
+        };
+        let labs = caller(
+            Role::Admin,
+            "Organization/org-op",
+            "system/Observation.rs?category=laboratory",
+            None,
+        );
+        assert!(labs.sees(Act::Read, "Observation", &obs("laboratory", "p1")));
+        assert!(!labs.sees(Act::Read, "Observation", &obs("vital-signs", "p1")));
+        assert!(labs.filters(Act::Read, "Observation"));
+        let mine = caller(
+            Role::Admin,
+            "Organization/org-op",
+            "patient/Observation.rs",
+            Some("p1"),
+        );
+        assert!(mine.sees(Act::Read, "Observation", &obs("laboratory", "p1")));
+        assert!(!mine.sees(Act::Read, "Observation", &obs("laboratory", "p2")));
+        let none = caller(
+            Role::Admin,
+            "Organization/org-op",
+            "patient/Observation.rs",
+            None,
+        );
+        assert!(!none.sees(Act::Read, "Observation", &obs("laboratory", "p1")));
+        // a submitter sees its own tagged resources only, and its writes are tagged
+        let s = caller(
+            Role::Submitter,
+            "Organization/org-lab",
+            "system/*.cruds",
+            None,
+        );
+        let mut o = obs("laboratory", "p1");
+        assert!(!s.sees(Act::Read, "Observation", &o));
+        s.admit("Observation", &mut o).expect("admit");
+        assert!(s.sees(Act::Read, "Observation", &o));
+        let other = caller(
+            Role::Submitter,
+            "Organization/org-ehr",
+            "system/*.cruds",
+            None,
+        );
+        assert!(!other.sees(Act::Read, "Observation", &o));
+        let mut summary = json!({"resourceType": "MeasureReport", "type": "summary"});
+        assert!(matches!(
+            s.admit("MeasureReport", &mut summary),
+            Err(FhirError::Forbidden(_))
+        ));
+        // the manufacturer never sees a patient-level report, even of its own contract
+        let m = caller(
+            Role::Manufacturer,
+            "Organization/org-merck",
+            "system/*.rs",
+            None,
+        );
+        let ind = json!({"resourceType": "MeasureReport", "type": "individual",
+            "measure": "https://vbc-server.dev/fhir/Measure/x"});
+        assert!(!m.sees(Act::Read, "MeasureReport", &ind));
+    }
+}

@@ -118,39 +118,32 @@ async fn load(http: &reqwest::Client, base: &str, bearer: Option<&str>, n: usize
     Ok(())
 }
 
-async fn time(
+async fn time_one(
     http: &reqwest::Client,
     base: &str,
     bearer: Option<&str>,
-    requests: usize,
-    patients: usize,
+    patient: usize,
     search: bool,
-) -> Result<Histogram<u64>> {
-    let mut h = hist()?;
-    for i in 0..requests + requests / 10 {
-        let pid = format!("bench-auth-{}", i % patients);
-        let url = if search {
-            format!("{base}/Observation?patient={pid}&code=http://loinc.org|4548-4")
-        } else {
-            format!("{base}/Patient/{pid}")
-        };
-        let mut req = http.get(&url);
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        let start = Instant::now();
-        let r = req.send().await.map_err(err)?;
-        let status = r.status();
-        let body = r.bytes().await.map_err(err)?;
-        let us = start.elapsed().as_micros() as u64;
-        if !status.is_success() || (search && body.len() < 200) {
-            return Err(err(format!("{url}: {status}")));
-        }
-        if i >= requests / 10 {
-            h.record(us.max(1)).map_err(err)?; // the first tenth warms up
-        }
+) -> Result<u64> {
+    let pid = format!("bench-auth-{patient}");
+    let url = if search {
+        format!("{base}/Observation?patient={pid}&code=http://loinc.org|4548-4")
+    } else {
+        format!("{base}/Patient/{pid}")
+    };
+    let mut req = http.get(&url);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
     }
-    Ok(h)
+    let start = Instant::now();
+    let r = req.send().await.map_err(err)?;
+    let status = r.status();
+    let body = r.bytes().await.map_err(err)?;
+    let us = start.elapsed().as_micros() as u64;
+    if !status.is_success() || (search && body.len() < 200) {
+        return Err(err(format!("{url}: {status}")));
+    }
+    Ok(us)
 }
 
 /// Run the benchmark and print the figures.
@@ -169,29 +162,29 @@ pub async fn run(cfg: AuthBenchConfig) -> Result<()> {
     load(&http, &open, None, cfg.patients).await?;
     load(&http, &authed, Some(&admin), cfg.patients).await?;
     let mut rows = Vec::new();
+    println!(
+        "{:<36} {:<12} {:>8} {:>8} {:>12} {:>12}",
+        "request", "caller", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs"
+    );
     for (what, search) in [
         ("read Patient/[id]", false),
         ("search Observation?patient&code", true),
     ] {
-        let none = time(&http, &open, None, cfg.requests, cfg.patients, search).await?;
-        let adm = time(
-            &http,
-            &authed,
-            Some(&admin),
-            cfg.requests,
-            cfg.patients,
-            search,
-        )
-        .await?;
-        let pay = time(
-            &http,
-            &authed,
-            Some(&payer),
-            cfg.requests,
-            cfg.patients,
-            search,
-        )
-        .await?;
+        // the three callers take turns, request by request, so machine noise hits them alike
+        let (mut none, mut adm, mut pay) = (hist()?, hist()?, hist()?);
+        for round in 0..cfg.requests + cfg.requests / 10 {
+            let warm = round < cfg.requests / 10;
+            for (base, bearer, h) in [
+                (&open, None, &mut none),
+                (&authed, Some(admin.as_str()), &mut adm),
+                (&authed, Some(payer.as_str()), &mut pay),
+            ] {
+                let us = time_one(&http, base, bearer, round % cfg.patients, search).await?;
+                if !warm {
+                    h.record(us.max(1)).map_err(err)?;
+                }
+            }
+        }
         let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);
         for (who, h) in [
             ("no auth", &none),
@@ -204,6 +197,13 @@ pub async fn run(cfg: AuthBenchConfig) -> Result<()> {
                 "added_p50_us": p(h, 0.5) as i64 - p(&none, 0.5) as i64,
                 "added_p99_us": p(h, 0.99) as i64 - p(&none, 0.99) as i64,
             }));
+            println!(
+                "{what:<36} {who:<12} {:>8} {:>8} {:>12} {:>12}",
+                p(h, 0.5),
+                p(h, 0.99),
+                p(h, 0.5) as i64 - p(&none, 0.5) as i64,
+                p(h, 0.99) as i64 - p(&none, 0.99) as i64
+            );
         }
     }
     println!(

@@ -147,7 +147,7 @@ async fn run(s: AppState, id: Option<String>, params: Vec<(String, String)>) -> 
         ask.subject.is_none() && matches!(ask.report_type.as_deref(), None | Some("population"));
     if access.is_manufacturer() && !population_only {
         return Err(FhirError::Forbidden(
-            "a manufacturer sees population reports only (reportType=population, no subject)"
+            "a manufacturer sees population reports only (reportType=population, no subject or practitioner)"
                 .into(),
         ));
     }

@@ -474,6 +474,28 @@ impl Out<'_> {
     }
 }
 
+/// The index entries of some parameters of a resource (unsorted; for access decisions, which
+/// need a few parameters, not all).
+pub fn entries_of_params(
+    reg: &Registry,
+    defs: &Definitions,
+    rtype: &str,
+    resource: &Value,
+    params: &[String],
+) -> Vec<IndexEntry> {
+    let ev = Evaluator::new(defs);
+    let mut out = Out {
+        entries: Vec::new(),
+        reg,
+        version: None,
+        analyte: None,
+    };
+    for p in reg.params(rtype).filter(|p| params.contains(&p.code)) {
+        out.extract(&ev, defs, rtype, resource, p);
+    }
+    out.entries
+}
+
 /// All index entries of a resource, sorted and without duplicates.
 pub fn index_entries(
     reg: &Registry,

@@ -47,6 +47,16 @@ impl Engine {
         extract::index_entries(&self.registry, &self.defs, rtype, resource)
     }
 
+    /// Index entries of some parameters of a resource (unsorted).
+    pub fn entries_of_params(
+        &self,
+        rtype: &str,
+        resource: &Value,
+        params: &[String],
+    ) -> Vec<IndexEntry> {
+        extract::entries_of_params(&self.registry, &self.defs, rtype, resource, params)
+    }
+
     /// Index entries from stored resource bytes (for reindex and checks).
     pub fn index_entries_of_bytes(&self, rtype: &str, bytes: &[u8]) -> Vec<IndexEntry> {
         match serde_json::from_slice::<Value>(bytes) {
