@@ -241,24 +241,28 @@ fn as_get(s: &Server, t: &str, path: &str) -> reqwest::blocking::Response {
         .expect("GET")
 }
 
-fn as_post(s: &Server, t: &str, path: &str, body: &Value) -> reqwest::blocking::Response {
+fn send_as(
+    method: reqwest::Method,
+    s: &Server,
+    t: &str,
+    path: &str,
+    body: &Value,
+) -> reqwest::blocking::Response {
     client()
-        .post(s.url(path))
+        .request(method, s.url(path))
         .bearer_auth(t)
         .header("Content-Type", "application/fhir+json")
         .json(body)
         .send()
-        .expect("POST")
+        .expect("request")
+}
+
+fn as_post(s: &Server, t: &str, path: &str, body: &Value) -> reqwest::blocking::Response {
+    send_as(reqwest::Method::POST, s, t, path, body)
 }
 
 fn as_put(s: &Server, t: &str, path: &str, body: &Value) -> reqwest::blocking::Response {
-    client()
-        .put(s.url(path))
-        .bearer_auth(t)
-        .header("Content-Type", "application/fhir+json")
-        .json(body)
-        .send()
-        .expect("PUT")
+    send_as(reqwest::Method::PUT, s, t, path, body)
 }
 
 fn ids_of(bundle: &Value, rtype: &str) -> Vec<String> {

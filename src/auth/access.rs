@@ -333,6 +333,11 @@ impl Access {
     /// Whether this caller may do `act` on `rtype` at all: 401 without credentials, 403 when
     /// neither scope nor role allows it.
     pub fn allow(&self, act: Act, rtype: &str) -> Result<()> {
+        if rtype == "AuditEvent" && act.writes() && !matches!(self, Access::Anonymous) {
+            return Err(FhirError::Forbidden(
+                "the audit trail is written by the server alone".into(),
+            ));
+        }
         match self {
             Access::System => Ok(()),
             Access::Anonymous => Err(FhirError::Unauthorized(

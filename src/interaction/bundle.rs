@@ -360,14 +360,9 @@ fn visible_ids(
     }
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let seen = match txn.current(rtype, &id)? {
-            Some(c) if !c.deleted => c
-                .resource
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                .is_some_and(|r| svc.access.sees(Act::Search, rtype, &r)),
-            _ => false,
-        };
+        let cur = txn.current(rtype, &id)?;
+        let seen = super::write::live_doc(cur.as_ref())?
+            .is_some_and(|r| svc.access.sees(Act::Search, rtype, &r));
         if seen {
             out.push(id);
         }

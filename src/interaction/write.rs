@@ -172,20 +172,28 @@ pub fn create_in(
 /// The `meta.tag` system marking resources of a loaded contract version.
 pub const CONTRACT_CONTENT_SYSTEM: &str = "https://vbc-server.dev/fhir/CodeSystem/contract-content";
 
+/// The JSON of a live current version (None when absent or deleted).
+pub(crate) fn live_doc(cur: Option<&Current>) -> Result<Option<Value>> {
+    match cur
+        .filter(|c| !c.deleted)
+        .and_then(|c| c.resource.as_deref())
+    {
+        Some(bytes) => serde_json::from_slice(bytes)
+            .map(Some)
+            .map_err(|e| FhirError::Storage(e.to_string())),
+        None => Ok(None),
+    }
+}
+
 /// Refuse to change a resource that is part of a loaded contract version (tagged
 /// `contract-content|immutable` by the loader): a loaded version never changes.
 fn refuse_if_immutable(rtype: &str, id: &str, cur: Option<&Current>) -> Result<()> {
     if !matches!(rtype, "Measure" | "Library" | "ValueSet" | "MeasureReport") {
         return Ok(());
     }
-    let Some(bytes) = cur
-        .filter(|c| !c.deleted)
-        .and_then(|c| c.resource.as_deref())
-    else {
+    let Some(doc) = live_doc(cur)? else {
         return Ok(());
     };
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| FhirError::Storage(e.to_string()))?;
     let tagged = doc["meta"]["tag"].as_array().is_some_and(|tags| {
         tags.iter().any(|t| {
             t["system"].as_str() == Some(CONTRACT_CONTENT_SYSTEM)
@@ -215,14 +223,9 @@ fn guard_existing(
     if !access.filters(act, rtype) {
         return Ok(());
     }
-    let Some(bytes) = cur
-        .filter(|c| !c.deleted)
-        .and_then(|c| c.resource.as_deref())
-    else {
+    let Some(doc) = live_doc(cur)? else {
         return Ok(());
     };
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| FhirError::Storage(e.to_string()))?;
     if access.sees(act, rtype, &doc) {
         Ok(())
     } else {
