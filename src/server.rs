@@ -35,7 +35,6 @@ pub fn state(
     audit: Option<(SharedStore, Audit)>,
     cfg: &ServeConfig,
 ) -> Result<AppState> {
-    cfg.check_auth().map_err(FhirError::BadRequest)?;
     // absolute references to this server are indexed as relative ones: the configured base,
     // or the listen address when none is configured
     let own_base = cfg.own_base();
@@ -98,10 +97,7 @@ pub async fn load_contracts(state: &AppState, cfg: &ServeConfig) {
         tracing::info!(dir = %dir.display(), "no contracts directory; no contracts loaded");
         return;
     }
-    let base = cfg
-        .base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", cfg.listen));
+    let base = cfg.own_base();
     for (file, result) in crate::contracts::load_dir(&state.services, dir, &base).await {
         match result {
             Ok(l) => tracing::info!(%file, outcome = ?l, "contract loaded"),
@@ -174,10 +170,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         app_state.services.clone(),
     ));
     if cfg.report_schedule_secs > 0 {
-        let base = cfg
-            .base_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", cfg.listen));
+        let base = cfg.own_base();
         tokio::spawn(crate::reports::schedule::maintain(
             app_state.engine.clone(),
             app_state.services.clone(),

@@ -220,17 +220,13 @@ fn bearer(s: &Server, client_id: &str, scope: &str) -> String {
         &url,
         &[
             ("grant_type", "client_credentials"),
-            ("client_assertion_type", super_jwt_bearer()),
+            ("client_assertion_type", vbc_server::http::smart::JWT_BEARER),
             ("client_assertion", &jwt),
             ("scope", scope),
         ],
     );
     assert_eq!(st, 200, "token for {client_id}: {body}");
     body["access_token"].as_str().expect("token").to_string()
-}
-
-fn super_jwt_bearer() -> &'static str {
-    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 }
 
 fn as_get(s: &Server, t: &str, path: &str) -> reqwest::blocking::Response {
@@ -288,6 +284,12 @@ fn member_bundle(pid: &str, payer: &str) -> Value {
                       "valueQuantity": {"value": 7.2, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}},
          "request": {"method": "POST", "url": "Observation"}}
     ]})
+}
+
+/// Post a member's transaction Bundle (Patient, Coverage by `payer`, an Observation): 200.
+fn submit_member(s: &Server, t: &str, pid: &str, payer: &str) {
+    let r = as_post(s, t, "/", &member_bundle(pid, payer));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
 }
 
 #[test]
@@ -349,16 +351,9 @@ fn every_party_sees_only_what_it_may() {
         ("p-aetna", "Organization/org-aetna"),
         ("p-hp", "Organization/org-harvard-pilgrim-health-care"),
     ] {
-        let r = as_post(&s, &lab, "/", &member_bundle(pid, payer));
-        assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+        submit_member(&s, &lab, pid, payer);
     }
-    let r = as_post(
-        &s,
-        &ehr,
-        "/",
-        &member_bundle("p-ehr", "Organization/org-aetna"),
-    );
-    assert_eq!(r.status(), 200);
+    submit_member(&s, &ehr, "p-ehr", "Organization/org-aetna");
 
     // a submitter reads what it wrote, and nothing of another submitter
     let mine = body_json(as_get(&s, &lab, "/Patient?_count=50"));
@@ -468,13 +463,7 @@ fn every_party_sees_only_what_it_may() {
         200
     );
     // a cancelled Coverage makes no member
-    let r = as_post(
-        &s,
-        &ehr,
-        "/",
-        &member_bundle("p-lapsed", "Organization/org-aetna"),
-    );
-    assert_eq!(r.status(), 200);
+    submit_member(&s, &ehr, "p-lapsed", "Organization/org-aetna");
     let cov = body_json(as_get(&s, &ehr, "/Coverage?beneficiary=Patient/p-lapsed"));
     let mut cov = entries(&cov)[0]["resource"].clone();
     cov["status"] = json!("cancelled");
@@ -872,13 +861,7 @@ fn the_audit_chain_records_every_access_and_detects_a_modified_event() {
     let c = client();
     expect_error(get(&s, &c, "/Patient"), StatusCode::UNAUTHORIZED);
     let ehr = bearer(&s, "ehr-app", "system/*.cruds");
-    let r = as_post(
-        &s,
-        &ehr,
-        "/",
-        &member_bundle("p-audit", "Organization/org-aetna"),
-    );
-    assert_eq!(r.status(), 200);
+    submit_member(&s, &ehr, "p-audit", "Organization/org-aetna");
     assert_eq!(as_get(&s, &ehr, "/Patient/p-audit").status(), 200);
     let auditor = bearer(&s, "auditor-app", "system/AuditEvent.rs");
     let v = body_json(as_get(&s, &auditor, "/AuditEvent/$verify-chain"));

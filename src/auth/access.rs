@@ -253,7 +253,7 @@ fn restriction_holds(restriction: &str, rtype: &str, resource: &Value) -> bool {
 }
 
 /// Whether a resource carries the submitter tag of `party`.
-pub fn submitted_by(resource: &Value, party: &str) -> bool {
+fn submitted_by(resource: &Value, party: &str) -> bool {
     resource
         .pointer("/meta/tag")
         .and_then(Value::as_array)
@@ -326,6 +326,30 @@ impl Principal {
                 _ => MANUFACTURER_TYPES.contains(&rtype),
             },
         }
+    }
+}
+
+/// Tag a resource as written by the principal's party (replacing any submitter tag sent).
+fn stamp(p: &Principal, resource: &mut Value) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = obj
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let tags = meta
+        .entry("tag")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(list) = tags {
+        list.retain(|t| t.get("system").and_then(Value::as_str) != Some(SUBMITTER_SYSTEM));
+        list.push(serde_json::json!({
+            "system": SUBMITTER_SYSTEM,
+            "code": p.party,
+            "display": format!("submitted by {} ({})", p.party, p.client_id)
+        }));
     }
 }
 
@@ -423,31 +447,8 @@ impl Access {
                 p.client_id
             )));
         }
-        self.stamp(p, resource);
+        stamp(p, resource);
         Ok(())
-    }
-
-    fn stamp(&self, p: &Principal, resource: &mut Value) {
-        let Some(obj) = resource.as_object_mut() else {
-            return;
-        };
-        let meta = obj
-            .entry("meta")
-            .or_insert_with(|| Value::Object(Default::default()));
-        let Some(meta) = meta.as_object_mut() else {
-            return;
-        };
-        let tags = meta
-            .entry("tag")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(list) = tags {
-            list.retain(|t| t.get("system").and_then(Value::as_str) != Some(SUBMITTER_SYSTEM));
-            list.push(serde_json::json!({
-                "system": SUBMITTER_SYSTEM,
-                "code": p.party,
-                "display": format!("submitted by {} ({})", p.party, p.client_id)
-            }));
-        }
     }
 
     /// Whether the caller may run an operation, for the contract it concerns (when known).

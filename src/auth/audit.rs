@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::access::Access;
 use super::provenance::CLIENT_ID_SYSTEM;
-use crate::error::{FhirError, Result};
+use crate::error::Result;
 use crate::interaction::write::create_in;
 use crate::interaction::{instant, now_ms};
 use crate::store::{self, SharedStore};
@@ -181,16 +181,32 @@ impl Audit {
 
     /// Start the writer over the audit store; `head_file` records the last link.
     pub fn start(store: SharedStore, head_file: PathBuf) -> Result<Audit> {
-        let mut head = match last_event(&store)? {
-            Some(ev) => Head {
-                seq: link_of(&ev).map(|(s, _)| s).unwrap_or(0),
-                hash: hash(&ev),
-            },
-            None => Head {
-                seq: 0,
-                hash: GENESIS.to_string(),
+        let mut head = match read_head(&head_file) {
+            Some(h) => h,
+            // no head file (a new trail, or one kept elsewhere): find the end by the ids
+            None => match last_event(&store)? {
+                Some(ev) => Head {
+                    seq: link_of(&ev).map(|(s, _)| s).unwrap_or(0),
+                    hash: hash(&ev),
+                },
+                None => Head {
+                    seq: 0,
+                    hash: GENESIS.to_string(),
+                },
             },
         };
+        // the head file is written after its batch commits: a batch stored just before a
+        // crash may lie beyond it
+        while let Some(rec) = store
+            .current("AuditEvent", &event_id(head.seq + 1))?
+            .filter(|r| !r.deleted())
+        {
+            let ev = crate::interaction::read::resource_of(&rec)?;
+            head = Head {
+                seq: head.seq + 1,
+                hash: hash(&ev),
+            };
+        }
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -537,9 +553,4 @@ pub fn verified_parameters(v: &Verified) -> Value {
     m.insert("resourceType".into(), json!("Parameters"));
     m.insert("parameter".into(), Value::Array(p));
     Value::Object(m)
-}
-
-/// Open error of the audit store.
-pub fn storage(e: impl std::fmt::Display) -> FhirError {
-    FhirError::Storage(format!("audit store: {e}"))
 }

@@ -60,10 +60,7 @@ async fn token(
         .post(&url)
         .form(&[
             ("grant_type", "client_credentials"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
+            ("client_assertion_type", crate::http::smart::JWT_BEARER),
             ("client_assertion", &a),
             ("scope", scope),
         ])
