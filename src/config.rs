@@ -81,6 +81,21 @@ pub struct ServeConfig {
     /// Seconds between checks of the contracts' report schedules (0: never publish on schedule).
     #[arg(long, env = "VBC_REPORT_SCHEDULE_SECS", default_value_t = 3600)]
     pub report_schedule_secs: u64,
+    /// Origins browsers may call the API from (CORS), comma separated; `*` for any (bearer
+    /// tokens, not cookies, carry the credentials, so any origin is safe by default); empty
+    /// for none.
+    #[arg(
+        long,
+        env = "VBC_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origins: Vec<String>,
+    /// Small-cell suppression: in every aggregate a manufacturer receives, population counts of
+    /// 1 to this many patients are masked, with whatever would recover them, their scores and
+    /// their money (0: off; see README, "Privacy").
+    #[arg(long, env = "VBC_SMALL_CELL_THRESHOLD", default_value_t = crate::reports::small_cells::DEFAULT_THRESHOLD)]
+    pub small_cell_threshold: u64,
     /// Registered SMART backend-services clients (JSON file `{"clients": [...]}`); enables the
     /// token endpoint and bearer-token checks. The registration API writes changes back to it.
     #[arg(long, env = "VBC_AUTH_CLIENTS")]

@@ -44,6 +44,12 @@ pub enum FhirError {
     /// A request that exceeds a configured limit other than body size (413).
     #[error("{0}")]
     TooCostly(String),
+    /// A request line longer than the HTTP layer accepts (414).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// Header fields larger than the HTTP layer accepts (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// Content-Type that the server cannot read (415).
     #[error("unsupported media type {0}")]
     UnsupportedMediaType(String),
@@ -77,6 +83,8 @@ impl FhirError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             FhirError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            FhirError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            FhirError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             FhirError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             FhirError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             FhirError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,7 +103,10 @@ impl FhirError {
             FhirError::Gone(_) => "deleted",
             FhirError::MethodNotAllowed | FhirError::NotImplemented(_) => "not-supported",
             FhirError::PreconditionFailed(_) | FhirError::Conflict(_) => "conflict",
-            FhirError::PayloadTooLarge(_) | FhirError::TooCostly(_) => "too-costly",
+            FhirError::PayloadTooLarge(_)
+            | FhirError::TooCostly(_)
+            | FhirError::UriTooLong(_)
+            | FhirError::HeadersTooLarge(_) => "too-costly",
             FhirError::UnsupportedMediaType(_) | FhirError::NotAcceptable(_) => "not-supported",
             FhirError::Storage(_) => "exception",
             FhirError::Unavailable(_) => "transient",

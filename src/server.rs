@@ -83,6 +83,8 @@ pub fn state(
         auth,
         audit_store,
         audit_head: Some(cfg.data_dir.join(AUDIT_HEAD)),
+        small_cell_threshold: cfg.small_cell_threshold,
+        cors_origins: cfg.cors_origins.clone(),
     })
 }
 
@@ -117,6 +119,44 @@ pub async fn load_contracts(state: &AppState, cfg: &ServeConfig) {
             }
         }
     }
+}
+
+/// Store the shipped OperationDefinitions (those absent, or changed since they were stored), so
+/// that they can be read and searched like any resource.
+pub async fn store_operation_definitions(state: &AppState, base: &str) -> Result<()> {
+    let mut entries = Vec::new();
+    for def in crate::fhir::operation_definitions::all()? {
+        let id = def["id"].as_str().unwrap_or_default().to_string();
+        let store = state.services.store.clone();
+        let key = id.clone();
+        let current =
+            tokio::task::spawn_blocking(move || store.current("OperationDefinition", &key))
+                .await
+                .map_err(|e| FhirError::Storage(e.to_string()))??
+                .filter(|r| !r.deleted())
+                .and_then(|r| {
+                    serde_json::from_slice::<serde_json::Value>(r.resource.as_deref()?).ok()
+                });
+        let same = current.is_some_and(|mut c| {
+            c.as_object_mut().map(|o| o.remove("meta"));
+            c == def
+        });
+        if !same {
+            entries.push(serde_json::json!({
+                "fullUrl": format!("{base}/OperationDefinition/{id}"),
+                "resource": def,
+                "request": {"method": "PUT", "url": format!("OperationDefinition/{id}")}
+            }));
+        }
+    }
+    if !entries.is_empty() {
+        let n = entries.len();
+        let bundle =
+            serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        state.services.bundle(bundle, base, false).await?;
+        tracing::info!(stored = n, "OperationDefinitions stored");
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -164,6 +204,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         Some((audit_store.clone(), audit.clone())),
         &cfg,
     )?;
+    store_operation_definitions(&app_state, &cfg.own_base()).await?;
     load_contracts(&app_state, &cfg).await;
     tokio::spawn(crate::engine::cohort_group::maintain(
         app_state.engine.clone(),
@@ -188,8 +229,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "vbc-server listening");
     println!("vbc-server listening on http://{addr}");
     let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        http::listener::Listener(listener),
+        app.into_make_service_with_connect_info::<http::listener::Peer>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await

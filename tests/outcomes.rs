@@ -1067,3 +1067,46 @@ fn the_cohort_is_published_as_a_group_and_kept_current() {
     let g = wait_for(1);
     assert_eq!(g["member"][0]["entity"]["reference"], "Patient/gm1");
 }
+
+#[test]
+fn a_result_without_a_value_is_stored_and_cited_by_the_missing_data_decision() {
+    let s = server();
+    let c = client();
+    // index 2025-01-10: window 2025-06-09 .. 2025-08-08, closed today; the only HbA1c in it was
+    // attempted without a result (specimen unsatisfactory), sent in the member's transaction
+    let absent = put(
+        "Observation",
+        "jdar-a",
+        json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+               "subject": {"reference": "Patient/jdar"}, "effectiveDateTime": "2025-07-09T09:00:00Z",
+               "dataAbsentReason": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "error"}]}}),
+    );
+    post_bundle(&s, &c, &member("jdar", "2025-01-10", vec![absent]));
+    let stored = get_json(&s, &c, "/Observation/jdar-a");
+    assert_eq!(stored["dataAbsentReason"]["coding"][0]["code"], "error");
+    let r = result_of(&s, &c, JANUVIA, "jdar", "").expect("a result");
+    let (status, reason) = outcome(&r, "hba1c-control");
+    assert_eq!(status, "missing-data", "{r}");
+    assert!(reason.contains("no usable"), "{reason}");
+    let ev = evidence(&r, "hba1c-control");
+    assert!(
+        ev.iter()
+            .any(|e| e.starts_with("Observation/jdar-a/_history/1") && e.contains("error")),
+        "the attempt is cited: {ev:?}"
+    );
+    // neither a value nor a reason: refused, naming the rule and where
+    let r = c
+        .post(s.url("/Observation"))
+        .header("Content-Type", FHIR_JSON)
+        .json(&json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+            "subject": {"reference": "Patient/jdar"}, "effectiveDateTime": "2025-07-10"}))
+        .send()
+        .expect("post");
+    let oo = expect_error(r, reqwest::StatusCode::BAD_REQUEST);
+    assert!(oo.to_string().contains("vbc-obs-1"), "{oo}");
+    assert!(
+        error_expressions(&oo).contains(&"Observation".to_string()),
+        "{oo}"
+    );
+}

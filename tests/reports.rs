@@ -478,6 +478,12 @@ fn data_operations_answer_what_a_measure_needs_collects_accepts_and_misses() {
         StatusCode::BAD_REQUEST,
     );
     let none = get_json(&s, &c, &format!("/Measure/{januvia}/$care-gaps?{period}&status=open-gap&organization=Organization/nobody"));
+    // DEQM's program parameter is accepted (the server runs one program per contract)
+    get_json(
+        &s,
+        &c,
+        &format!("/Measure/{januvia}/$care-gaps?{period}&status=open-gap&program=vbc"),
+    );
     assert!(
         param(&none, "return").is_empty(),
         "an organization that performed nothing has no gaps"

@@ -60,7 +60,7 @@ SEARCH_BASES = (
     "MedicationRequest", "MedicationAdministration", "Medication", "Encounter",
     "Condition", "Procedure", "Coverage", "Organization", "Practitioner", "Group",
     "List", "Measure", "MeasureReport", "Library", "ValueSet", "CodeSystem",
-    "AuditEvent", "Provenance",
+    "AuditEvent", "Provenance", "OperationDefinition",
 )
 
 # Da Vinci VBPR parameters: file name -> aliases (their SearchParameter ids,

@@ -125,8 +125,21 @@ fn lab_values<'v, 'a>(
         if !o.fact.counts {
             continue;
         }
-        let ObsValue::Quantity { value, unit } = &o.fact.value else {
-            continue;
+        let (value, unit) = match &o.fact.value {
+            ObsValue::Quantity { value, unit } => (value, unit),
+            ObsValue::None(reason) => {
+                // a measurement attempted without a result: evidence for a missing-data decision
+                notes.push(o.evidence(
+                    "no-result",
+                    format!(
+                        "{lab} on {} has no result (dataAbsentReason: {})",
+                        days::format(o.fact.day),
+                        reason.as_deref().unwrap_or("none given")
+                    ),
+                ));
+                continue;
+            }
+            ObsValue::Coded(_) => continue,
         };
         let analyte = o
             .fact

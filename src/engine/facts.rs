@@ -107,8 +107,9 @@ pub struct MedicationFact {
 /// An Observation's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ObsValue {
-    /// No value (or a dataAbsentReason).
-    None,
+    /// No value; the dataAbsentReason code when one was sent (a measurement attempted without a
+    /// result, such as an unsatisfactory specimen).
+    None(Option<Box<str>>),
     /// A quantity and its unit (UCUM code, or the human unit when no code is given).
     Quantity {
         /// The value as sent.
@@ -471,6 +472,16 @@ fn exposure(rtype: &str, r: &Value) -> Option<ExposureFact> {
     })
 }
 
+/// The first code of an Observation's dataAbsentReason.
+fn absent_reason(r: &Value) -> Option<Box<str>> {
+    let c = r.get("dataAbsentReason")?;
+    c.get("coding")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find_map(|x| str_of(x, "code")))
+        .or_else(|| str_of(c, "text"))
+        .map(Box::from)
+}
+
 fn observation(r: &Value) -> Option<ObservationFact> {
     let (day, instant) = when(
         r,
@@ -504,12 +515,12 @@ fn observation(r: &Value) -> Option<ObservationFact> {
                 value,
                 unit: "".into(),
             },
-            _ => ObsValue::None,
+            _ => ObsValue::None(absent_reason(r)),
         }
     } else if let Some(c) = r.get("valueCodeableConcept") {
         ObsValue::Coded(concept_codes(Some(c)))
     } else {
-        ObsValue::None
+        ObsValue::None(absent_reason(r))
     };
     Some(ObservationFact {
         patient: subject(r, "subject")?,

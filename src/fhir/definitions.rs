@@ -85,6 +85,40 @@ pub struct ProfileRule {
     pub max: Option<u32>,
     /// Allowed reference targets.
     pub targets: Vec<String>,
+    /// Constraints of the form `a.exists() or b.exists()`: each names the child elements of which
+    /// at least one must be present, with the constraint's key and human text.
+    pub one_of: Vec<OneOf>,
+}
+
+/// An element constraint requiring at least one of several child elements.
+#[derive(Debug, Clone)]
+pub struct OneOf {
+    /// Constraint key (e.g. `vbc-obs-1`).
+    pub key: String,
+    /// What the constraint requires, in words.
+    pub human: String,
+    /// Child element names (choice elements without `[x]`).
+    pub children: Vec<String>,
+}
+
+/// Read a constraint expression of the form `a.exists() or b.exists() ...` (the only FHIRPath
+/// form the shipped profiles use); None for any other expression.
+fn one_of(c: &Value) -> Option<OneOf> {
+    let expr = c["expression"].as_str()?;
+    let children: Option<Vec<String>> = expr
+        .split(" or ")
+        .map(|part| {
+            let name = part.trim().strip_suffix(".exists()")?;
+            name.chars()
+                .all(|ch| ch.is_ascii_alphanumeric())
+                .then(|| name.to_string())
+        })
+        .collect();
+    Some(OneOf {
+        key: c["key"].as_str()?.to_string(),
+        human: c["human"].as_str().unwrap_or(expr).to_string(),
+        children: children?,
+    })
 }
 
 /// A constraint profile shipped in `profiles/`.
@@ -235,11 +269,18 @@ fn load_profile(sd: &Value) -> Option<Profile> {
                 .flat_map(|t| strings(&t["targetProfile"]))
                 .map(|u| profile_type(&u))
                 .collect();
+            let one_of = e["constraint"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(one_of)
+                .collect();
             Some(ProfileRule {
                 min: e["min"].as_u64().map(|m| m as u32),
                 max: e.get("max").and_then(parse_max),
                 path,
                 targets,
+                one_of,
             })
         })
         .collect();

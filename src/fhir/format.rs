@@ -87,7 +87,7 @@ pub fn parse_resource(body: &[u8], format: Format) -> Result<Value> {
 }
 
 fn parse_json(body: &[u8]) -> Result<Value> {
-    let value: Value = serde_json::from_slice(body)
+    let value: Value = crate::fhir::number_text::parse(body)
         .map_err(|e| FhirError::BadRequest(format!("malformed JSON: {e}")))?;
     reject_duplicate_keys(body)?;
     check_resource_type(&value)?;
@@ -152,8 +152,8 @@ fn reject_duplicate_keys(body: &[u8]) -> Result<()> {
 
 /// fhirbolt's strict structural check of a resource held as JSON; `Some(message)` when it fails.
 pub fn structure_error(value: &Value) -> Option<String> {
-    guarded(|| fhirbolt::json::from_json_value::<Resource>(value.clone(), strict()).map(|_| ()))
-        .err()
+    let copy = crate::fhir::number_text::for_fhirbolt(value);
+    guarded(|| fhirbolt::json::from_json_value::<Resource>(copy, strict()).map(|_| ())).err()
 }
 
 /// Run a fhirbolt call, turning its errors and any panic inside it into a message.
@@ -203,7 +203,7 @@ fn parse_xml(body: &[u8]) -> Result<Value> {
         fhirbolt::json::to_vec(&resource, Some(SerializationConfig { always_sort: true }))
     })
     .map_err(|e| FhirError::BadRequest(format!("cannot convert XML resource: {e}")))?;
-    let mut value: Value = serde_json::from_slice(&json)
+    let mut value: Value = crate::fhir::number_text::parse(&json)
         .map_err(|e| FhirError::BadRequest(format!("cannot convert XML resource: {e}")))?;
     narrative::restore_json(&mut value, &protected);
     check_resource_type(&value)?;
@@ -325,8 +325,15 @@ fn to_xml(value: &Value) -> Result<Vec<u8>> {
     });
     let resource: Resource = guarded(|| fhirbolt::json::from_slice(&bytes, lax))
         .map_err(|e| FhirError::Storage(format!("XML conversion failed: {e}")))?;
-    let xml = guarded(|| fhirbolt::xml::to_string(&resource, None))
+    let mut xml = guarded(|| fhirbolt::xml::to_string(&resource, None))
         .map_err(|e| FhirError::Storage(format!("XML conversion failed: {e}")))?;
+    // decimals keep the text they were written with
+    for (parsed, written) in crate::fhir::number_text::exponent_forms(&value) {
+        xml = xml.replace(
+            &format!("value=\"{parsed}\""),
+            &format!("value=\"{written}\""),
+        );
+    }
     Ok(narrative::restore_xml(&xml, &protected).into_bytes())
 }
 

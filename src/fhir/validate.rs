@@ -705,6 +705,9 @@ fn check_rule(
     issues: &mut Vec<Issue>,
 ) {
     let segments: Vec<&str> = rule.path.split('.').collect();
+    if !rule.one_of.is_empty() {
+        check_one_of(resource, &segments, rule, url, issues);
+    }
     let Some((last, parents)) = segments[1..].split_last() else {
         return;
     };
@@ -766,6 +769,49 @@ fn check_rule(
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The nodes an element path reaches, with their FHIRPath locations.
+fn nodes_at<'v>(resource: &'v Value, segments: &[&str]) -> Vec<(String, &'v Value)> {
+    let mut nodes: Vec<(String, &Value)> = vec![(segments[0].to_string(), resource)];
+    for seg in &segments[1..] {
+        nodes = nodes
+            .into_iter()
+            .flat_map(|(e, v)| {
+                child_values(v, seg)
+                    .into_iter()
+                    .flat_map(move |(k, c)| flatten(format!("{e}.{k}"), c))
+            })
+            .collect();
+    }
+    nodes
+}
+
+/// Constraints requiring one of several children (`value.exists() or dataAbsentReason.exists()`).
+fn check_one_of(
+    resource: &Value,
+    segments: &[&str],
+    rule: &crate::fhir::definitions::ProfileRule,
+    url: &str,
+    issues: &mut Vec<Issue>,
+) {
+    for (expr, node) in nodes_at(resource, segments) {
+        for c in &rule.one_of {
+            let present = c.children.iter().any(|name| {
+                !child_values(node, name).is_empty()
+                    || !child_values(node, &format!("{name}[x]")).is_empty()
+            });
+            if !present {
+                issues.push(
+                    Issue::error(
+                        "required",
+                        format!("{}: {} (profile {url})", c.key, c.human),
+                    )
+                    .at(&expr),
+                );
             }
         }
     }

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::{response, AppState};
 use crate::error::{FhirError, Result};
+use crate::fhir::operation_definitions;
 use crate::fhir::resource_types::RESOURCE_TYPES;
 use crate::search::params::ParamType;
 
@@ -60,6 +61,17 @@ fn security(token_url: Option<&str>) -> Value {
     }
 }
 
+/// What a type's entry says beyond its interactions.
+fn documentation(rtype: &str) -> Option<&'static str> {
+    match rtype {
+        "Measure" | "Library" | "ValueSet" => Some("Resources of a loaded contract version are immutable: a PUT, PATCH or DELETE that would change one is refused with 409 (load the changed contract under a new version); a PUT of identical content (server-assigned meta.versionId, meta.lastUpdated and tags aside) succeeds with 200 and creates no new version."),
+        "MeasureReport" => Some("Published reports are immutable: a change is refused with 409 (publish the period again to issue a correction); a PUT of identical content succeeds with 200 and creates no new version. Manufacturers receive every report with small-cell suppression (counts of 1 to 10 patients masked with the data-absent-reason extension, with complementary suppression)."),
+        "OperationDefinition" => Some("The server's own OperationDefinitions (one per operation listed here) are stored at start and restored there if changed."),
+        "AuditEvent" => Some("Written by the server only (a hash chain); read and searched by administrators and auditors."),
+        _ => None,
+    }
+}
+
 /// Build the CapabilityStatement JSON; `token_url` is the token endpoint when auth is on.
 pub fn build(base_url: Option<&str>, token_url: Option<&str>) -> Result<Value> {
     let mut cs: Value = serde_json::from_str(TEMPLATE)
@@ -68,6 +80,11 @@ pub fn build(base_url: Option<&str>, token_url: Option<&str>) -> Result<Value> {
         cs["implementation"]["url"] = json!(b);
     }
     cs["rest"][0]["security"] = security(token_url);
+    let op_defs = operation_definitions::all()?;
+    cs["rest"][0]["operation"] = json!(operation_definitions::for_type(&op_defs, None)
+        .into_iter()
+        .map(|(code, url, doc)| json!({"name": code, "definition": url, "documentation": doc}))
+        .collect::<Vec<_>>());
     let engine = crate::search::init(base_url)?;
     let reg = &engine.registry;
     let resources: Vec<Value> = RESOURCE_TYPES
@@ -111,49 +128,32 @@ pub fn build(base_url: Option<&str>, token_url: Option<&str>) -> Result<Value> {
                         .map(move |p| format!("{src}:{}", p.code))
                 })
                 .collect();
-            let mut ops = vec![json!({
-                "name": "validate",
-                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"
-            })];
-            if *t == "Patient" {
-                ops.push(json!({
-                    "name": "everything",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
-                }));
-            }
-            if *t == "Measure" {
-                ops.push(json!({
-                    "name": "evaluate-measure",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure",
-                    "documentation": "Quality (outcome Measure), performance (contract Measure), individual and subject-list reports over the members indexed in the period"
-                }));
-                ops.push(json!({
-                    "name": "outcomes",
-                    "definition": "https://vbc-server.dev/fhir/OperationDefinition/Measure-outcomes",
-                    "documentation": "Per-patient outcome results of a loaded contract as Parameters"
-                }));
-            }
-            if *t == "AuditEvent" {
-                ops.push(json!({
-                    "name": "verify-chain",
-                    "definition": "https://vbc-server.dev/fhir/OperationDefinition/AuditEvent-verify-chain",
-                    "documentation": "Walk the audit hash chain and report the first broken link (administrators and auditors)"
-                }));
-            }
+            let ops: Vec<Value> = operation_definitions::for_type(&op_defs, Some(t))
+                .into_iter()
+                .map(|(code, url, doc)| json!({"name": code, "definition": url, "documentation": doc}))
+                .collect();
             let interactions = if *t == "AuditEvent" { AUDIT_INTERACTIONS } else { TYPE_INTERACTIONS };
             let mut r = json!({
                 "type": t,
                 "interaction": interactions.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
                 "readHistory": true,
-                "updateCreate": true,
-                "conditionalCreate": true,
                 "conditionalRead": "modified-since",
-                "conditionalUpdate": true,
-                "conditionalDelete": "single",
                 "searchParam": params,
-                "operation": ops
             });
+            if *t != "AuditEvent" {
+                // nobody writes the audit trail: no create or update of any kind
+                r["updateCreate"] = json!(true);
+                r["conditionalCreate"] = json!(true);
+                r["conditionalUpdate"] = json!(true);
+                r["conditionalDelete"] = json!("single");
+            }
+            if let Some(doc) = documentation(t) {
+                r["documentation"] = json!(doc);
+            }
+            if !ops.is_empty() {
+                r["operation"] = json!(ops);
+            }
             if !includes.is_empty() {
                 includes.push("*".into());
                 r["searchInclude"] = json!(includes);

@@ -332,6 +332,7 @@ async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) ->
         "practitioner",
         "organization",
         "measureIdentifier",
+        "program",
     ];
     let period = period_of(&p, &allowed)?;
     let statuses: Vec<String> = p

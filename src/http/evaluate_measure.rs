@@ -143,8 +143,9 @@ async fn run(s: AppState, id: Option<String>, params: Vec<(String, String)>) -> 
     })?;
     let access = &s.services.access;
     access.operation(Op::EvaluateMeasure, Some(&parties_of(&plan)))?;
-    let population_only =
-        ask.subject.is_none() && matches!(ask.report_type.as_deref(), None | Some("population"));
+    let population_only = ask.subject.is_none()
+        && ask.practitioner.is_none()
+        && matches!(ask.report_type.as_deref(), None | Some("population"));
     if access.is_manufacturer() && !population_only {
         return Err(FhirError::Forbidden(
             "a manufacturer sees population reports only (reportType=population, no subject or practitioner)"

@@ -7,7 +7,6 @@
 //! Handlers take the [`Caller`] extractor: the application state acting for the caller, so every
 //! interaction they run is checked against the caller's scopes and party.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -16,6 +15,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::listener::Peer;
 use super::smart::{CLIENTS_PATH, TOKEN_PATH};
 use super::AppState;
 use crate::auth::access::{Access, Principal};
@@ -89,8 +89,8 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     let query = req.uri().query().map(str::to_string);
     let peer = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0 .0.ip().to_string());
     let token = bearer(&req);
     let (access, resp) = match caller(&s, token, &path, &request_id).await {
         Ok(access) => {

@@ -12,10 +12,14 @@ use crate::fhir::outcome::Issue;
 use crate::reports::common::Period;
 
 /// A date or dateTime parameter: its calendar date (a year or year-month is widened to its first
-/// or last day).
+/// or last day). A dateTime must be valid as a whole (time of day and zone too), not only its
+/// date part.
 pub fn date_param(v: &str, end: bool) -> Option<Day> {
     if let Some(d) = days::parse_full(v.get(..10).unwrap_or("")) {
-        return (v.len() == 10 || v.as_bytes().get(10) == Some(&b'T')).then_some(d);
+        let whole = v.len() == 10
+            || (v.as_bytes().get(10) == Some(&b'T')
+                && crate::search::values::parse_date_range(v).is_some());
+        return whole.then_some(d);
     }
     let (y, m) = match v.len() {
         4 => (v.parse::<i32>().ok()?, None),
@@ -193,5 +197,8 @@ mod tests {
         );
         assert_eq!(date_param("2024-13-45", false), None);
         assert_eq!(date_param("2024-03-05x", false), None);
+        assert_eq!(date_param("2024-01-01T25:61:61+99:99", false), None);
+        assert_eq!(date_param("2024-01-01T10:00:00+15:00", false), None);
+        assert_eq!(date_param("2024-01-01T", false), None);
     }
 }

@@ -5,6 +5,7 @@ pub mod audit_ops;
 pub mod bundle;
 pub mod capabilities;
 pub mod clients;
+pub mod cors;
 pub mod create;
 pub mod data_ops;
 pub mod delete;
@@ -13,7 +14,9 @@ pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod history;
+pub mod listener;
 pub mod load_contract;
+pub mod manufacturer_view;
 pub mod measure_params;
 pub mod negotiate;
 pub mod outcomes;
@@ -23,6 +26,7 @@ pub mod read;
 pub mod response;
 pub mod search;
 pub mod smart;
+pub mod unknown_operation;
 pub mod update;
 pub mod validate;
 
@@ -59,6 +63,10 @@ pub struct AppState {
     pub audit_store: Option<crate::store::SharedStore>,
     /// The file with the audit chain's last link.
     pub audit_head: Option<std::path::PathBuf>,
+    /// Small-cell suppression threshold for manufacturers' aggregates (0: off).
+    pub small_cell_threshold: u64,
+    /// Origins allowed to call the API from a browser (`*`: any).
+    pub cors_origins: Vec<String>,
 }
 
 impl AppState {
@@ -88,6 +96,9 @@ pub fn check_type(rtype: &str) -> Result<()> {
 }
 
 async fn not_found(req: Request) -> Response {
+    if let Some(op) = req.uri().path().split('/').find(|s| s.starts_with('$')) {
+        return unknown_operation::error(op).into_response();
+    }
     FhirError::NotFound(format!(
         "no route for {} {}",
         req.method(),
@@ -108,6 +119,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Build the router with all routes and middleware.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let cors = cors::layer(&state.cors_origins);
     Router::new()
         .route("/metadata", get(capabilities::metadata))
         .route("/health", get(health::live))
@@ -153,6 +165,7 @@ pub fn router(state: AppState) -> Router {
             "/Measure/{id}/$publish-reports",
             post(publish_reports::publish_reports),
         )
+        .route("/Measure/{id}/$outcomes", get(outcomes::outcomes))
         .route(
             "/Measure/{id}/$evaluate-measure",
             get(evaluate_measure::instance_get).post(evaluate_measure::instance_post),
@@ -179,8 +192,13 @@ pub fn router(state: AppState) -> Router {
         .route("/{rtype}/{id}/_history", get(history::instance))
         .route("/{rtype}/{id}/{compartment_type}", get(search::compartment))
         .route("/{rtype}/{id}/_history/{vid}", get(read::vread))
+        .route_layer(axum::middleware::from_fn(unknown_operation::check))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            manufacturer_view::mask,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
         .layer(axum::middleware::from_fn(negotiate::render))
@@ -198,4 +216,5 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(300)))
+        .layer(cors)
 }

@@ -62,7 +62,7 @@ pub async fn render(req: Request, next: Next) -> Response {
     if bytes.is_empty() {
         return Response::from_parts(parts, Body::empty());
     }
-    let converted = serde_json::from_slice::<Value>(&bytes)
+    let converted = crate::fhir::number_text::parse(&bytes)
         .map_err(|e| FhirError::Storage(e.to_string()))
         .and_then(|v| serialize(&v, want.format, want.pretty));
     match converted {

@@ -6,14 +6,24 @@
 //! `date` (evaluation day, YYYY-MM-DD), `asOf` (an instant: the data as recorded then, from the
 //! version history), `mode=full` (evaluate from scratch instead of reading the incrementally
 //! maintained results), `_summary=count` (counts only), `_count` (default 100, at most the
-//! configured page size) and `_offset`.
+//! configured page size) and `_offset`: a page holds `_count` results from `_offset`, with `link`
+//! parameters (relation `self`, `previous`, `next`, as in a search Bundle) to walk the list.
+//!
+//! Counts: `total` is the number of persons the list holds (every filter applied: `subject`,
+//! `status`, `membership`), so it is the same on every page; `initialPopulation` (persons with a
+//! qualifying index exposure who are new users: members and ineligible), `members` (eligible
+//! members) and `count` (per outcome, members by status) describe the contract's population
+//! narrowed only by `subject`, before `status` and `membership` narrow the list. An unknown
+//! `subject` is a 404, as in `$evaluate-measure`; a known patient outside the cohort has no
+//! results.
 
-use axum::http::StatusCode;
+use axum::extract::{Path, RawQuery};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{json, Value};
 
+use super::guard::Caller;
 use super::search::{blocking, pairs};
-use super::AppState;
 use crate::auth::access::Op;
 use crate::engine::result::Status;
 use crate::engine::{days, AsOf};
@@ -21,8 +31,23 @@ use crate::error::{FhirError, Result};
 use crate::fhir::outcome::Issue;
 use crate::reports::patient_results::{self, Filter};
 
-/// The handler (reached through the `/{type}/{id}/{name}` route).
-pub async fn outcomes(s: AppState, measure_id: String, query: String) -> Result<Response> {
+/// A `link` parameter (relation and URL, as `Bundle.link`).
+fn link(relation: &str, url: String) -> Value {
+    json!({"name": "link", "part": [
+        {"name": "relation", "valueString": relation},
+        {"name": "url", "valueUri": url}
+    ]})
+}
+
+/// `GET /Measure/{id}/$outcomes`.
+pub async fn outcomes(
+    Caller(s): Caller,
+    Path(measure_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let query = query.unwrap_or_default();
+    let base = s.base(&headers);
     let (plan, only_outcome) = s.engine.plan_for_measure(&measure_id).ok_or_else(|| {
         FhirError::NotFound(format!(
             "Measure/{measure_id} is not a loaded contract or outcome"
@@ -125,6 +150,27 @@ pub async fn outcomes(s: AppState, measure_id: String, query: String) -> Result<
     if !issues.is_empty() {
         return Err(FhirError::Invalid(issues));
     }
+    if let Some(p) = &filter.patient {
+        // read as the caller: an unknown (or another party's) patient is not known
+        s.services.read("Patient", p).map_err(|e| match e {
+            FhirError::Gone(_) => FhirError::NotFound(format!("Patient/{p} is not known")),
+            e => e,
+        })?;
+    }
+    // the page links repeat the request's parameters with their own _count and _offset
+    let kept_query: Vec<(String, String)> = pairs(&query)
+        .into_iter()
+        .filter(|(k, _)| k != "_count" && k != "_offset")
+        .collect();
+    let page_url = move |off: usize| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &kept_query {
+            q.append_pair(k, v);
+        }
+        q.append_pair("_count", &count.to_string());
+        q.append_pair("_offset", &off.to_string());
+        format!("{base}/Measure/{measure_id}/$outcomes?{}", q.finish())
+    };
     let engine = s.engine.clone();
     let contract = plan.ids.contract();
     let ids = plan.ids.clone();
@@ -136,7 +182,13 @@ pub async fn outcomes(s: AppState, measure_id: String, query: String) -> Result<
     let full = full || date.is_some() || as_of.is_some();
     blocking(move || {
         let results = if full { engine.evaluate(&contract, at)? } else { engine.current(&contract)? };
-        let kept: Vec<_> = results.into_iter().filter(|r| filter.keeps(r)).collect();
+        let scope = Filter {
+            patient: filter.patient.clone(),
+            outcome: filter.outcome.clone(),
+            ..Filter::default()
+        };
+        let in_scope: Vec<_> = results.into_iter().filter(|r| scope.keeps(r)).collect();
+        let kept: Vec<_> = in_scope.iter().filter(|r| filter.keeps(r)).collect();
         let mut params = vec![
             json!({"name": "contract", "valueReference": {"reference": format!("Measure/{contract}")}}),
             json!({"name": "evaluationDate", "valueDate": days::format(today)}),
@@ -146,8 +198,15 @@ pub async fn outcomes(s: AppState, measure_id: String, query: String) -> Result<
         if let Some(t) = as_of {
             params.push(json!({"name": "asOf", "valueInstant": crate::interaction::instant(t)}));
         }
-        params.extend(patient_results::counts(&kept));
+        params.extend(patient_results::counts(&in_scope));
         if !summary {
+            params.push(link("self", page_url(offset)));
+            if offset > 0 {
+                params.push(link("previous", page_url(offset.saturating_sub(count.max(1)))));
+            }
+            if count > 0 && offset.saturating_add(count) < kept.len() {
+                params.push(link("next", page_url(offset + count)));
+            }
             params.extend(kept.iter().skip(offset).take(count).map(|r| patient_results::person(&ids, r, &filter)));
         }
         Ok(json!({"resourceType": "Parameters", "parameter": params}))

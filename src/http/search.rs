@@ -141,9 +141,6 @@ pub async fn compartment(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
-    if ctype == "Measure" && rtype == "$outcomes" {
-        return super::outcomes::outcomes(s, id, query.unwrap_or_default()).await;
-    }
     if ctype != "Patient" {
         return Err(FhirError::NotFound(format!(
             "only the Patient compartment is supported, not '{ctype}'"

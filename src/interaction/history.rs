@@ -39,6 +39,22 @@ fn parse_time(name: &str, v: &str) -> Result<i64> {
     })
 }
 
+/// `_at` is a date(Time) in R4: versions current at some point during the period it denotes, so
+/// the bound is the period's last millisecond (`2026-12-02` includes everything written that day).
+fn parse_at(v: &str) -> Result<i64> {
+    if let Some(ms) = super::parse_instant_ms(v) {
+        return Ok(ms);
+    }
+    crate::search::values::parse_date_range(v)
+        .filter(|_| v.len() <= 10 || v.ends_with('Z') || v.rfind(['+', '-']) > Some(10))
+        .map(|r| r.high - 1)
+        .ok_or_else(|| {
+            FhirError::BadRequest(format!(
+                "_at must be a date (YYYY, YYYY-MM, YYYY-MM-DD) or a dateTime with time zone, got '{v}'"
+            ))
+        })
+}
+
 impl HistoryParams {
     /// Parse from a query string; unknown parameters are rejected.
     pub fn parse(query: &str) -> Result<Self> {
@@ -46,7 +62,7 @@ impl HistoryParams {
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             match k.as_ref() {
                 "_since" => p.since_ms = Some(parse_time("_since", &v)?),
-                "_at" => p.at_ms = Some(parse_time("_at", &v)?),
+                "_at" => p.at_ms = Some(parse_at(&v)?),
                 "_count" => {
                     p.count = Some(v.parse().map_err(|_| {
                         FhirError::BadRequest(format!(

@@ -20,7 +20,7 @@ pub struct Found {
 /// Parse the JSON held in a live record.
 pub fn resource_of(record: &VersionRecord) -> Result<Value> {
     let bytes = record.resource.as_deref().unwrap_or_default();
-    serde_json::from_slice(bytes)
+    crate::fhir::number_text::parse(bytes)
         .map_err(|e| FhirError::Storage(format!("corrupt stored resource: {e}")))
 }
 

@@ -572,22 +572,43 @@ impl Services {
                         let Ok(v) = std::str::from_utf8(&e.value) else {
                             continue;
                         };
-                        let Some((tt, tid)) = v.split_once('/') else {
-                            continue;
+                        let targets: Vec<(String, String)> = if is_canonical(v) {
+                            // a canonical with a version is indexed with and without it: follow
+                            // the versioned form only
+                            let versioned = !v.contains('|')
+                                && entries.iter().any(|o| {
+                                    o.param == e.param
+                                        && o.value.len() > v.len()
+                                        && o.value.starts_with(v.as_bytes())
+                                        && o.value[v.len()] == b'|'
+                                });
+                            if versioned {
+                                continue;
+                            }
+                            canonical_targets(exec, t, &e.param, v, inc.target.as_deref())?
+                        } else {
+                            let Some((tt, tid)) = v.split_once('/') else {
+                                continue;
+                            };
+                            if tid.contains('/')
+                                || !crate::fhir::resource_types::is_resource_type(tt)
+                            {
+                                continue;
+                            }
+                            vec![(tt.to_string(), tid.to_string())]
                         };
-                        if tid.contains('/') || !crate::fhir::resource_types::is_resource_type(tt) {
-                            continue;
-                        }
-                        if inc.target.as_deref().is_some_and(|want| want != tt) {
-                            continue;
-                        }
-                        let k = (tt.to_string(), tid.to_string());
-                        if seen.insert(k.clone())
-                            && exec.entries(tt, tid)?.is_some()
-                            && self.may_include(tt, tid)?
-                        {
-                            out.push(k.clone());
-                            next.push(k);
+                        for (tt, tid) in targets {
+                            if inc.target.as_deref().is_some_and(|want| want != tt) {
+                                continue;
+                            }
+                            let k = (tt, tid);
+                            if seen.insert(k.clone())
+                                && exec.entries(&k.0, &k.1)?.is_some()
+                                && self.may_include(&k.0, &k.1)?
+                            {
+                                out.push(k.clone());
+                                next.push(k);
+                            }
                         }
                     }
                 }
@@ -613,16 +634,27 @@ impl Services {
                         vec![inc.param.clone()]
                     };
                     for (t, id) in &frontier {
-                        let target = clean(&format!("{t}/{id}"));
-                        let mut hi = target.clone();
-                        hi.push(1);
+                        // references to the resource, and canonical ones to its url (with and
+                        // without its version)
+                        let mut targets = vec![clean(&format!("{t}/{id}"))];
+                        targets.extend(
+                            exec.entries(t, id)?
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter(|e| e.param == "url")
+                                .map(|e| e.value),
+                        );
                         for p in &params {
                             let mut found = Vec::new();
-                            exec.reader()
-                                .scan(src, p, &target, Some(&hi), &mut |_, rid| {
-                                    found.push(rid.to_string());
-                                    true
-                                })?;
+                            for target in &targets {
+                                let mut hi = target.clone();
+                                hi.push(1);
+                                exec.reader()
+                                    .scan(src, p, target, Some(&hi), &mut |_, rid| {
+                                        found.push(rid.to_string());
+                                        true
+                                    })?;
+                            }
                             for rid in found {
                                 if !self.may_include(src, &rid)? {
                                     continue;
@@ -659,7 +691,8 @@ impl Services {
     }
 
     /// `GET [base]/Patient/[id]/$everything`: the patient and everything in its compartment,
-    /// optionally only of `_type`s and changed since `_since`.
+    /// optionally only of `_type`s and changed since `_since`. Groups are left out: a cohort Group
+    /// lists every member, and a patient-level answer must not name other patients.
     pub fn everything(
         &self,
         patient: &str,
@@ -678,7 +711,7 @@ impl Services {
                 .registry
                 .compartment_types()
                 .into_iter()
-                .filter(|t| *t != "Patient")
+                .filter(|t| !matches!(*t, "Patient" | "Group"))
                 .map(str::to_string),
         );
         let mut rest = Vec::new();
@@ -717,4 +750,49 @@ impl Services {
         };
         self.search_pairs(&scope, &rest, base)
     }
+}
+
+/// A canonical URL (or URN), as opposed to a `Type/id` reference.
+fn is_canonical(v: &str) -> bool {
+    v.contains("://") || v.starts_with("urn:")
+}
+
+/// The resources a canonical reference of `rtype`'s `param` resolves to: those of the
+/// parameter's target types (every canonical resource type when it names none, or only
+/// `wanted`) whose `url` (or `url|version`) is `canonical`.
+fn canonical_targets(
+    exec: &mut Executor,
+    rtype: &str,
+    param: &str,
+    canonical: &str,
+    wanted: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    let engine = search::engine()?;
+    let mut types: Vec<String> = engine
+        .registry
+        .param(rtype, param)
+        .map(|p| p.targets.clone())
+        .unwrap_or_default();
+    if types.is_empty() {
+        types = crate::search::params::SEARCHABLE_TYPES
+            .iter()
+            .filter(|t| engine.registry.param(t, "url").is_some())
+            .map(|t| t.to_string())
+            .collect();
+    }
+    types.retain(|t| wanted.is_none_or(|w| w == t) && engine.registry.param(t, "url").is_some());
+    let lo = clean(canonical);
+    let mut hi = lo.clone();
+    hi.push(1);
+    let mut out = Vec::new();
+    for t in types {
+        let mut ids = Vec::new();
+        exec.reader()
+            .scan(&t, "url", &lo, Some(&hi), &mut |_, id| {
+                ids.push(id.to_string());
+                true
+            })?;
+        out.extend(ids.into_iter().map(|id| (t.clone(), id)));
+    }
+    Ok(out)
 }

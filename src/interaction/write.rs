@@ -106,7 +106,9 @@ pub fn parse_criteria(rtype: &str, query: &str) -> Result<Vec<Criterion>> {
 /// create that matched).
 pub fn current_as_written(rtype: &str, id: &str, cur: Current, status: u16) -> Result<Written> {
     let resource = match &cur.resource {
-        Some(b) => Some(serde_json::from_slice(b).map_err(|e| FhirError::Storage(e.to_string()))?),
+        Some(b) => Some(
+            crate::fhir::number_text::parse(b).map_err(|e| FhirError::Storage(e.to_string()))?,
+        ),
         None => None,
     };
     Ok(Written {
@@ -178,21 +180,21 @@ pub(crate) fn live_doc(cur: Option<&Current>) -> Result<Option<Value>> {
         .filter(|c| !c.deleted)
         .and_then(|c| c.resource.as_deref())
     {
-        Some(bytes) => serde_json::from_slice(bytes)
+        Some(bytes) => crate::fhir::number_text::parse(bytes)
             .map(Some)
             .map_err(|e| FhirError::Storage(e.to_string())),
         None => Ok(None),
     }
 }
 
-/// Refuse to change a resource that is part of a loaded contract version (tagged
-/// `contract-content|immutable` by the loader): a loaded version never changes.
-fn refuse_if_immutable(rtype: &str, id: &str, cur: Option<&Current>) -> Result<()> {
+/// The live document of a resource that is part of a loaded contract version or a published
+/// report (tagged `contract-content|immutable`); None for anything else.
+fn immutable_doc(rtype: &str, cur: Option<&Current>) -> Result<Option<Value>> {
     if !matches!(rtype, "Measure" | "Library" | "ValueSet" | "MeasureReport") {
-        return Ok(());
+        return Ok(None);
     }
     let Some(doc) = live_doc(cur)? else {
-        return Ok(());
+        return Ok(None);
     };
     let tagged = doc["meta"]["tag"].as_array().is_some_and(|tags| {
         tags.iter().any(|t| {
@@ -200,7 +202,34 @@ fn refuse_if_immutable(rtype: &str, id: &str, cur: Option<&Current>) -> Result<(
                 && t["code"].as_str() == Some("immutable")
         })
     });
-    if tagged {
+    Ok(tagged.then_some(doc))
+}
+
+/// A resource's content for comparing an update with what is stored: without the server-assigned
+/// `meta.versionId`, `meta.lastUpdated` and contract-content tags (a client that reads a resource
+/// and sends it back unchanged sends the same content).
+fn content(doc: &Value) -> Value {
+    let mut c = doc.clone();
+    if let Some(meta) = c.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.remove("versionId");
+        meta.remove("lastUpdated");
+        if let Some(tags) = meta.get_mut("tag").and_then(Value::as_array_mut) {
+            tags.retain(|t| t["system"].as_str() != Some(CONTRACT_CONTENT_SYSTEM));
+            if tags.is_empty() {
+                meta.remove("tag");
+            }
+        }
+        if meta.is_empty() {
+            c.as_object_mut().map(|o| o.remove("meta"));
+        }
+    }
+    c
+}
+
+/// Refuse to change a resource that is part of a loaded contract version or a published report:
+/// a loaded version never changes.
+fn refuse_if_immutable(rtype: &str, id: &str, cur: Option<&Current>) -> Result<()> {
+    if immutable_doc(rtype, cur)?.is_some() {
         let why = if rtype == "MeasureReport" {
             "is a published report, which never changes; publish the period again to issue a correction"
         } else {
@@ -244,6 +273,12 @@ pub fn update_in(
 ) -> Result<Written> {
     let cur = txn.current(rtype, id)?;
     guard_existing(access, Act::Update, rtype, id, cur.as_ref())?;
+    if let (Some(doc), Some(c)) = (immutable_doc(rtype, cur.as_ref())?, &cur) {
+        // an immutable resource sent back with the same content: nothing to change, no new version
+        if content(&doc) == content(&resource) && if_match.is_none_or(|v| v == c.version) {
+            return current_as_written(rtype, id, c.clone(), 200);
+        }
+    }
     refuse_if_immutable(rtype, id, cur.as_ref())?;
     if let Some(want) = if_match {
         let have = cur.as_ref().filter(|c| !c.deleted).map(|c| c.version);
@@ -386,7 +421,7 @@ pub fn patch_in(
     }
     let bytes = cur.resource.as_deref().unwrap_or_default();
     let mut doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| FhirError::Storage(e.to_string()))?;
+        crate::fhir::number_text::parse(bytes).map_err(|e| FhirError::Storage(e.to_string()))?;
     json_patch::patch(&mut doc, patch)
         .map_err(|e| FhirError::BadRequest(format!("JSON Patch failed: {e}")))?;
     access.admit(rtype, &mut doc)?;

@@ -11,4 +11,5 @@ pub mod publish;
 pub mod quality;
 pub mod schedule;
 pub mod set;
+pub mod small_cells;
 pub mod subject_list;

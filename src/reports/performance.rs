@@ -45,6 +45,7 @@ pub fn report(
                     {"url": format!("{EXT}/at-stake-missing-data"), "valueMoney": money(s.at_stake_missing_data, cur)},
                     {"url": format!("{EXT}/patients-owed"), "valueUnsignedInt": s.patients_owed},
                     {"url": format!("{EXT}/patients-missing-data"), "valueUnsignedInt": s.patients_missing_data},
+                    {"url": format!("{EXT}/patients-pending"), "valueUnsignedInt": s.patients_pending},
                 ],
                 "code": cc(&system, &s.stream, None),
                 "measureScore": {"extension": [{

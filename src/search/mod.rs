@@ -138,7 +138,7 @@ impl IndexReader for StoreReader<'_> {
             .store
             .current(rtype, id)?
             .and_then(|r| r.resource)
-            .and_then(|b| serde_json::from_slice(&b).ok()))
+            .and_then(|b| crate::fhir::number_text::parse(&b).ok()))
     }
 }
 
@@ -177,7 +177,7 @@ impl IndexReader for TxnReader<'_> {
             .txn
             .current(rtype, id)?
             .and_then(|c| c.resource)
-            .and_then(|b| serde_json::from_slice(&b).ok()))
+            .and_then(|b| crate::fhir::number_text::parse(&b).ok()))
     }
 }
 

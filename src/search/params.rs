@@ -38,6 +38,7 @@ pub const SEARCHABLE_TYPES: &[&str] = &[
     "CodeSystem",
     "AuditEvent",
     "Provenance",
+    "OperationDefinition",
 ];
 
 /// A search parameter's type.

@@ -98,6 +98,8 @@ pub struct StreamTotal {
     pub patients_owed: u64,
     /// Patients with a missing-data line.
     pub patients_missing_data: u64,
+    /// Patients with an at-stake line while their windows are open.
+    pub patients_pending: u64,
 }
 
 /// The settlement of a contract over a set of members.
@@ -204,19 +206,24 @@ pub fn settle(rules: &RuleSet, results: &[&PersonResult], today: Day) -> Settlem
                 at_stake_missing_data: Decimal::ZERO,
                 patients_owed: 0,
                 patients_missing_data: 0,
+                patients_pending: 0,
             });
         }
     }
     for s in streams.iter_mut() {
         let mut owed_people: Vec<&str> = Vec::new();
         let mut missing_people: Vec<&str> = Vec::new();
+        let mut pending_people: Vec<&str> = Vec::new();
         for l in lines.iter().filter(|l| l.stream == s.stream) {
             match l.state {
                 LineState::Owed => {
                     s.owed += l.amount;
                     owed_people.push(&l.person);
                 }
-                LineState::AtStakePending => s.at_stake_pending += l.amount,
+                LineState::AtStakePending => {
+                    s.at_stake_pending += l.amount;
+                    pending_people.push(&l.person);
+                }
                 LineState::AtStakeMissingData => {
                     s.at_stake_missing_data += l.amount;
                     missing_people.push(&l.person);
@@ -226,6 +233,8 @@ pub fn settle(rules: &RuleSet, results: &[&PersonResult], today: Day) -> Settlem
         }
         owed_people.dedup();
         missing_people.dedup();
+        pending_people.dedup();
+        s.patients_pending = pending_people.len() as u64;
         s.patients_owed = owed_people.len() as u64;
         s.patients_missing_data = missing_people.len() as u64;
     }
