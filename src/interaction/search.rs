@@ -636,24 +636,34 @@ impl Services {
                     for (t, id) in &frontier {
                         // references to the resource, and canonical ones to its url (with and
                         // without its version)
+                        let urls: Vec<Vec<u8>> = exec
+                            .entries(t, id)?
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|e| e.param == "url")
+                            .map(|e| e.value)
+                            .collect();
                         let mut targets = vec![clean(&format!("{t}/{id}"))];
-                        targets.extend(
-                            exec.entries(t, id)?
-                                .unwrap_or_default()
-                                .into_iter()
-                                .filter(|e| e.param == "url")
-                                .map(|e| e.value),
-                        );
+                        targets.extend(urls.iter().cloned());
                         for p in &params {
                             let mut found = Vec::new();
                             for target in &targets {
                                 let mut hi = target.clone();
                                 hi.push(1);
+                                let mut ids = Vec::new();
                                 exec.reader()
                                     .scan(src, p, target, Some(&hi), &mut |_, rid| {
-                                        found.push(rid.to_string());
+                                        ids.push(rid.to_string());
                                         true
                                     })?;
+                                // a bare url also indexes references that name another version
+                                let bare = urls.contains(target) && !target.contains(&b'|');
+                                for rid in ids {
+                                    if bare && other_version(exec, src, &rid, p, target, &urls)? {
+                                        continue;
+                                    }
+                                    found.push(rid);
+                                }
                             }
                             for rid in found {
                                 if !self.may_include(src, &rid)? {
@@ -795,4 +805,30 @@ fn canonical_targets(
         out.extend(ids.into_iter().map(|id| (t.clone(), id)));
     }
     Ok(out)
+}
+
+/// Whether `rid`'s canonical references in `param` to `url` all name a version other than those
+/// `urls` (the target's `url` and `url|version` index values) hold.
+fn other_version(
+    exec: &mut Executor,
+    rtype: &str,
+    rid: &str,
+    param: &str,
+    url: &[u8],
+    urls: &[Vec<u8>],
+) -> Result<bool> {
+    let entries = exec.entries(rtype, rid)?.unwrap_or_default();
+    let versioned: Vec<&Vec<u8>> = entries
+        .iter()
+        .filter(|e| e.param == param)
+        .map(|e| &e.value)
+        .filter(|v| v.len() > url.len() && v.starts_with(url) && v[url.len()] == b'|')
+        .collect();
+    // a reference without a version (only the bare value) matches every version
+    let unversioned = entries
+        .iter()
+        .filter(|e| e.param == param && e.value.as_slice() == url)
+        .count()
+        > versioned.len();
+    Ok(!versioned.is_empty() && !unversioned && !versioned.iter().any(|v| urls.contains(v)))
 }
