@@ -35,7 +35,7 @@ enum Command {
     /// Check that the search index matches the stored resources (exit status 1 if not).
     CheckIndex(vbc_server::maintenance::MaintenanceConfig),
     /// Verify the audit trail's hash chain of a stopped server (exit status 1 at a broken link).
-    AuditVerify(vbc_server::maintenance::MaintenanceConfig),
+    AuditVerify(vbc_server::maintenance::AuditVerifyConfig),
     /// Time authenticated reads and searches against the same without auth.
     BenchAuth(vbc_server::bench::auth::AuthBenchConfig),
     /// Write a synthetic population for a contract with the expected per-patient results.
