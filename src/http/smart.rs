@@ -230,17 +230,13 @@ pub async fn configuration(State(s): State<AppState>, headers: HeaderMap) -> Res
         "scopes_supported": ["system/*.rs", "system/*.cruds", "system/*.read", "system/*.write", "system/*.*", "patient/*.rs"],
         "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
     });
-    let mut r = (
+    // CORS headers come from the router's CORS layer (any origin by default)
+    (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
-        .into_response();
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
+        .into_response()
 }
 
 /// `POST /auth/token`.
