@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// parsed once at start: the size of the serve settings does not matter
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server on the embedded store.
