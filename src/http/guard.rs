@@ -101,10 +101,7 @@ async fn caller(
 /// The middleware.
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let peer_addr = req
-        .extensions()
-        .get::<ConnectInfo<Peer>>()
-        .map(|c| c.0 .0);
+    let peer_addr = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0 .0);
     if OPEN.contains(&path.as_str()) || (path == METRICS_PATH && metrics::open_to(peer_addr)) {
         req.extensions_mut().insert(Access::Anonymous);
         return next.run(req).await;
