@@ -10,7 +10,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most entries in a transaction or batch Bundle (413 above it).
     pub max_bundle_entries: usize,
-    /// Default page size of history (and later search) Bundles.
+    /// Default page size of search and history Bundles (when the request has no `_count`).
     pub default_page_size: usize,
     /// Largest page size a client may ask for with `_count`.
     pub max_page_size: usize,
@@ -54,7 +54,8 @@ pub struct ServeConfig {
     /// Most entries in a transaction or batch Bundle.
     #[arg(long, env = "VBC_MAX_BUNDLE_ENTRIES", default_value_t = Limits::default().max_bundle_entries)]
     pub max_bundle_entries: usize,
-    /// Default page size for history.
+    /// Default page size of search results and history Bundles (when the request has no
+    /// `_count`).
     #[arg(long, env = "VBC_DEFAULT_PAGE_SIZE", default_value_t = Limits::default().default_page_size)]
     pub default_page_size: usize,
     /// Largest `_count` honoured.
@@ -66,7 +67,9 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "VBC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Directory of contract definitions (`*.toml`) loaded at start; empty for none.
+    /// Directory of contract definitions (`*.toml`) loaded at start, relative to the working
+    /// directory (the checkout's `contracts/` catalog by default); a warning names the path when
+    /// it does not exist; empty for none.
     #[arg(long, env = "VBC_CONTRACTS_DIR", default_value = "contracts")]
     pub contracts_dir: String,
     /// Identifier systems whose shared values link Patient records of one person (comma
@@ -111,7 +114,8 @@ pub struct ServeConfig {
     #[arg(long, env = "VBC_AUTH_AUDIENCE")]
     pub auth_audience: Option<String>,
     /// Run WITHOUT authentication: every request acts with full rights. Only on a loopback
-    /// address; logs a warning at start and on every request. For local trials and tests.
+    /// address; logs a warning at start and a reminder at most once a minute. For local trials
+    /// and tests.
     #[arg(long, env = "VBC_NO_AUTH")]
     pub no_auth: bool,
 }

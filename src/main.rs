@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// parsed once at start: the size of the serve settings does not matter
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server on the embedded store.
@@ -35,7 +37,7 @@ enum Command {
     /// Check that the search index matches the stored resources (exit status 1 if not).
     CheckIndex(vbc_server::maintenance::MaintenanceConfig),
     /// Verify the audit trail's hash chain of a stopped server (exit status 1 at a broken link).
-    AuditVerify(vbc_server::maintenance::MaintenanceConfig),
+    AuditVerify(vbc_server::maintenance::AuditVerifyConfig),
     /// Time authenticated reads and searches against the same without auth.
     BenchAuth(vbc_server::bench::auth::AuthBenchConfig),
     /// Write a synthetic population for a contract with the expected per-patient results.

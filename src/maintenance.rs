@@ -1,6 +1,7 @@
 //! Offline maintenance commands on a data directory: `reindex` (rebuild every search index entry
 //! from the stored resources, after a change to the search parameter definitions) and
-//! `check-index` (compare the index with what the resources give; exit status 1 when they differ).
+//! `check-index` (compare the index with what the resources give; exit status 1 when they differ)
+//! and `audit-verify` (walk the audit trail's hash chain).
 
 use std::path::PathBuf;
 
@@ -16,6 +17,19 @@ pub struct MaintenanceConfig {
     pub data_dir: PathBuf,
     /// The server's base URL, if it runs with one (absolute references to it are indexed as
     /// relative ones).
+    #[arg(long, env = "VBC_BASE_URL")]
+    pub base_url: Option<String>,
+}
+
+/// Options of `audit-verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditVerifyConfig {
+    /// Data directory of a stopped server (its audit trail store `audit/` and `audit.head` are
+    /// verified).
+    #[arg(long, env = "VBC_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Ignored: the audit chain's hashes do not depend on the server's base URL (accepted so
+    /// that the flags and environment of the other maintenance commands work here too).
     #[arg(long, env = "VBC_BASE_URL")]
     pub base_url: Option<String>,
 }
@@ -44,7 +58,7 @@ pub fn check_index(cfg: &MaintenanceConfig) -> Result<IndexReport> {
 }
 
 /// Verify the audit trail's hash chain of a stopped server's data directory.
-pub fn audit_verify(cfg: &MaintenanceConfig) -> Result<crate::auth::audit::Verified> {
+pub fn audit_verify(cfg: &AuditVerifyConfig) -> Result<crate::auth::audit::Verified> {
     let store: crate::store::SharedStore = std::sync::Arc::new(SledStore::open(
         &cfg.data_dir.join(crate::server::AUDIT_DIR),
     )?);

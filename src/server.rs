@@ -18,11 +18,15 @@ use crate::interaction::Services;
 use crate::store::sled_store::SledStore;
 use crate::store::SharedStore;
 
-/// Install the tracing subscriber (RUST_LOG filters; default `info`).
+/// Install the tracing subscriber (RUST_LOG filters; default `info`). Logs go to stderr (stdout
+/// carries the one "listening on" line), with colours only when stderr is a terminal.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -96,7 +100,15 @@ pub async fn load_contracts(state: &AppState, cfg: &ServeConfig) {
     }
     let dir = std::path::Path::new(&cfg.contracts_dir);
     if !dir.is_dir() {
-        tracing::info!(dir = %dir.display(), "no contracts directory; no contracts loaded");
+        // a relative default resolves against the working directory: say where that was
+        let looked_for = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        tracing::warn!(
+            looked_for = %looked_for.display(),
+            "NO CONTRACTS LOADED: the contracts directory {} does not exist; point the server at \
+             the catalog with --contracts-dir PATH (or VBC_CONTRACTS_DIR), e.g. the checkout's \
+             contracts/ directory, or pass --contracts-dir \"\" to run without contracts",
+            looked_for.display()
+        );
         return;
     }
     let base = cfg.own_base();
@@ -191,12 +203,14 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         cfg.cache_mb.saturating_mul(1024 * 1024),
     )?);
     cfg.check_auth().map_err(FhirError::BadRequest)?;
+    http::metrics::install()?;
     if cfg.no_auth {
         tracing::warn!(listen = %cfg.listen, "AUTHENTICATION IS OFF (--no-auth): every request acts with full rights; never expose this server");
     }
-    let audit_store: SharedStore = Arc::new(SledStore::open_with_cache(
+    let audit_store: SharedStore = Arc::new(SledStore::open_named(
         &cfg.data_dir.join(AUDIT_DIR),
         64 * 1024 * 1024,
+        "audit",
     )?);
     let audit = Audit::start(audit_store.clone(), cfg.data_dir.join(AUDIT_HEAD))?;
     let app_state = state(

@@ -33,6 +33,8 @@ const RESTFUL: &str = "http://hl7.org/fhir/restful-interaction";
 const LOCAL_SUBTYPE: &str = "https://vbc-server.dev/fhir/CodeSystem/audit-subtype";
 /// Events a batch writes at most.
 const BATCH: usize = 1000;
+/// The gauge of events queued and not yet taken by the writer.
+const QUEUE_DEPTH: &str = "vbc_audit_queue_depth";
 
 enum Msg {
     Event(Value),
@@ -222,6 +224,7 @@ impl Audit {
                         next = rx.try_recv().ok();
                     }
                 }
+                metrics::gauge!(QUEUE_DEPTH).decrement(events.len() as f64);
                 if !events.is_empty() {
                     let mut staged = Vec::with_capacity(events.len());
                     for mut ev in events {
@@ -257,7 +260,11 @@ impl Audit {
     /// Queue an event (its id and chain link are set when it is written).
     pub fn record(&self, event: Value) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Event(event));
+            // counted before it is sent, so the writer never takes more than was counted
+            metrics::gauge!(QUEUE_DEPTH).increment(1.0);
+            if tx.send(Msg::Event(event)).is_err() {
+                metrics::gauge!(QUEUE_DEPTH).decrement(1.0);
+            }
         }
     }
 

@@ -41,6 +41,19 @@ fn report(file: &str, e: &FhirError) {
 
 /// Run the command; fails when any file is rejected.
 pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
+    // the store first: a data directory a running server holds is refused before any file is
+    // reported "ok" (nothing would be stored)
+    let store: Option<Arc<dyn Store>> = if cfg.check {
+        None
+    } else {
+        let opened = SledStore::open(&cfg.data_dir).map_err(|e| match e {
+            FhirError::Unavailable(m) => FhirError::Unavailable(format!(
+                "{m} (a running server loads contracts at POST [base]/$load-contract)"
+            )),
+            e => e,
+        })?;
+        Some(Arc::new(opened))
+    };
     let mut failed = 0usize;
     let mut texts = Vec::new();
     for f in &cfg.files {
@@ -68,9 +81,8 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
             }
         }
     }
-    if !cfg.check && failed == 0 {
+    if let Some(store) = store.as_ref().filter(|_| failed == 0) {
         crate::search::init(cfg.base_url.as_deref())?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&cfg.data_dir)?);
         let services = Services {
             store: store.clone(),
             validator: Arc::new(Validator::new()?),
@@ -91,6 +103,8 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
                 }
             }
         }
+    }
+    if let Some(store) = store {
         store.shutdown()?;
     }
     if failed > 0 {

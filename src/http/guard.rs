@@ -3,11 +3,14 @@
 //! The guard middleware reads the bearer token (401 with an OperationOutcome and a
 //! `WWW-Authenticate` challenge when it is missing or invalid), puts the caller ([`Access`]) in
 //! the request, runs the request and queues its AuditEvent. `/metadata`,
-//! `/.well-known/smart-configuration`, `/health`, `/ready` and the token endpoint are open.
+//! `/.well-known/smart-configuration`, `/health`, `/ready` and the token endpoint are open, and
+//! so is `/metrics` to loopback peers. The caller goes into the response too, for the access log.
 //! Handlers take the [`Caller`] extractor: the application state acting for the caller, so every
 //! interaction they run is checked against the caller's scopes and party.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header;
@@ -16,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::listener::Peer;
+use super::metrics::{self, METRICS_PATH};
 use super::smart::{CLIENTS_PATH, TOKEN_PATH};
 use super::AppState;
 use crate::auth::access::{Access, Principal};
@@ -31,6 +35,31 @@ const OPEN: &[&str] = &[
     "/ready",
     TOKEN_PATH,
 ];
+
+/// Seconds between reminders that authentication is off (besides the warning at start).
+const NO_AUTH_REMINDER_SECS: u64 = 60;
+/// When the last reminder was logged (seconds since the epoch; 0: never).
+static NO_AUTH_REMINDED: AtomicU64 = AtomicU64::new(0);
+
+/// Remind that authentication is off, at most once a minute (not on every request: the log
+/// would be nothing else).
+fn remind_no_auth(path: &str) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = NO_AUTH_REMINDED.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= NO_AUTH_REMINDER_SECS
+        && NO_AUTH_REMINDED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            %path,
+            "AUTHENTICATION IS OFF (--no-auth): requests act with full rights (reminded at most once a minute)"
+        );
+    }
+}
 
 fn bearer(req: &Request) -> Option<String> {
     let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -49,10 +78,7 @@ async fn caller(
     request_id: &str,
 ) -> Result<Access, String> {
     let Some(auth) = &s.auth else {
-        tracing::warn!(
-            %path,
-            "AUTHENTICATION IS OFF (--no-auth): this request acts with full rights"
-        );
+        remind_no_auth(path);
         return Ok(Access::System);
     };
     let token = token.ok_or("this request needs a bearer token (Authorization: Bearer ...)")?;
@@ -75,7 +101,8 @@ async fn caller(
 /// The middleware.
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    if OPEN.contains(&path.as_str()) {
+    let peer_addr = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0 .0);
+    if OPEN.contains(&path.as_str()) || (path == METRICS_PATH && metrics::open_to(peer_addr)) {
         req.extensions_mut().insert(Access::Anonymous);
         return next.run(req).await;
     }
@@ -87,12 +114,9 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         .to_string();
     let method = req.method().as_str().to_string();
     let query = req.uri().query().map(str::to_string);
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<Peer>>()
-        .map(|c| c.0 .0.ip().to_string());
+    let peer = peer_addr.map(|a| a.ip().to_string());
     let token = bearer(&req);
-    let (access, resp) = match caller(&s, token, &path, &request_id).await {
+    let (access, mut resp) = match caller(&s, token, &path, &request_id).await {
         Ok(access) => {
             req.extensions_mut().insert(access.clone());
             (access, next.run(req).await)
@@ -119,6 +143,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         &request_id,
         peer.as_deref(),
     ));
+    resp.extensions_mut().insert(access);
     resp
 }
 

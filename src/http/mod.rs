@@ -1,6 +1,7 @@
 //! The HTTP API (axum): one file per interaction or operation, a router, and the middleware stack
 //! (request ids, tracing, format negotiation, panic safety net).
 
+pub mod access_log;
 pub mod audit_ops;
 pub mod bundle;
 pub mod capabilities;
@@ -18,6 +19,7 @@ pub mod listener;
 pub mod load_contract;
 pub mod manufacturer_view;
 pub mod measure_params;
+pub mod metrics;
 pub mod negotiate;
 pub mod outcomes;
 pub mod patch;
@@ -132,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/AuditEvent/$verify-chain", get(audit_ops::verify_chain))
         .route("/ready", get(health::ready))
+        .route(metrics::METRICS_PATH, get(metrics::scrape))
         .route("/", post(bundle::process).get(search::search_system))
         .route("/$load-contract", post(load_contract::load))
         .route(
@@ -216,5 +219,6 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(300)))
+        .layer(axum::middleware::from_fn(access_log::observe))
         .layer(cors)
 }

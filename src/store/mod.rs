@@ -5,6 +5,7 @@
 //! group is durably on disk (group commit: concurrent writers share one fsync). A closure that
 //! returns an error leaves nothing behind.
 
+pub mod owner;
 pub mod record;
 pub mod sled_store;
 

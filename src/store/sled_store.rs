@@ -10,11 +10,12 @@
 //! - `m\0seq` -> last sequence number
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::record::{decode, encode, IndexEntry, Method, StagedWrite, VersionRecord};
 use super::{
@@ -37,6 +38,7 @@ pub struct SledStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     open: Arc<AtomicBool>,
     listener: SharedListener,
+    dir: PathBuf,
 }
 
 type SharedListener = Arc<std::sync::RwLock<Option<Arc<dyn CommitListener>>>>;
@@ -230,12 +232,21 @@ impl SledStore {
 
     /// Open (or create) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        Self::open_named(dir, cache_bytes, "main")
+    }
+
+    /// Open (or create) the store in `dir` with a page cache of `cache_bytes`; its metrics carry
+    /// the label `store="<name>"` (the server's data is `main`, the audit trail `audit`).
+    /// A directory another process has open is refused as "in use", naming that process.
+    pub fn open_named(dir: &Path, cache_bytes: u64, name: &'static str) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
-            .open()?;
+            .open()
+            .map_err(|e| super::owner::open_error(dir, e))?;
+        super::owner::record(dir);
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let open = Arc::new(AtomicBool::new(true));
         let writer_db = db.clone();
@@ -243,7 +254,7 @@ impl SledStore {
         let writer_listener = listener.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_db, receiver, writer_listener))
+            .spawn(move || writer_loop(writer_db, receiver, writer_listener, name))
             .map_err(|e| FhirError::Storage(format!("cannot start writer: {e}")))?;
         Ok(SledStore {
             db,
@@ -251,6 +262,7 @@ impl SledStore {
             writer: Mutex::new(Some(writer)),
             open,
             listener,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -556,6 +568,7 @@ impl Store for SledStore {
             let _ = h.join();
         }
         self.db.flush()?;
+        super::owner::clear(&self.dir);
         Ok(())
     }
 
@@ -817,14 +830,18 @@ fn notify(listener: &SharedListener, overlay: &Overlay) {
         })
         .collect();
     writes.sort_by(|a, b| (a.rtype, a.id).cmp(&(b.rtype, b.id)));
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.committed(&writes))).is_err() {
+    // the engine applies a group before its writers are answered: its update lag is this call
+    let started = Instant::now();
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.committed(&writes)));
+    metrics::histogram!("vbc_engine_update_lag_seconds").record(started.elapsed().as_secs_f64());
+    if applied.is_err() {
         tracing::error!(
             "the commit listener panicked; derived state may be stale until re-evaluation"
         );
     }
 }
 
-fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener) {
+fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener, name: &'static str) {
     let mut seq = last_seq(&db);
     let mut last_ms = i64::MIN;
     while let Ok(first) = rx.recv() {
@@ -844,6 +861,8 @@ fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener) {
             now_ms: ts,
             seq,
         };
+        let group_size = jobs.len();
+        let mut written = 0u64;
         let mut deliveries = Vec::with_capacity(jobs.len());
         let mut failure: Option<String> = None;
         for job in jobs {
@@ -867,6 +886,7 @@ fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener) {
                     if let Err(e) = group.commit_write(w) {
                         failure = Some(e.to_string());
                     }
+                    written += 1;
                 }
             }
             deliveries.push(outcome.deliver);
@@ -883,9 +903,20 @@ fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener) {
                     overlay,
                     ..
                 } = group;
-                match db.apply_batch(batch).and_then(|_| db.flush().map(|_| ())) {
+                let durable = db.apply_batch(batch).and_then(|_| {
+                    let fsync = Instant::now();
+                    let flushed = db.flush();
+                    metrics::histogram!("vbc_store_fsync_seconds", "store" => name)
+                        .record(fsync.elapsed().as_secs_f64());
+                    flushed.map(|_| ())
+                });
+                match durable {
                     Ok(()) => {
                         seq = new_seq;
+                        metrics::histogram!("vbc_store_commit_group_size", "store" => name)
+                            .record(group_size as f64);
+                        metrics::counter!("vbc_store_resources_written_total", "store" => name)
+                            .increment(written);
                         notify(&listener, &overlay);
                         Ok(())
                     }
