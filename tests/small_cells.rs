@@ -83,7 +83,7 @@ fn counts(v: &Value, at: &str, out: &mut Vec<(String, u64)>) {
     match v {
         Value::Object(o) => {
             for (k, x) in o {
-                if k == "count" {
+                if k == "count" || k == "valueUnsignedInt" {
                     if let Some(n) = x.as_u64() {
                         out.push((at.to_string(), n));
                     }
@@ -166,6 +166,7 @@ fn manufacturers_receive_no_small_cell_and_no_practitioner_narrowing() {
             .find(|id| id.starts_with(JANUVIA) && id != JANUVIA)
             .expect("an outcome Measure")
     };
+    let mut small_somewhere = false;
     for measure in [JANUVIA.to_string(), outcome.clone()] {
         let path = format!("/Measure/{measure}/$evaluate-measure?{period}");
         let full = body_json(get_as(&s, &admin, &path));
@@ -177,11 +178,10 @@ fn manufacturers_receive_no_small_cell_and_no_practitioner_narrowing() {
         let (mut a, mut m) = (Vec::new(), Vec::new());
         counts(&full, "", &mut a);
         counts(&seen, "", &mut m);
-        assert!(
-            a.iter().any(|(_, n)| (1..=10).contains(n)),
-            "the population has small cells in {measure}"
-        );
-        assert!(masked(&seen) > 0, "{seen}");
+        if a.iter().any(|(_, n)| (1..=10).contains(n)) {
+            small_somewhere = true;
+            assert!(masked(&seen) > 0, "{seen}");
+        }
         for (at, n) in &m {
             assert!(
                 a.contains(&(at.clone(), *n)),
@@ -189,6 +189,7 @@ fn manufacturers_receive_no_small_cell_and_no_practitioner_narrowing() {
             );
         }
     }
+    assert!(small_somewhere, "the population has small cells");
     // a one-day period isolates nobody either
     let day = body_json(get_as(
         &s,
@@ -295,7 +296,10 @@ fn everything_about_a_patient_names_no_other_patient() {
             .all(|e| e["resource"]["resourceType"] != "Group"),
         "{all}"
     );
-    // asked for by type, still no Group
-    let groups = get_json(&s, &c, "/Patient/ev-1/$everything?_type=Group");
-    assert!(entries(&groups).is_empty(), "{groups}");
+    // asked for by type, still no Group: a 400 that says why
+    let oo = expect_error(
+        get(&s, &c, "/Patient/ev-1/$everything?_type=Group"),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(oo.to_string().contains("Group"), "{oo}");
 }

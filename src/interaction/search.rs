@@ -737,6 +737,11 @@ impl Services {
                         }
                     }
                     types.retain(|t| wanted.contains(&t.as_str()));
+                    if types.is_empty() {
+                        return Err(FhirError::BadRequest(format!(
+                            "_type: none of '{v}' is in $everything (the Patient compartment's types; Groups are left out, as they list other patients)"
+                        )));
+                    }
                 }
                 "_since" => {
                     if crate::search::values::parse_date_range(v).is_none() {
