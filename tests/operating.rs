@@ -15,7 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{body_json, client};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 /// The binary under test.
@@ -393,36 +392,7 @@ fn non_loopback_ip() -> Option<IpAddr> {
 
 /// A bearer token for a registered client of tests/data/auth/clients.json.
 fn bearer(s: &Logged, client_id: &str, scope: &str) -> String {
-    let url = s.url("/auth/token");
-    let key =
-        EncodingKey::from_ec_pem(&std::fs::read("tests/data/auth/es384-private.pem").expect("key"))
-            .expect("pem");
-    let mut h = Header::new(Algorithm::ES384);
-    h.kid = Some("es-1".into());
-    h.typ = Some("JWT".into());
-    let now = jsonwebtoken::get_current_timestamp();
-    let jwt = encode(
-        &h,
-        &json!({"iss": client_id, "sub": client_id, "aud": url, "exp": now + 240,
-                "jti": uuid::Uuid::new_v4().to_string()}),
-        &key,
-    )
-    .expect("sign");
-    let r = client()
-        .post(&url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_assertion_type", vbc_server::http::smart::JWT_BEARER),
-            ("client_assertion", &jwt),
-            ("scope", scope),
-        ])
-        .send()
-        .expect("token");
-    assert_eq!(r.status(), 200, "token for {client_id}");
-    body_json(r)["access_token"]
-        .as_str()
-        .expect("token")
-        .to_string()
+    common::token_for(&s.url("/auth/token"), client_id, scope)
 }
 
 #[test]

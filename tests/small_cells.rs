@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use vbc_server::engine::days;
@@ -36,38 +35,13 @@ fn server(extra: &[&str]) -> (Server, tempfile::TempDir) {
     (Server::start_with(&args), tmp)
 }
 
-/// A bearer token for a registered client of `tests/data/auth/clients.json` (key es-1).
+/// A bearer token for a registered client of `tests/data/auth/clients.json`.
 fn bearer(s: &Server, client_id: &str) -> String {
-    let url = s.url("/auth/token");
-    let key =
-        EncodingKey::from_ec_pem(&std::fs::read("tests/data/auth/es384-private.pem").expect("key"))
-            .expect("pem");
-    let mut h = Header::new(Algorithm::ES384);
-    h.kid = Some("es-1".into());
-    h.typ = Some("JWT".into());
-    let now = jsonwebtoken::get_current_timestamp();
-    let jwt = encode(
-        &h,
-        &json!({"iss": client_id, "sub": client_id, "aud": url, "exp": now + 240,
-                "jti": uuid::Uuid::new_v4().to_string()}),
-        &key,
+    token_for(
+        &s.url("/auth/token"),
+        client_id,
+        "system/*.rs system/*.cruds system/*.*",
     )
-    .expect("sign");
-    let r = client()
-        .post(&url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_assertion_type", vbc_server::http::smart::JWT_BEARER),
-            ("client_assertion", &jwt),
-            ("scope", "system/*.rs system/*.cruds system/*.*"),
-        ])
-        .send()
-        .expect("token");
-    let body: Value = r.json().expect("json");
-    body["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("token for {client_id}: {body}"))
-        .to_string()
 }
 
 fn get_as(s: &Server, token: &str, path: &str) -> reqwest::blocking::Response {

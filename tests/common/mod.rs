@@ -247,3 +247,38 @@ pub fn post_bundle(s: &Server, c: &reqwest::blocking::Client, b: &serde_json::Va
     let body = resp.text().unwrap_or_default();
     assert_eq!(status, 200, "{body}");
 }
+
+/// A bearer token from the token endpoint at `token_url` for a registered client of
+/// `tests/data/auth/clients.json` (they share the test key `es-1`).
+pub fn token_for(token_url: &str, client_id: &str, scope: &str) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let key =
+        EncodingKey::from_ec_pem(&std::fs::read("tests/data/auth/es384-private.pem").expect("key"))
+            .expect("pem");
+    let mut h = Header::new(Algorithm::ES384);
+    h.kid = Some("es-1".into());
+    h.typ = Some("JWT".into());
+    let now = jsonwebtoken::get_current_timestamp();
+    let jwt = encode(
+        &h,
+        &serde_json::json!({"iss": client_id, "sub": client_id, "aud": token_url,
+            "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string()}),
+        &key,
+    )
+    .expect("sign");
+    let r = client()
+        .post(token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", vbc_server::http::smart::JWT_BEARER),
+            ("client_assertion", &jwt),
+            ("scope", scope),
+        ])
+        .send()
+        .expect("token");
+    let body: serde_json::Value = r.json().expect("token answer");
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("token for {client_id}: {body}"))
+        .to_string()
+}
