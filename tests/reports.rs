@@ -269,11 +269,24 @@ fn a_published_report_set_is_stored_immutable_searchable_and_corrected_by_a_new_
     assert_eq!(st, StatusCode::OK);
     assert_eq!(param(&p2, "stored")[0]["valueInteger"], 0);
 
-    // immutable
+    // immutable: a change is refused; the same content sent back changes nothing
     let r = c
         .put(s.url(&format!("/{perf_ref}")))
         .header("Content-Type", "application/fhir+json")
         .json(&perf)
+        .send()
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        get_json(&s, &c, &format!("/{perf_ref}"))["meta"]["versionId"],
+        perf["meta"]["versionId"]
+    );
+    let mut changed = perf.clone();
+    changed["status"] = json!("pending");
+    let r = c
+        .put(s.url(&format!("/{perf_ref}")))
+        .header("Content-Type", "application/fhir+json")
+        .json(&changed)
         .send()
         .expect("put");
     assert_eq!(r.status(), StatusCode::CONFLICT);

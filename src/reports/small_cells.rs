@@ -80,7 +80,12 @@ pub fn suppress(doc: &mut Value, threshold: u64) -> bool {
         Some("MeasureReport") => suppress_report(doc, threshold),
         Some("Bundle") => {
             let mut any = false;
-            for e in doc["entry"].as_array_mut().into_iter().flatten() {
+            for e in doc
+                .get_mut("entry")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(r) = e.get_mut("resource") {
                     any |= suppress(r, threshold);
                 }
@@ -245,10 +250,15 @@ fn suppress_streams(report: &mut Value, threshold: u64) -> bool {
         ("patients-pending", "at-stake-pending"),
     ];
     let mut any = false;
-    for group in report["group"].as_array_mut().into_iter().flatten() {
+    for group in report
+        .get_mut("group")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         for (count_ext, money_ext) in PAIRS {
             let url = format!("{EXT}/{count_ext}");
-            let Some(exts) = group["extension"].as_array_mut() else {
+            let Some(exts) = group.get_mut("extension").and_then(Value::as_array_mut) else {
                 continue;
             };
             let Some(e) = exts.iter_mut().find(|e| e["url"].as_str() == Some(&url)) else {
@@ -262,8 +272,10 @@ fn suppress_streams(report: &mut Value, threshold: u64) -> bool {
             *e = json!({"url": url, "extension": masked()["extension"].clone()});
             if money_ext.is_empty() {
                 // the amount owed is the stream's alternate measure score
-                for s in group["measureScore"]["extension"]
-                    .as_array_mut()
+                for s in group
+                    .get_mut("measureScore")
+                    .and_then(|m| m.get_mut("extension"))
+                    .and_then(Value::as_array_mut)
                     .into_iter()
                     .flatten()
                 {
@@ -273,7 +285,12 @@ fn suppress_streams(report: &mut Value, threshold: u64) -> bool {
                 }
             } else {
                 let murl = format!("{EXT}/{money_ext}");
-                for m in group["extension"].as_array_mut().into_iter().flatten() {
+                for m in group
+                    .get_mut("extension")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
                     if m["url"].as_str() == Some(&murl) {
                         m["valueMoney"] = masked();
                     }
