@@ -218,7 +218,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         Some((audit_store.clone(), audit.clone())),
         &cfg,
     )?;
-    store_operation_definitions(&app_state, &cfg.own_base()).await?;
+    // the catalog (contracts and the OperationDefinitions) comes with a contracts directory; an
+    // empty --contracts-dir runs a bare FHIR store
+    if !cfg.contracts_dir.is_empty() {
+        store_operation_definitions(&app_state, &cfg.own_base()).await?;
+    }
     load_contracts(&app_state, &cfg).await;
     tokio::spawn(crate::engine::cohort_group::maintain(
         app_state.engine.clone(),

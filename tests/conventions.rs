@@ -155,7 +155,13 @@ fn canonical_references_are_included_and_revincluded() {
 
 #[test]
 fn every_operation_is_listed_and_defined() {
-    let s = Server::start();
+    let catalog = [
+        "--contracts-dir",
+        "contracts",
+        "--report-schedule-secs",
+        "0",
+    ];
+    let s = Server::start_with(&catalog);
     let c = client();
     let cs = get_json(&s, &c, "/metadata");
     let rest = &cs["rest"][0];
@@ -244,11 +250,11 @@ fn every_operation_is_listed_and_defined() {
     let before = get_json(&s, &c, "/OperationDefinition/Measure-outcomes");
     drop(c);
     let dir = tempfile::tempdir().expect("tmp");
-    let mut a = Server::start_on(dir.path(), &[]);
+    let mut a = Server::start_on(dir.path(), &catalog);
     let c = client();
     let v1 = get_json(&a, &c, "/OperationDefinition/Measure-outcomes");
     assert!(a.terminate());
-    let b = Server::start_on(dir.path(), &[]);
+    let b = Server::start_on(dir.path(), &catalog);
     let v2 = get_json(&b, &c, "/OperationDefinition/Measure-outcomes");
     assert_eq!(v1["meta"]["versionId"], v2["meta"]["versionId"]);
     assert_eq!(before["url"], v2["url"]);

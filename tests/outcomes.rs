@@ -552,7 +552,7 @@ fn corrections_deletes_late_data_and_as_of_reproduce_each_state() {
             .as_array()
             .expect("p")
             .iter()
-            .filter(|p| p["name"] != "mode")
+            .filter(|p| p["name"] != "mode" && p["name"] != "link")
             .cloned()
             .collect()
     };
