@@ -97,7 +97,7 @@ pub struct ServeConfig {
     /// Small-cell suppression: in every aggregate a manufacturer receives, population counts of
     /// 1 to this many patients are masked, with whatever would recover them, their scores and
     /// their money (0: off; see README, "Privacy").
-    #[arg(long, env = "VBC_SMALL_CELL_THRESHOLD", default_value_t = crate::reports::small_cells::DEFAULT_THRESHOLD)]
+    #[arg(long, env = "VBC_SMALL_CELL_THRESHOLD", default_value_t = DEFAULT_SMALL_CELL_THRESHOLD)]
     pub small_cell_threshold: u64,
     /// Registered SMART backend-services clients (JSON file `{"clients": [...]}`); enables the
     /// token endpoint and bearer-token checks. The registration API writes changes back to it.
@@ -119,6 +119,10 @@ pub struct ServeConfig {
     #[arg(long, env = "VBC_NO_AUTH")]
     pub no_auth: bool,
 }
+
+/// Small-cell suppression threshold by default: counts of 1 to 10 patients are masked (the CMS
+/// cell-size rule).
+pub const DEFAULT_SMALL_CELL_THRESHOLD: u64 = 10;
 
 /// The payer member-id system that links Patient records by default.
 pub const DEFAULT_LINK_SYSTEM: &str = "https://vbc-server.dev/fhir/sid/member-id";

@@ -711,18 +711,7 @@ fn check_rule(
     let Some((last, parents)) = segments[1..].split_last() else {
         return;
     };
-    let mut nodes: Vec<(String, &Value)> = vec![(segments[0].to_string(), resource)];
-    for seg in parents {
-        nodes = nodes
-            .into_iter()
-            .flat_map(|(e, v)| {
-                child_values(v, seg)
-                    .into_iter()
-                    .flat_map(move |(k, c)| flatten(format!("{e}.{k}"), c))
-            })
-            .collect();
-    }
-    for (expr, node) in nodes {
+    for (expr, node) in nodes_at(resource, &segments[..=parents.len()]) {
         let values: Vec<(String, &Value)> = child_values(node, last)
             .into_iter()
             .flat_map(|(k, c)| flatten(format!("{expr}.{k}"), c))

@@ -26,9 +26,6 @@ use serde_json::{json, Value};
 
 use super::common::EXT;
 
-/// The default threshold: counts of 1 to 10 patients are suppressed.
-pub const DEFAULT_THRESHOLD: u64 = 10;
-
 /// The data-absent-reason extension saying a value was masked.
 fn masked() -> Value {
     json!({"extension": [{
