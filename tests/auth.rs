@@ -198,33 +198,43 @@ fn auth_server() -> (Server, tempfile::TempDir) {
     (s, tmp)
 }
 
-/// A bearer token for a registered client (key es-1).
-fn bearer(s: &Server, client_id: &str, scope: &str) -> String {
-    let url = s.url("/auth/token");
+/// A fresh client assertion of `client_id` for the audience `aud`, signed with the ES384 test
+/// key under the key id `kid`.
+fn signed_assertion(client_id: &str, kid: &str, aud: &str) -> String {
     let key =
         EncodingKey::from_ec_pem(&std::fs::read("tests/data/auth/es384-private.pem").expect("key"))
             .expect("pem");
     let mut h = Header::new(Algorithm::ES384);
-    h.kid = Some("es-1".into());
+    h.kid = Some(kid.into());
     h.typ = Some("JWT".into());
     let now = jsonwebtoken::get_current_timestamp();
-    let jwt = encode(
+    encode(
         &h,
-        &json!({"iss": client_id, "sub": client_id, "aud": url, "exp": now + 240,
+        &json!({"iss": client_id, "sub": client_id, "aud": aud, "exp": now + 240,
                 "jti": uuid::Uuid::new_v4().to_string()}),
         &key,
     )
-    .expect("sign");
-    let (st, body) = token(
+    .expect("sign")
+}
+
+/// Ask the token endpoint of `s` for `scope` with an assertion: (status, JSON body).
+fn ask_token(s: &Server, jwt: &str, scope: &str) -> (u16, Value) {
+    token(
         &client(),
-        &url,
+        &s.url("/auth/token"),
         &[
             ("grant_type", "client_credentials"),
             ("client_assertion_type", vbc_server::http::smart::JWT_BEARER),
-            ("client_assertion", &jwt),
+            ("client_assertion", jwt),
             ("scope", scope),
         ],
-    );
+    )
+}
+
+/// A bearer token for a registered client (key es-1).
+fn bearer(s: &Server, client_id: &str, scope: &str) -> String {
+    let jwt = signed_assertion(client_id, "es-1", &s.url("/auth/token"));
+    let (st, body) = ask_token(s, &jwt, scope);
     assert_eq!(st, 200, "token for {client_id}: {body}");
     body["access_token"].as_str().expect("token").to_string()
 }
@@ -947,5 +957,457 @@ fn the_audit_chain_records_every_access_and_detects_a_modified_event() {
     assert!(
         text.contains("BROKEN at event 3") && text.contains("ae-000000000002"),
         "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: token binding, key fetching limits, the assertion audience, contract ownership,
+// OAuth errors of the token endpoint, payer counts.
+// ---------------------------------------------------------------------------------------------
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_removed_clients_tokens_stay_dead_when_its_id_is_registered_again() {
+    let (s, _tmp) = auth_server();
+    let admin = bearer(&s, "admin-app", "system/*.*");
+    let jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/data/auth/jwks.json").expect("jwks"))
+            .expect("json");
+    let reg = json!({"party": "Organization/org-new-lab", "role": "submitter",
+        "scope": "system/Observation.cruds", "jwks": jwks});
+    let put = |body: &Value| {
+        let r = client()
+            .put(s.url("/auth/clients/new-lab"))
+            .bearer_auth(&admin)
+            .json(body)
+            .send()
+            .expect("put");
+        r.status().as_u16()
+    };
+    let obs = |t: &str| as_get(&s, t, "/Observation").status().as_u16();
+    assert_eq!(put(&reg), 201);
+    let old = bearer(&s, "new-lab", "system/Observation.cruds");
+    assert_eq!(obs(&old), 200);
+    // a changed scope keeps the registration: its tokens work on, narrowed at once
+    let mut narrower = reg.clone();
+    narrower["scope"] = json!("system/Observation.rs");
+    assert_eq!(put(&narrower), 200);
+    assert_eq!(obs(&old), 200);
+    // removed, then registered again under the same id: a new registration
+    let r = client()
+        .delete(s.url("/auth/clients/new-lab"))
+        .bearer_auth(&admin)
+        .send()
+        .expect("delete");
+    assert_eq!(r.status(), 204);
+    assert_eq!(obs(&old), 401);
+    assert_eq!(put(&reg), 201);
+    expect_error(
+        as_get(&s, &old, "/Observation"),
+        StatusCode::UNAUTHORIZED,
+    );
+    let new = bearer(&s, "new-lab", "system/Observation.cruds");
+    assert_eq!(obs(&new), 200);
+    // another party (or role, or keys) under the same id is a new registration too
+    let mut moved = reg.clone();
+    moved["party"] = json!("Organization/org-other-lab");
+    assert_eq!(put(&moved), 200);
+    expect_error(
+        as_get(&s, &new, "/Observation"),
+        StatusCode::UNAUTHORIZED,
+    );
+    let moved_token = bearer(&s, "new-lab", "system/Observation.cruds");
+    assert_eq!(obs(&moved_token), 200);
+}
+
+/// A tiny JWKS host on a free port. Every request is counted and answered after `delay`: with
+/// the test keys and `Cache-Control: no-store`, or (`fail`) with HTTP 500.
+fn key_host(fail: bool, delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let keys = std::fs::read_to_string("tests/data/auth/jwks.json").expect("jwks");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut st) = stream else { continue };
+            let (counted, keys) = (counted.clone(), keys.clone());
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                let _ = st.read(&mut buf);
+                counted.fetch_add(1, SeqCst);
+                std::thread::sleep(delay);
+                let (status, body) = if fail {
+                    ("500 Internal Server Error", "{}".to_string())
+                } else {
+                    ("200 OK", keys)
+                };
+                let _ = write!(
+                    st,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[test]
+fn a_client_id_cannot_make_the_server_fetch_its_keys_at_will() {
+    let (open_url, open_hits) = key_host(false, Duration::ZERO);
+    let (slow_url, slow_hits) = key_host(false, Duration::from_millis(400));
+    let (down_url, down_hits) = key_host(true, Duration::from_millis(100));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let clients = tmp.path().join("clients.json");
+    let remote = |id: &str, url: &str| {
+        json!({"client_id": id, "party": "Organization/org-aetna", "role": "payer",
+               "scope": "system/Patient.rs", "jwks_uri": url})
+    };
+    std::fs::write(
+        &clients,
+        json!({"clients": [remote("keys-no-store", &open_url), remote("keys-slow", &slow_url),
+                           remote("keys-down", &down_url)]})
+        .to_string(),
+    )
+    .expect("write");
+    let s = Server::start_with(&["--auth-clients", clients.to_str().expect("path")]);
+    let aud = s.url("/auth/token");
+    let scope = "system/Patient.rs";
+    // at most one fetch per key URL in any few seconds (the server waits 5 s or more)
+    let bound = |since: Instant| 2 + since.elapsed().as_secs() as usize / 5;
+
+    // no-store keys: 50 requests, every fourth naming a key the set lacks (the early refetch)
+    let started = Instant::now();
+    for i in 0..50 {
+        let kid = if i % 4 == 3 { "rotated-away" } else { "es-1" };
+        let (st, body) = ask_token(&s, &signed_assertion("keys-no-store", kid, &aud), scope);
+        let want = if kid == "es-1" { 200 } else { 401 };
+        assert_eq!(st, want, "request {i} ({kid}): {body}");
+    }
+    let n = open_hits.load(SeqCst);
+    assert!(
+        n <= bound(started),
+        "{n} fetches of a no-store key set for 50 requests in {:?}",
+        started.elapsed()
+    );
+
+    // 8 concurrent requests wait on one fetch
+    std::thread::scope(|sc| {
+        let running: Vec<_> = (0..8)
+            .map(|_| {
+                sc.spawn(|| ask_token(&s, &signed_assertion("keys-slow", "es-1", &aud), scope).0)
+            })
+            .collect();
+        for r in running {
+            assert_eq!(r.join().expect("thread"), 200);
+        }
+    });
+    assert_eq!(slow_hits.load(SeqCst), 1, "8 concurrent requests, one fetch");
+
+    // a failing key host: 8 concurrent requests and 42 more, the failure remembered briefly
+    let started = Instant::now();
+    let refused = |(st, body): (u16, Value)| {
+        assert_eq!((st, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    };
+    std::thread::scope(|sc| {
+        let running: Vec<_> = (0..8)
+            .map(|_| sc.spawn(|| ask_token(&s, &signed_assertion("keys-down", "es-1", &aud), scope)))
+            .collect();
+        for r in running {
+            refused(r.join().expect("thread"));
+        }
+    });
+    for _ in 0..42 {
+        refused(ask_token(
+            &s,
+            &signed_assertion("keys-down", "es-1", &aud),
+            scope,
+        ));
+    }
+    let n = down_hits.load(SeqCst);
+    assert!(
+        n <= bound(started),
+        "{n} fetches of a failing key URL for 50 requests in {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn assertions_are_for_the_configured_address_whatever_the_host_header() {
+    let (s, _tmp) = auth_server();
+    let post = |aud: &str| {
+        let r = client()
+            .post(s.url("/auth/token"))
+            .header("Host", "evil.example")
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", vbc_server::http::smart::JWT_BEARER),
+                ("client_assertion", &signed_assertion("payer-wide", "es-1", aud)),
+                ("scope", "system/Patient.rs"),
+            ])
+            .send()
+            .expect("token");
+        let st = r.status().as_u16();
+        (st, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    // an assertion made for another server, replayed here under that server's Host
+    let (st, body) = post("http://evil.example/auth/token");
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    // the configured address (here the listen address) is the audience, whatever Host says
+    let (st, body) = post(&s.url("/auth/token"));
+    assert_eq!(st, 200, "{body}");
+    let cfg: Value = client()
+        .get(s.url("/.well-known/smart-configuration"))
+        .header("Host", "evil.example")
+        .send()
+        .expect("config")
+        .json()
+        .expect("json");
+    assert_eq!(cfg["token_endpoint"], json!(s.url("/auth/token")), "{cfg}");
+}
+
+#[test]
+fn auth_on_a_non_loopback_address_needs_a_base_url() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let start = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vbc-server"))
+            .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args(["--contracts-dir", "", "--auth-clients"])
+            .arg("tests/data/auth/clients.json")
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let mut child = start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = status.expect("the server must refuse to start, but it kept running");
+    assert!(!status.success());
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(err.contains("--base-url"), "{err}");
+    // with --base-url it starts
+    let mut child = start(&["--base-url", "https://vbc.example"]);
+    let ready = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        client()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "the server starts with --base-url");
+}
+
+#[test]
+fn another_partys_contract_is_as_unknown_as_a_missing_one() {
+    let (s, _tmp) = auth_server();
+    let merck = bearer(&s, "pharma-app", "system/*.rs");
+    let narrow = bearer(&s, "payer-app", "system/Patient.rs");
+    let ehr = bearer(&s, "ehr-app", "system/*.cruds");
+    let period = "periodStart=2024-01-01&periodEnd=2024-12-31";
+    let diagnostics = |oo: &Value, id: &str| {
+        oo["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .replace(id, "[id]")
+    };
+    for (who, t) in [
+        ("a manufacturer", &merck),
+        ("a payer with a narrow token", &narrow),
+        ("a submitter", &ehr),
+    ] {
+        for (op, query) in [
+            ("$outcomes", ""),
+            ("$evaluate-measure", period),
+            ("$collect-data", period),
+            ("$data-requirements", period),
+        ] {
+            // Entresto is Harvard Pilgrim's and Novartis's: none of these callers' contracts
+            let other = expect_error(
+                as_get(&s, t, &format!("/Measure/{ENTRESTO}/{op}?{query}")),
+                StatusCode::NOT_FOUND,
+            );
+            let unknown = expect_error(
+                as_get(&s, t, &format!("/Measure/no-such-contract/{op}?{query}")),
+                StatusCode::NOT_FOUND,
+            );
+            assert_eq!(
+                diagnostics(&other, ENTRESTO),
+                diagnostics(&unknown, "no-such-contract"),
+                "{who}, {op}"
+            );
+        }
+    }
+    // their own contract: the role and scope rules answer
+    expect_error(
+        as_get(&s, &merck, &format!("/Measure/{JANUVIA}/$outcomes")),
+        StatusCode::FORBIDDEN,
+    );
+    expect_error(
+        as_get(
+            &s,
+            &narrow,
+            &format!("/Measure/{JANUVIA}/$evaluate-measure?{period}"),
+        ),
+        StatusCode::FORBIDDEN,
+    );
+}
+
+#[test]
+fn every_token_endpoint_error_is_oauth_json() {
+    let s = Server::start_with(&["--auth-clients", "tests/data/auth/clients.json"]);
+    let oauth = |r: reqwest::blocking::Response, status: u16| {
+        assert_eq!(r.status().as_u16(), status);
+        let ct = content_type(&r);
+        let text = r.text().expect("body");
+        assert!(ct.starts_with("application/json"), "{ct}: {text}");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["error"], "invalid_request", "{v}");
+        assert!(v["error_description"].is_string(), "{v}");
+    };
+    // a body over the limit
+    let big = "a".repeat(3 * 1024 * 1024);
+    let r = client()
+        .post(s.url("/auth/token"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=client_credentials&scope={big}"))
+        .send()
+        .expect("post");
+    oauth(r, 413);
+    // a method the endpoint does not take
+    oauth(client().get(s.url("/auth/token")).send().expect("get"), 405);
+}
+
+#[test]
+fn a_payers_count_is_its_members_matches() {
+    // VBC_AUTH_COUNT_PATIENTS=3500 gives 10,500 matches for the printed timing
+    let n: usize = std::env::var("VBC_AUTH_COUNT_PATIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(45);
+    let (s, _tmp) = auth_server();
+    let ehr = bearer(&s, "ehr-app", "system/*.cruds");
+    let payer_of = |i: usize| match i % 3 {
+        0 => Some("Organization/org-aetna"),
+        1 => Some("Organization/org-harvard-pilgrim-health-care"),
+        _ => None, // no coverage: nobody's member
+    };
+    let ids: Vec<usize> = (0..n).collect();
+    for chunk in ids.chunks(100) {
+        let mut entry = Vec::new();
+        for &i in chunk {
+            let pid = format!("pc-{i}");
+            entry.push(json!({"resource": {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1960-01-01"},
+                "request": {"method": "PUT", "url": format!("Patient/{pid}")}}));
+            if let Some(payer) = payer_of(i) {
+                entry.push(json!({"resource": {"resourceType": "Coverage", "status": "active",
+                    "beneficiary": {"reference": format!("Patient/{pid}")}, "payor": [{"reference": payer}]},
+                    "request": {"method": "POST", "url": "Coverage"}}));
+            }
+            for day in 1..=3 {
+                entry.push(json!({"resource": {"resourceType": "Observation", "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+                    "subject": {"reference": format!("Patient/{pid}")},
+                    "effectiveDateTime": format!("2024-03-0{day}"),
+                    "valueQuantity": {"value": 7.1, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}},
+                    "request": {"method": "POST", "url": "Observation"}}));
+            }
+        }
+        let r = as_post(
+            &s,
+            &ehr,
+            "/",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entry}),
+        );
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    }
+    let members = |payer: &str| 3 * (0..n).filter(|&i| payer_of(i) == Some(payer)).count();
+    let query = "/Observation?code=http://loinc.org|4548-4&_summary=count";
+    let count = |t: &str| body_json(as_get(&s, t, query))["total"].as_u64().expect("total") as usize;
+    let admin = bearer(&s, "admin-app", "system/*.*");
+    let aetna = bearer(&s, "payer-wide", "system/*.rs");
+    let hp = bearer(&s, "payer-other", "system/*.rs");
+    assert_eq!(count(&admin), 3 * n);
+    assert_eq!(count(&aetna), members("Organization/org-aetna"));
+    assert_eq!(
+        count(&hp),
+        members("Organization/org-harvard-pilgrim-health-care")
+    );
+    assert_eq!(count(&ehr), 3 * n, "the submitter's own");
+    assert_eq!(
+        count(&bearer(&s, "lab-app", "system/Observation.rs")),
+        0,
+        "another submitter's"
+    );
+    // a restricted scope is judged too: none of these Observations has a category
+    let labs_only = bearer(&s, "payer-wide", "system/Observation.rs?category=laboratory");
+    assert_eq!(count(&labs_only), 0);
+    // the listing agrees with the count
+    let listed = body_json(as_get(
+        &s,
+        &aetna,
+        "/Observation?code=http://loinc.org|4548-4&_count=1000&_elements=subject",
+    ));
+    let subjects: Vec<String> = entries(&listed)
+        .iter()
+        .filter_map(|e| e["resource"]["subject"]["reference"].as_str().map(String::from))
+        .collect();
+    assert_eq!(subjects.len(), members("Organization/org-aetna").min(1000));
+    assert!(subjects.iter().all(|r| r
+        .strip_prefix("Patient/pc-")
+        .and_then(|i| i.parse::<usize>().ok())
+        .is_some_and(|i| i % 3 == 0)));
+    // the cost of a count (printed, never asserted)
+    let time = |t: &str| {
+        let mut ms: Vec<f64> = (0..15)
+            .map(|_| {
+                let at = Instant::now();
+                count(t);
+                at.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        ms[ms.len() / 2]
+    };
+    eprintln!(
+        "Observation?code=...&_summary=count over {} matches: admin {:.1} ms, payer {:.1} ms (median of 15)",
+        3 * n,
+        time(&admin),
+        time(&aetna)
     );
 }
