@@ -45,7 +45,9 @@ pub struct ServeConfig {
     /// Directory of the embedded store (created if missing).
     #[arg(long, env = "VBC_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Public base URL used in Location headers and fullUrls (default: http://<Host header>).
+    /// Public base URL used in Location headers and fullUrls (default: http://<Host header>); the
+    /// audience of client assertions and the issuer of access tokens (default: http://<listen>).
+    /// Required when authentication is on and the listen address is not loopback.
     #[arg(long, env = "VBC_BASE_URL")]
     pub base_url: Option<String>,
     /// Largest request body in bytes.
@@ -143,6 +145,14 @@ impl ServeConfig {
         }
         if !self.no_auth && self.auth_clients.is_none() {
             return Err("authentication is required: pass --auth-clients FILE (see README, \"Auth\"), or --no-auth for a local trial on a loopback address".into());
+        }
+        // client assertions name the token URL as their audience: the server must know its own
+        // address, never take it from a request's Host header
+        if !self.no_auth && self.base_url.is_none() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "with authentication on a non-loopback address ({}), pass --base-url (the public URL clients use, e.g. https://fhir.example.org): client assertions are checked against <base-url>/auth/token",
+                self.listen
+            ));
         }
         Ok(())
     }

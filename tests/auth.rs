@@ -977,7 +977,7 @@ fn a_removed_clients_tokens_stay_dead_when_its_id_is_registered_again() {
         serde_json::from_str(&std::fs::read_to_string("tests/data/auth/jwks.json").expect("jwks"))
             .expect("json");
     let reg = json!({"party": "Organization/org-new-lab", "role": "submitter",
-        "scope": "system/Observation.cruds", "jwks": jwks});
+        "scope": "system/Observation.cruds system/Patient.cruds", "jwks": jwks});
     let put = |body: &Value| {
         let r = client()
             .put(s.url("/auth/clients/new-lab"))
@@ -993,7 +993,7 @@ fn a_removed_clients_tokens_stay_dead_when_its_id_is_registered_again() {
     assert_eq!(obs(&old), 200);
     // a changed scope keeps the registration: its tokens work on, narrowed at once
     let mut narrower = reg.clone();
-    narrower["scope"] = json!("system/Observation.rs");
+    narrower["scope"] = json!("system/Observation.cruds");
     assert_eq!(put(&narrower), 200);
     assert_eq!(obs(&old), 200);
     // removed, then registered again under the same id: a new registration
@@ -1005,20 +1005,14 @@ fn a_removed_clients_tokens_stay_dead_when_its_id_is_registered_again() {
     assert_eq!(r.status(), 204);
     assert_eq!(obs(&old), 401);
     assert_eq!(put(&reg), 201);
-    expect_error(
-        as_get(&s, &old, "/Observation"),
-        StatusCode::UNAUTHORIZED,
-    );
+    expect_error(as_get(&s, &old, "/Observation"), StatusCode::UNAUTHORIZED);
     let new = bearer(&s, "new-lab", "system/Observation.cruds");
     assert_eq!(obs(&new), 200);
     // another party (or role, or keys) under the same id is a new registration too
     let mut moved = reg.clone();
     moved["party"] = json!("Organization/org-other-lab");
     assert_eq!(put(&moved), 200);
-    expect_error(
-        as_get(&s, &new, "/Observation"),
-        StatusCode::UNAUTHORIZED,
-    );
+    expect_error(as_get(&s, &new, "/Observation"), StatusCode::UNAUTHORIZED);
     let moved_token = bearer(&s, "new-lab", "system/Observation.cruds");
     assert_eq!(obs(&moved_token), 200);
 }
@@ -1107,16 +1101,26 @@ fn a_client_id_cannot_make_the_server_fetch_its_keys_at_will() {
             assert_eq!(r.join().expect("thread"), 200);
         }
     });
-    assert_eq!(slow_hits.load(SeqCst), 1, "8 concurrent requests, one fetch");
+    assert_eq!(
+        slow_hits.load(SeqCst),
+        1,
+        "8 concurrent requests, one fetch"
+    );
 
     // a failing key host: 8 concurrent requests and 42 more, the failure remembered briefly
     let started = Instant::now();
     let refused = |(st, body): (u16, Value)| {
-        assert_eq!((st, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+        assert_eq!(
+            (st, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{body}"
+        );
     };
     std::thread::scope(|sc| {
         let running: Vec<_> = (0..8)
-            .map(|_| sc.spawn(|| ask_token(&s, &signed_assertion("keys-down", "es-1", &aud), scope)))
+            .map(|_| {
+                sc.spawn(|| ask_token(&s, &signed_assertion("keys-down", "es-1", &aud), scope))
+            })
             .collect();
         for r in running {
             refused(r.join().expect("thread"));
@@ -1147,7 +1151,10 @@ fn assertions_are_for_the_configured_address_whatever_the_host_header() {
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_assertion_type", vbc_server::http::smart::JWT_BEARER),
-                ("client_assertion", &signed_assertion("payer-wide", "es-1", aud)),
+                (
+                    "client_assertion",
+                    &signed_assertion("payer-wide", "es-1", aud),
+                ),
                 ("scope", "system/Patient.rs"),
             ])
             .send()
@@ -1184,7 +1191,12 @@ fn auth_on_a_non_loopback_address_needs_a_base_url() {
         .expect("port");
     let start = |extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_vbc-server"))
-            .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("0.0.0.0:{port}"),
+                "--data-dir",
+            ])
             .arg(tmp.path().join("data"))
             .args(["--contracts-dir", "", "--auth-clients"])
             .arg("tests/data/auth/clients.json")
@@ -1358,7 +1370,11 @@ fn a_payers_count_is_its_members_matches() {
     }
     let members = |payer: &str| 3 * (0..n).filter(|&i| payer_of(i) == Some(payer)).count();
     let query = "/Observation?code=http://loinc.org|4548-4&_summary=count";
-    let count = |t: &str| body_json(as_get(&s, t, query))["total"].as_u64().expect("total") as usize;
+    let count = |t: &str| {
+        body_json(as_get(&s, t, query))["total"]
+            .as_u64()
+            .expect("total") as usize
+    };
     let admin = bearer(&s, "admin-app", "system/*.*");
     let aetna = bearer(&s, "payer-wide", "system/*.rs");
     let hp = bearer(&s, "payer-other", "system/*.rs");
@@ -1375,7 +1391,11 @@ fn a_payers_count_is_its_members_matches() {
         "another submitter's"
     );
     // a restricted scope is judged too: none of these Observations has a category
-    let labs_only = bearer(&s, "payer-wide", "system/Observation.rs?category=laboratory");
+    let labs_only = bearer(
+        &s,
+        "payer-wide",
+        "system/Observation.rs?category=laboratory",
+    );
     assert_eq!(count(&labs_only), 0);
     // the listing agrees with the count
     let listed = body_json(as_get(
@@ -1385,7 +1405,11 @@ fn a_payers_count_is_its_members_matches() {
     ));
     let subjects: Vec<String> = entries(&listed)
         .iter()
-        .filter_map(|e| e["resource"]["subject"]["reference"].as_str().map(String::from))
+        .filter_map(|e| {
+            e["resource"]["subject"]["reference"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     assert_eq!(subjects.len(), members("Organization/org-aetna").min(1000));
     assert!(subjects.iter().all(|r| r

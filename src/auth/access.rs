@@ -12,11 +12,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use std::borrow::Cow;
+
 use super::clients::Role;
 use super::scopes::Scope;
 use crate::engine::Engine;
 use crate::error::{FhirError, Result};
 use crate::search::matcher::Matcher;
+use crate::store::IndexEntry;
 
 /// The tag system that records which party submitted a resource (code: `Organization/[id]`).
 pub const SUBMITTER_SYSTEM: &str = "https://vbc-server.dev/fhir/CodeSystem/submitter";
@@ -209,22 +212,52 @@ fn act_name(act: Act) -> &'static str {
     }
 }
 
+/// What an access decision looks at: the resource itself, or its stored search index entries
+/// (enough for the scope rules and the compartment and submitter rules, and far cheaper than
+/// loading and parsing the resource: a payer's count over many matches loads none).
+#[derive(Clone, Copy)]
+enum Seen<'a> {
+    /// The resource.
+    Resource(&'a Value),
+    /// The id and the index entries of a stored resource.
+    Indexed {
+        id: &'a str,
+        entries: &'a [IndexEntry],
+    },
+}
+
+impl Seen<'_> {
+    fn id(&self) -> Option<&str> {
+        match self {
+            Seen::Resource(r) => r.get("id").and_then(Value::as_str),
+            Seen::Indexed { id, .. } => Some(*id),
+        }
+    }
+
+    /// Index entries including those of `params` (callers match on the parameter name).
+    fn entries(&self, rtype: &str, params: &[String]) -> Cow<'_, [IndexEntry]> {
+        match self {
+            Seen::Resource(r) => Cow::Owned(
+                crate::search::engine()
+                    .map(|e| e.entries_of_params(rtype, r, params))
+                    .unwrap_or_default(),
+            ),
+            Seen::Indexed { entries, .. } => Cow::Borrowed(entries),
+        }
+    }
+}
+
 /// The patients a resource is about: itself for a Patient, else the references of its Patient
 /// compartment parameters.
-fn patients_of(rtype: &str, resource: &Value) -> Vec<String> {
+fn patients_of(rtype: &str, seen: Seen) -> Vec<String> {
     if rtype == "Patient" {
-        return resource
-            .get("id")
-            .and_then(Value::as_str)
-            .map(|id| vec![id.to_string()])
-            .unwrap_or_default();
+        return seen.id().map(|id| vec![id.to_string()]).unwrap_or_default();
     }
     let Ok(engine) = crate::search::engine() else {
         return Vec::new();
     };
     let params = engine.registry.compartment_params(rtype);
-    engine
-        .entries_of_params(rtype, resource, params)
+    seen.entries(rtype, params)
         .iter()
         .filter(|e| params.contains(&e.param))
         .filter_map(|e| std::str::from_utf8(&e.value).ok())
@@ -235,15 +268,12 @@ fn patients_of(rtype: &str, resource: &Value) -> Vec<String> {
 
 /// Whether a resource satisfies a `param=value[&param=value]` scope restriction (token
 /// parameters; a comma means any of the values).
-fn restriction_holds(restriction: &str, rtype: &str, resource: &Value) -> bool {
+fn restriction_holds(restriction: &str, rtype: &str, seen: Seen) -> bool {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(restriction.as_bytes())
         .into_owned()
         .collect();
     let params: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
-    let entries = match crate::search::engine() {
-        Ok(e) => e.entries_of_params(rtype, resource, &params),
-        Err(_) => return false,
-    };
+    let entries = seen.entries(rtype, &params);
     pairs.iter().all(|(param, values)| {
         values.split(',').any(|v| {
             let m = Matcher::token(param, v);
@@ -253,16 +283,22 @@ fn restriction_holds(restriction: &str, rtype: &str, resource: &Value) -> bool {
 }
 
 /// Whether a resource carries the submitter tag of `party`.
-fn submitted_by(resource: &Value, party: &str) -> bool {
-    resource
-        .pointer("/meta/tag")
-        .and_then(Value::as_array)
-        .is_some_and(|tags| {
-            tags.iter().any(|t| {
-                t.get("system").and_then(Value::as_str) == Some(SUBMITTER_SYSTEM)
-                    && t.get("code").and_then(Value::as_str) == Some(party)
-            })
-        })
+fn submitted_by(seen: Seen, party: &str) -> bool {
+    match seen {
+        Seen::Resource(resource) => resource
+            .pointer("/meta/tag")
+            .and_then(Value::as_array)
+            .is_some_and(|tags| {
+                tags.iter().any(|t| {
+                    t.get("system").and_then(Value::as_str) == Some(SUBMITTER_SYSTEM)
+                        && t.get("code").and_then(Value::as_str) == Some(party)
+                })
+            }),
+        Seen::Indexed { entries, .. } => {
+            let m = Matcher::token("_tag", &format!("{SUBMITTER_SYSTEM}|{party}"));
+            entries.iter().any(|e| m.accepts(&e.param, &e.value))
+        }
+    }
 }
 
 impl Principal {
@@ -273,35 +309,42 @@ impl Principal {
             .filter(move |s| s.permits(rtype, act.perm()))
     }
 
-    fn scope_sees(&self, act: Act, rtype: &str, resource: &Value) -> bool {
+    fn scope_sees(&self, act: Act, rtype: &str, seen: Seen) -> bool {
         self.granting(act, rtype).any(|s| {
             let in_context = match s.context.as_str() {
                 "patient" => self
                     .patient
                     .as_deref()
-                    .is_some_and(|p| patients_of(rtype, resource).iter().any(|x| x == p)),
+                    .is_some_and(|p| patients_of(rtype, seen).iter().any(|x| x == p)),
                 _ => true,
             };
             in_context
                 && s.restriction
                     .as_deref()
-                    .is_none_or(|r| restriction_holds(r, rtype, resource))
+                    .is_none_or(|r| restriction_holds(r, rtype, seen))
         })
     }
 
-    fn role_sees(&self, rtype: &str, resource: &Value) -> bool {
-        let parties = || self.engine.contract_parties(rtype, resource);
-        match self.role {
+    /// The party's rules; None when they need the resource and `seen` holds index entries only
+    /// (contract resources and reports, whose contract is found from their content).
+    fn role_sees(&self, rtype: &str, seen: Seen) -> Option<bool> {
+        let resource = match seen {
+            Seen::Resource(r) => Some(r),
+            Seen::Indexed { .. } => None,
+        };
+        let parties = |r: &Value| self.engine.contract_parties(rtype, r);
+        Some(match self.role {
             Role::Admin | Role::Auditor => true,
-            Role::Submitter => submitted_by(resource, &self.party),
+            Role::Submitter => submitted_by(seen, &self.party),
             Role::Payer => {
                 let members = || {
-                    patients_of(rtype, resource)
+                    patients_of(rtype, seen)
                         .iter()
                         .any(|p| self.engine.is_member(&self.party, p))
                 };
                 if CONTRACT_TYPES.contains(&rtype) {
-                    let mine = match parties() {
+                    let resource = resource?;
+                    let mine = match parties(resource) {
                         Some(p) => p.payer == self.party,
                         // not a contract's: definitions are shared, reports are not
                         None => !matches!(rtype, "MeasureReport" | "Group"),
@@ -312,20 +355,23 @@ impl Principal {
                             .pointer("/subject/reference")
                             .and_then(Value::as_str)
                             .is_some_and(|r| r.starts_with("Patient/"));
-                    return mine && (!about_patient || members());
+                    return Some(mine && (!about_patient || members()));
                 }
                 !patient_level(rtype) || members()
             }
             Role::Manufacturer => match rtype {
                 "MeasureReport" => {
+                    let resource = resource?;
                     resource.get("type").and_then(Value::as_str) == Some("summary")
-                        && parties().is_some_and(|p| p.manufacturer == self.party)
+                        && parties(resource).is_some_and(|p| p.manufacturer == self.party)
                 }
-                "Measure" | "Library" => parties().is_some_and(|p| p.manufacturer == self.party),
-                "ValueSet" => parties().is_none_or(|p| p.manufacturer == self.party),
+                "Measure" | "Library" => {
+                    parties(resource?).is_some_and(|p| p.manufacturer == self.party)
+                }
+                "ValueSet" => parties(resource?).is_none_or(|p| p.manufacturer == self.party),
                 _ => MANUFACTURER_TYPES.contains(&rtype),
             },
-        }
+        })
     }
 }
 
@@ -391,14 +437,33 @@ impl Access {
     /// Whether the caller may see (or, for writes, touch) this resource: its scopes'
     /// restrictions and compartment, and its party's rules.
     pub fn sees(&self, act: Act, rtype: &str, resource: &Value) -> bool {
+        self.judge(act, rtype, Seen::Resource(resource))
+            .unwrap_or(false)
+    }
+
+    /// [`Access::sees`] judged from a stored resource's search index entries alone (its
+    /// compartment references, scope restriction tokens and submitter tag), without loading
+    /// it; None when a rule needs the resource itself (contract resources and reports), for
+    /// [`Access::sees`] to decide.
+    pub fn sees_indexed(
+        &self,
+        act: Act,
+        rtype: &str,
+        id: &str,
+        entries: &[IndexEntry],
+    ) -> Option<bool> {
+        self.judge(act, rtype, Seen::Indexed { id, entries })
+    }
+
+    fn judge(&self, act: Act, rtype: &str, seen: Seen) -> Option<bool> {
         match self {
-            Access::System => true,
-            Access::Anonymous => false,
+            Access::System => Some(true),
+            Access::Anonymous => Some(false),
             Access::Client(p) => {
-                if !role_allows(p.role, act, rtype) {
-                    return false;
+                if !role_allows(p.role, act, rtype) || !p.scope_sees(act, rtype, seen) {
+                    return Some(false);
                 }
-                p.scope_sees(act, rtype, resource) && p.role_sees(rtype, resource)
+                p.role_sees(rtype, seen)
             }
         }
     }
@@ -451,12 +516,14 @@ impl Access {
         Ok(())
     }
 
-    /// Whether the caller may run an operation, for the contract it concerns (when known).
-    /// Another party's contract answers 404, as if it did not exist.
+    /// Whether the caller may run an operation, for the contract it concerns (when known: the
+    /// Measure id asked for and the contract's parties). Ownership is checked first: a contract
+    /// the caller's party is not a party of answers 404 exactly as an unknown one does
+    /// ([`unknown_contract`]), before any role or scope rule could tell that it exists.
     pub fn operation(
         &self,
         op: Op,
-        contract: Option<&crate::engine::parties::ContractParties>,
+        contract: Option<(&str, &crate::engine::parties::ContractParties)>,
     ) -> Result<()> {
         let p = match self {
             Access::System => return Ok(()),
@@ -467,6 +534,18 @@ impl Access {
             }
             Access::Client(p) => p,
         };
+        if let Some((measure_id, c)) = contract {
+            let party_of_it = match p.role {
+                Role::Admin => true,
+                Role::Payer => c.payer == p.party,
+                Role::Manufacturer => c.manufacturer == p.party,
+                // data submitters and auditors are no party of any contract
+                Role::Submitter | Role::Auditor => false,
+            };
+            if !party_of_it {
+                return Err(unknown_contract(measure_id));
+            }
+        }
         let forbidden = || {
             Err(FhirError::Forbidden(format!(
                 "{} ({}) may not run {}",
@@ -516,18 +595,6 @@ impl Access {
                 act.perm()
             )));
         }
-        if let Some(c) = contract {
-            let mine = match p.role {
-                Role::Payer => c.payer == p.party,
-                Role::Manufacturer => c.manufacturer == p.party,
-                _ => true,
-            };
-            if !mine {
-                return Err(FhirError::NotFound(
-                    "no such Measure is loaded on this server".into(),
-                ));
-            }
-        }
         Ok(())
     }
 
@@ -543,6 +610,14 @@ impl Access {
     pub fn is_manufacturer(&self) -> bool {
         matches!(self, Access::Client(p) if p.role == Role::Manufacturer)
     }
+}
+
+/// The 404 of an operation on a Measure that is no loaded contract or outcome Measure, or one of
+/// a contract the caller is no party of: the same answer for both.
+pub fn unknown_contract(measure_id: &str) -> FhirError {
+    FhirError::NotFound(format!(
+        "Measure/{measure_id} is not a loaded contract or outcome Measure"
+    ))
 }
 
 fn op_name(op: Op) -> &'static str {

@@ -42,6 +42,21 @@ pub struct Client {
     /// Where its public keys are published.
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// Which registration of the id this is: new each time the id is registered (at start,
+    /// again after a removal, or with another party, role or keys), and carried by every access
+    /// token issued to it, so that tokens of an earlier registration are refused. Kept in memory
+    /// only: tokens do not outlive a restart (their signing secret does not).
+    #[serde(skip)]
+    pub registration: String,
+}
+
+impl Client {
+    /// Whether `other` registers the same holder: the same party, role and keys (a changed
+    /// scope only narrows or widens what the holder's tokens grant).
+    pub fn same_holder(&self, other: &Client) -> bool {
+        let keys = |c: &Client| (serde_json::to_value(&c.jwks).ok(), c.jwks_uri.clone());
+        self.party == other.party && self.role == other.role && keys(self) == keys(other)
+    }
 }
 
 /// The client registry file: `{"clients": [Client, ...]}`.
@@ -54,8 +69,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Build from a list.
-    pub fn new(clients: Vec<Client>) -> Registry {
+    /// Build from a list; a client without a registration id gets a new one.
+    pub fn new(mut clients: Vec<Client>) -> Registry {
+        for c in clients.iter_mut().filter(|c| c.registration.is_empty()) {
+            c.registration = uuid::Uuid::new_v4().to_string();
+        }
         let by_id = clients
             .iter()
             .enumerate()

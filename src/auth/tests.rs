@@ -29,6 +29,7 @@ fn registry() -> Registry {
         scope: "system/MeasureReport.rs system/Patient.rs".into(),
         jwks: Some(jwks),
         jwks_uri: None,
+        registration: String::new(),
     }])
 }
 
@@ -250,6 +251,10 @@ fn access_tokens_carry_party_role_and_scope_and_expire() {
         ("payer-app", "Organization/org-aetna", Role::Payer)
     );
     assert_eq!(c.scope, "system/MeasureReport.rs");
+    assert_eq!(
+        c.registration, client.registration,
+        "bound to the registration"
+    );
     let old = issuer
         .issue(client, "system/MeasureReport.rs", now - 3600)
         .expect("issue");
@@ -266,6 +271,34 @@ fn access_tokens_carry_party_role_and_scope_and_expire() {
     );
 }
 
+#[test]
+fn each_registration_of_an_id_is_a_new_one() {
+    let (a, b) = (registry(), registry());
+    let (ca, cb) = (
+        a.get("payer-app").expect("a"),
+        b.get("payer-app").expect("b"),
+    );
+    assert!(!ca.registration.is_empty());
+    assert_ne!(ca.registration, cb.registration);
+    assert!(ca.same_holder(cb));
+    let mut narrowed = ca.clone();
+    narrowed.scope = "system/Patient.rs".into();
+    assert!(ca.same_holder(&narrowed), "a scope change keeps the holder");
+    let mut moved = ca.clone();
+    moved.role = Role::Manufacturer;
+    assert!(!ca.same_holder(&moved));
+    let mut rekeyed = ca.clone();
+    rekeyed.jwks = None;
+    rekeyed.jwks_uri = Some("https://keys.example/jwks".into());
+    assert!(!ca.same_holder(&rekeyed));
+    // a rebuilt registry keeps the registrations it is given
+    let again = Registry::new(a.clients.clone());
+    assert_eq!(
+        again.get("payer-app").expect("again").registration,
+        ca.registration
+    );
+}
+
 mod access_rules {
     use std::sync::Arc;
 
@@ -274,6 +307,7 @@ mod access_rules {
     use crate::auth::access::{Access, Act, Op, Principal};
     use crate::auth::clients::Role;
     use crate::auth::scopes::Scope;
+    use crate::engine::parties::ContractParties;
     use crate::engine::Engine;
     use crate::error::FhirError;
 
@@ -337,6 +371,28 @@ mod access_rules {
             None,
         );
         assert!(forbidden(narrow.operation(Op::EvaluateMeasure, None)));
+        // a contract the caller's party is no party of: 404 before any role or scope rule
+        let ours = ContractParties {
+            payer: "Organization/org-aetna".into(),
+            manufacturer: "Organization/org-merck".into(),
+        };
+        let theirs = ContractParties {
+            payer: "Organization/org-harvard-pilgrim".into(),
+            manufacturer: "Organization/org-novartis".into(),
+        };
+        let unknown = |r: Result<(), FhirError>| matches!(r, Err(FhirError::NotFound(_)));
+        assert!(unknown(m.operation(Op::Outcomes, Some(("c", &theirs)))));
+        assert!(forbidden(m.operation(Op::Outcomes, Some(("c", &ours)))));
+        assert!(unknown(
+            narrow.operation(Op::EvaluateMeasure, Some(("c", &theirs)))
+        ));
+        assert!(forbidden(
+            narrow.operation(Op::EvaluateMeasure, Some(("c", &ours)))
+        ));
+        assert!(unknown(
+            s.operation(Op::EvaluateMeasure, Some(("c", &ours)))
+        ));
+        assert!(admin.operation(Op::Outcomes, Some(("c", &theirs))).is_ok());
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct AccessClaims {
     pub party: String,
     /// The party's role.
     pub role: Role,
+    /// The client's registration when the token was issued ([`Client::registration`]): the
+    /// token is refused once the id is registered again.
+    pub registration: String,
 }
 
 /// Signs and verifies access tokens.
@@ -77,6 +80,7 @@ impl Issuer {
             scope: scope.to_string(),
             party: client.party.clone(),
             role: client.role,
+            registration: client.registration.clone(),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }

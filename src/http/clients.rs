@@ -2,7 +2,8 @@
 //! clients, `PUT /auth/clients/{id}` registers or replaces one (JSON: `party`, `role`, `scope`,
 //! `jwks` or `jwks_uri`), `DELETE /auth/clients/{id}` removes one. Changes are written back to
 //! the registry file (atomically), so they survive a restart; a removed client's tokens stop
-//! working at once.
+//! working at once, and stay refused when the id is registered again (tokens carry the
+//! registration they were issued to; a new party, role or keys is a new registration too).
 
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -87,7 +88,13 @@ pub async fn put(Caller(s): Caller, Path(id): Path<String>, body: Bytes) -> Resu
     let mut clients = reg.clients.clone();
     let created = match clients.iter_mut().find(|c| c.client_id == id) {
         Some(c) => {
-            *c = client.clone();
+            // the same holder keeps its registration (and its tokens); another party, role or
+            // keys is a new registration, and tokens issued before it are refused
+            let mut next = client.clone();
+            if c.same_holder(&client) {
+                next.registration = c.registration.clone();
+            }
+            *c = next;
             false
         }
         None => {

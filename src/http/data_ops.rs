@@ -26,7 +26,7 @@ use super::measure_params::{
 use super::negotiate::FhirBody;
 use super::search::blocking;
 use super::{response, AppState};
-use crate::auth::access::Op;
+use crate::auth::access::{unknown_contract, Op};
 use crate::contracts::rules::Rule;
 use crate::engine::days;
 use crate::engine::parties::parties_of;
@@ -62,12 +62,13 @@ fn plan_of(
                 .at("measureId")])
             })?,
     };
-    let (plan, outcome) = s.engine.plan_for_measure(&id).ok_or_else(|| {
-        FhirError::NotFound(format!(
-            "Measure/{id} is not a loaded contract or outcome Measure"
-        ))
-    })?;
-    s.services.access.operation(op, Some(&parties_of(&plan)))?;
+    let (plan, outcome) = s
+        .engine
+        .plan_for_measure(&id)
+        .ok_or_else(|| unknown_contract(&id))?;
+    s.services
+        .access
+        .operation(op, Some((&id, &parties_of(&plan))))?;
     Ok((plan, outcome, id))
 }
 
@@ -401,7 +402,10 @@ async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) ->
             .filter(|(plan, _)| {
                 s.services
                     .access
-                    .operation(Op::CareGaps, Some(&parties_of(plan)))
+                    .operation(
+                        Op::CareGaps,
+                        Some((&plan.ids.contract(), &parties_of(plan))),
+                    )
                     .is_ok()
             })
             .collect()

@@ -21,7 +21,7 @@ use super::measure_params::{
 use super::negotiate::FhirBody;
 use super::search::blocking;
 use super::AppState;
-use crate::auth::access::Op;
+use crate::auth::access::{unknown_contract, Op};
 use crate::auth::audit::{activity_event, Activity};
 use crate::engine::days::{self, Day};
 use crate::engine::parties::parties_of;
@@ -136,13 +136,12 @@ async fn run(s: AppState, id: Option<String>, params: Vec<(String, String)>) -> 
             .at("measure")]))
         }
     };
-    let (plan, outcome) = s.engine.plan_for_measure(&id).ok_or_else(|| {
-        FhirError::NotFound(format!(
-            "Measure/{id} is not a loaded contract or outcome Measure"
-        ))
-    })?;
+    let (plan, outcome) = s
+        .engine
+        .plan_for_measure(&id)
+        .ok_or_else(|| unknown_contract(&id))?;
     let access = &s.services.access;
-    access.operation(Op::EvaluateMeasure, Some(&parties_of(&plan)))?;
+    access.operation(Op::EvaluateMeasure, Some((&id, &parties_of(&plan))))?;
     let population_only = ask.subject.is_none()
         && ask.practitioner.is_none()
         && matches!(ask.report_type.as_deref(), None | Some("population"));

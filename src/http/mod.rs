@@ -126,7 +126,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metadata", get(capabilities::metadata))
         .route("/health", get(health::live))
         .route("/.well-known/smart-configuration", get(smart::configuration))
-        .route(smart::TOKEN_PATH, post(smart::token))
+        .route(
+            smart::TOKEN_PATH,
+            post(smart::token).fallback(smart::token_method_not_allowed),
+        )
         .route(smart::CLIENTS_PATH, get(clients::list))
         .route(
             "/auth/clients/{id}",

@@ -82,7 +82,7 @@ pub async fn render(req: Request, next: Next) -> Response {
 const DRAIN_CAP: usize = 256 * 1024 * 1024;
 
 /// Read and discard the rest of a body (up to [`DRAIN_CAP`]).
-async fn drain(mut body: Body) {
+pub async fn drain(mut body: Body) {
     let mut seen = 0usize;
     while let Some(Ok(frame)) = body.frame().await {
         if let Ok(data) = frame.into_data() {

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use super::guard::Caller;
 use super::search::{blocking, pairs};
-use crate::auth::access::Op;
+use crate::auth::access::{unknown_contract, Op};
 use crate::engine::result::Status;
 use crate::engine::{days, AsOf};
 use crate::error::{FhirError, Result};
@@ -48,14 +48,13 @@ pub async fn outcomes(
 ) -> Result<Response> {
     let query = query.unwrap_or_default();
     let base = s.base(&headers);
-    let (plan, only_outcome) = s.engine.plan_for_measure(&measure_id).ok_or_else(|| {
-        FhirError::NotFound(format!(
-            "Measure/{measure_id} is not a loaded contract or outcome"
-        ))
-    })?;
+    let (plan, only_outcome) = s
+        .engine
+        .plan_for_measure(&measure_id)
+        .ok_or_else(|| unknown_contract(&measure_id))?;
     s.services.access.operation(
         Op::Outcomes,
-        Some(&crate::engine::parties::parties_of(&plan)),
+        Some((&measure_id, &crate::engine::parties::parties_of(&plan))),
     )?;
     s.services.audit.record(crate::auth::audit::activity_event(
         &s.services.access,

@@ -27,12 +27,13 @@ pub async fn publish_reports(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (plan, outcome) = s.engine.plan_for_measure(&id).ok_or_else(|| {
-        FhirError::NotFound(format!("Measure/{id} is not a loaded contract Measure"))
-    })?;
+    let (plan, outcome) = s
+        .engine
+        .plan_for_measure(&id)
+        .ok_or_else(|| crate::auth::access::unknown_contract(&id))?;
     s.services.access.operation(
         crate::auth::access::Op::PublishReports,
-        Some(&crate::engine::parties::parties_of(&plan)),
+        Some((&id, &crate::engine::parties::parties_of(&plan))),
     )?;
     if outcome.is_some() {
         return Err(FhirError::BadRequest(format!(

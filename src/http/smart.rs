@@ -1,15 +1,18 @@
 //! SMART on FHIR backend services endpoints: `GET /.well-known/smart-configuration` (open, with
 //! CORS) and the token endpoint `POST /auth/token` (`client_credentials` with a
-//! `private_key_jwt` client assertion). Errors are OAuth JSON: 400 `unsupported_grant_type`,
-//! `invalid_request`, `invalid_scope`; 401 `invalid_client`.
+//! `private_key_jwt` client assertion, whose `aud` must be the token URL at the configured base
+//! URL, whatever the request's Host header says). Every error of the token endpoint is OAuth
+//! JSON: 400 `unsupported_grant_type`, `invalid_request`, `invalid_scope`; 401 `invalid_client`;
+//! 405 and 413 `invalid_request`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use http_body_util::BodyExt;
 use serde_json::json;
 
 use super::AppState;
@@ -91,6 +94,12 @@ impl Auth {
         })
     }
 
+    /// The token URL: the audience every client assertion must name (this server's configured
+    /// base URL, never a request's Host header).
+    pub fn token_url(&self) -> String {
+        format!("{}{TOKEN_PATH}", self.issuer.name())
+    }
+
     /// A registered client by id.
     pub fn client(&self, id: &str) -> Option<Client> {
         self.registry
@@ -144,6 +153,12 @@ impl Auth {
             let client = self
                 .client(&c.sub)
                 .ok_or_else(|| format!("client {} is no longer registered", c.sub))?;
+            if client.registration != c.registration {
+                return Err(format!(
+                    "client {} was registered again since this token was issued",
+                    c.sub
+                ));
+            }
             // a registration narrowed since the token was issued takes effect at once
             let (scope, _) = scopes::grant(&client.scope, &c.scope);
             return Ok(Bearer {
@@ -220,7 +235,11 @@ fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) 
 
 /// `GET /.well-known/smart-configuration`.
 pub async fn configuration(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let base = s.base(&headers);
+    // with auth on, the issuer's own address (the one assertions must name)
+    let base = match &s.auth {
+        Some(a) => a.issuer.name().to_string(),
+        None => s.base(&headers),
+    };
     let body = json!({
         "issuer": base,
         "token_endpoint": format!("{base}{TOKEN_PATH}"),
@@ -239,8 +258,61 @@ pub async fn configuration(State(s): State<AppState>, headers: HeaderMap) -> Res
         .into_response()
 }
 
+/// Most bytes of a token request (a form with a grant type, a scope and a signed assertion).
+pub const MAX_TOKEN_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The form of a token request, read up to [`MAX_TOKEN_REQUEST_BYTES`]; a larger body is a 413
+/// `invalid_request` (OAuth JSON, like every error of the endpoint).
+async fn token_form(body: Body) -> Result<Vec<(String, String)>, Response> {
+    let limited = http_body_util::Limited::new(body, MAX_TOKEN_REQUEST_BYTES);
+    match limited.collect().await {
+        Ok(b) => Ok(form_urlencoded::parse(&b.to_bytes()).into_owned().collect()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(oauth_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("a token request is at most {MAX_TOKEN_REQUEST_BYTES} bytes"),
+        )),
+        Err(e) => Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// Any method but POST at the token endpoint: 405 `invalid_request` (OAuth JSON).
+pub async fn token_method_not_allowed() -> Response {
+    let mut r = oauth_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "the token endpoint takes POST only",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
 /// `POST /auth/token`.
-pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(State(s): State<AppState>, req: Request) -> Response {
+    let declared_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = req.into_body();
+    if declared_len.is_some_and(|n| n > MAX_TOKEN_REQUEST_BYTES) {
+        // read what was sent (within bounds) so that the client gets to read the answer
+        super::negotiate::drain(body).await;
+        return oauth_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("a token request is at most {MAX_TOKEN_REQUEST_BYTES} bytes"),
+        );
+    }
+    let form = match token_form(body).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let Some(auth) = s.auth.clone() else {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -248,7 +320,6 @@ pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
             "no clients are registered on this server",
         );
     };
-    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
     match get("grant_type") {
         None => {
@@ -288,7 +359,7 @@ pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
             "scope is required",
         );
     };
-    let token_url = format!("{}{TOKEN_PATH}", s.base(&headers));
+    let token_url = auth.token_url();
     let now = jsonwebtoken::get_current_timestamp() as i64;
     let client = match auth.verify_assertion(assertion_jwt, &token_url).await {
         Ok(c) => c,

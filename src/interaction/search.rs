@@ -347,10 +347,8 @@ impl Services {
             if self.access.filters(Act::Search, t) {
                 let mut kept = Vec::with_capacity(ids.len());
                 for id in ids {
-                    if let Some(r) = self.live_resource(t, &id)? {
-                        if self.access.sees(Act::Search, t, &r) {
-                            kept.push(id);
-                        }
+                    if self.match_visible(t, &id)? {
+                        kept.push(id);
                     }
                 }
                 ids = kept;
@@ -527,6 +525,20 @@ impl Services {
         Ok(self
             .live_resource(rtype, id)?
             .is_some_and(|r| self.access.sees(Act::Read, rtype, &r)))
+    }
+
+    /// Whether a match is the caller's to see: judged from its stored index entries where the
+    /// access rules allow (so a count loads no resource), else from the resource.
+    fn match_visible(&self, rtype: &str, id: &str) -> Result<bool> {
+        let Some(entries) = self.store.index_of(rtype, id)? else {
+            return Ok(false); // deleted meanwhile
+        };
+        if let Some(seen) = self.access.sees_indexed(Act::Search, rtype, id, &entries) {
+            return Ok(seen);
+        }
+        Ok(self
+            .live_resource(rtype, id)?
+            .is_some_and(|r| self.access.sees(Act::Search, rtype, &r)))
     }
 
     fn live_resource(&self, rtype: &str, id: &str) -> Result<Option<Value>> {
