@@ -115,6 +115,7 @@ fn every_catalog_contract_is_evaluated_correctly_through_http_on_generated_data(
         let expected: Vec<&vbc_server::synth::Expected> =
             population.iter().map(|(_, e)| e).collect();
         failures.extend(check_reports(&s, &c, &rules, &contract, &expected));
+        failures.extend(check_individual_sums(&s, &c, &contract, &expected));
         failures.extend(check_drug_cost_money(
             &s,
             &c,
@@ -351,6 +352,76 @@ fn check_reports(
                 }
             }
             _ => {}
+        }
+    }
+    failures
+}
+
+/// The individual reports of a period's members add up to its performance report, per stream
+/// and state (owed, at stake pending, at stake for missing data): each patient's lines are taken
+/// under the period's cohort rates. Checked over the whole time line and over each year a
+/// member was indexed in.
+fn check_individual_sums(
+    s: &Server,
+    c: &reqwest::blocking::Client,
+    contract: &str,
+    expected: &[&vbc_server::synth::Expected],
+) -> Vec<String> {
+    use rust_decimal::Decimal;
+    let members: Vec<&vbc_server::synth::Expected> = expected
+        .iter()
+        .copied()
+        .filter(|e| e.membership.as_deref() == Some("member"))
+        .collect();
+    let mut periods = vec![("1900-01-01".to_string(), "2100-12-31".to_string())];
+    let mut years: Vec<&str> = members
+        .iter()
+        .filter_map(|e| e.index.as_deref().map(|i| &i[..4]))
+        .collect();
+    years.sort_unstable();
+    years.dedup();
+    periods.extend(
+        years
+            .iter()
+            .map(|y| (format!("{y}-01-01"), format!("{y}-12-31"))),
+    );
+    let mut failures = Vec::new();
+    for (start, end) in periods {
+        let period = format!("periodStart={start}&periodEnd={end}");
+        let perf = performance_money(&get_json(
+            s,
+            c,
+            &format!("/Measure/{contract}/$evaluate-measure?{period}"),
+        ));
+        let mut sum: std::collections::BTreeMap<(String, String), Decimal> = Default::default();
+        for e in members.iter().filter(|e| {
+            e.index
+                .as_deref()
+                .is_some_and(|i| *i >= *start && *i <= *end)
+        }) {
+            let r = get_json(
+                s,
+                c,
+                &format!(
+                    "/Measure/{contract}/$evaluate-measure?{period}&subject=Patient/{}",
+                    e.person
+                ),
+            );
+            for (k, v) in individual_money(&r) {
+                *sum.entry(k).or_default() += v;
+            }
+        }
+        for (stream, totals) in &perf {
+            let got = ["owed", "at-stake-pending", "at-stake-missing-data"].map(|st| {
+                sum.get(&(stream.clone(), st.to_string()))
+                    .copied()
+                    .unwrap_or_default()
+            });
+            if got != *totals {
+                failures.push(format!(
+                    "{contract} {start}..{end} {stream}: individual reports add up to {got:?}, the performance report says {totals:?}"
+                ));
+            }
         }
     }
     failures

@@ -402,12 +402,12 @@ fn contract_measure(rules: &RuleSet, ids: &Ids) -> Value {
         ));
     }
     for p in &rules.payments {
-        usage.push_str(&format!(
-            " Payment term {} ({}) on {}.",
-            p.kind,
-            p.stream,
+        let on = if p.outcomes.is_empty() {
+            "every member".to_string()
+        } else {
             p.outcomes.join(", ")
-        ));
+        };
+        usage.push_str(&format!(" Payment term {} ({}) on {on}.", p.kind, p.stream));
     }
     m.insert("usage".into(), json!(usage));
     m.insert(

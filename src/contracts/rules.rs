@@ -235,6 +235,80 @@ pub struct OutcomeDef {
     pub report: bool,
     /// The rule.
     pub rule: Rule,
+    /// What a closed window without a usable measurement comes to (absent in rule sets stored
+    /// before the option existed: at stake, as they were evaluated).
+    #[serde(default, skip_serializing_if = "MissingDataPolicy::is_at_stake")]
+    pub missing_data: MissingDataPolicy,
+    /// What a death before the outcome is measured means (with `[exclusions] death = true`).
+    #[serde(default, skip_serializing_if = "OnDeath::is_excluded")]
+    pub on_death: OnDeath,
+}
+
+/// What a `missing-data` outcome comes to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingDataPolicy {
+    /// It stays missing data: its money is at stake until the measurement arrives.
+    #[default]
+    AtStake,
+    /// Without a usable measurement this many days after the window closed, it is not met.
+    NotMetAfterDays(u32),
+    /// Without a usable measurement this many days after the window closed, it is met.
+    MetAfterDays(u32),
+}
+
+impl MissingDataPolicy {
+    /// True for the default (kept out of stored rule sets, which stay as they were).
+    pub fn is_at_stake(&self) -> bool {
+        *self == MissingDataPolicy::AtStake
+    }
+
+    /// The status missing data turns into and the days of grace after the window, if any.
+    pub fn decides(self) -> Option<(bool, u32)> {
+        match self {
+            MissingDataPolicy::AtStake => None,
+            MissingDataPolicy::NotMetAfterDays(n) => Some((false, n)),
+            MissingDataPolicy::MetAfterDays(n) => Some((true, n)),
+        }
+    }
+
+    /// The contract text of the policy.
+    pub fn text(self) -> String {
+        match self {
+            MissingDataPolicy::AtStake => "at-stake".into(),
+            MissingDataPolicy::NotMetAfterDays(n) => format!("not-met-after-days {n}"),
+            MissingDataPolicy::MetAfterDays(n) => format!("met-after-days {n}"),
+        }
+    }
+}
+
+/// What a death before an outcome could be measured means.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDeath {
+    /// The patient is excluded from the outcome (nothing owed either way).
+    #[default]
+    Excluded,
+    /// The outcome is not met (early death is the worst non-response).
+    NotMet,
+    /// The window ends at death: the events up to the death decide (event outcomes only).
+    UntilDeath,
+}
+
+impl OnDeath {
+    /// True for the default (kept out of stored rule sets, which stay as they were).
+    pub fn is_excluded(&self) -> bool {
+        *self == OnDeath::Excluded
+    }
+
+    /// The contract text.
+    pub fn text(self) -> &'static str {
+        match self {
+            OnDeath::Excluded => "excluded",
+            OnDeath::NotMet => "not-met",
+            OnDeath::UntilDeath => "until-death",
+        }
+    }
 }
 
 /// Which value of several in a window decides.
@@ -435,4 +509,12 @@ pub struct PaymentTerm {
     pub cap_share_of_price: Option<String>,
     /// Floor amount.
     pub floor: Option<String>,
+    /// The days after the index date whose exposures the term's drug cost covers (absent: from
+    /// the index date to the evaluation day, as rule sets stored before the option were settled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_days: Option<DayWindow>,
+    /// Streams whose owed lines already pay an exposure back: this term's drug cost leaves those
+    /// exposures out (a fill supplied as free drug earns no rebate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cost_excludes: Vec<String>,
 }

@@ -971,6 +971,8 @@ const OUTCOME_KEYS: &[&str] = &[
     "status",
     "report",
     "repeat",
+    "missing_data",
+    "on_death",
     "lab",
     "window",
     "pick",
@@ -1276,6 +1278,48 @@ fn shifted(rule: &Rule, by: i32, n: u32, repeated: &BTreeSet<String>) -> Rule {
     }
 }
 
+/// `missing_data = "at-stake" | "not-met-after-days N" | "met-after-days N"` (N from 0 to 3650).
+fn missing_data_policy(cx: &mut Cx, t: &Table, here: &str) -> MissingDataPolicy {
+    let Some(text) = cx.string(t, "missing_data", here, false) else {
+        return MissingDataPolicy::AtStake;
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let days = |w: Option<&&str>| w.and_then(|n| n.parse::<u32>().ok()).filter(|n| *n <= 3650);
+    match (words.first().copied(), days(words.get(1)), words.len()) {
+        (Some("at-stake"), _, 1) => MissingDataPolicy::AtStake,
+        (Some("not-met-after-days"), Some(n), 2) => MissingDataPolicy::NotMetAfterDays(n),
+        (Some("met-after-days"), Some(n), 2) => MissingDataPolicy::MetAfterDays(n),
+        _ => {
+            cx.err(
+                &join(here, "missing_data"),
+                format!("'{text}' is not at-stake, not-met-after-days N or met-after-days N (N from 0 to 3650)"),
+            );
+            MissingDataPolicy::AtStake
+        }
+    }
+}
+
+/// `on_death = "excluded" | "not-met" | "until-death"` (the last for event outcomes only).
+fn on_death(cx: &mut Cx, t: &Table, here: &str, kind: Option<&str>) -> OnDeath {
+    let at = join(here, "on_death");
+    match cx.string(t, "on_death", here, false).as_deref() {
+        None | Some("excluded") => OnDeath::Excluded,
+        Some("not-met") => OnDeath::NotMet,
+        Some("until-death") if kind == Some("event") => OnDeath::UntilDeath,
+        Some("until-death") => {
+            cx.err(&at, "'until-death' applies to event outcomes only");
+            OnDeath::Excluded
+        }
+        Some(other) => {
+            cx.err(
+                &at,
+                format!("'{other}' is not excluded, not-met or until-death"),
+            );
+            OnDeath::Excluded
+        }
+    }
+}
+
 fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<OutcomeDef> {
     let mut out: Vec<OutcomeDef> = Vec::new();
     let mut repeated = BTreeSet::new();
@@ -1345,6 +1389,8 @@ fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<
             }
             None => None,
         };
+        let missing_data = missing_data_policy(cx, t, &here);
+        let on_death = on_death(cx, t, &here, kind.as_deref());
         let Some(kind) = kind else { continue };
         let Some(rule) = rule(cx, t, &here, &kind, names, exposure) else {
             continue;
@@ -1362,6 +1408,8 @@ fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<
                 status,
                 report,
                 rule,
+                missing_data,
+                on_death,
             }],
             Some((every, times)) => {
                 repeated.insert(id.clone());
@@ -1375,6 +1423,8 @@ fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<
                         status: status.clone(),
                         report,
                         rule: shifted(&rule, every * (n as i32 - 1), n, &repeated),
+                        missing_data,
+                        on_death,
                     })
                     .collect()
             }
@@ -1430,6 +1480,8 @@ fn payments(cx: &mut Cx, doc: &Table, outcomes: &[OutcomeDef], currency: &str) -
                 "tiers",
                 "cap",
                 "floor",
+                "cost_days",
+                "cost_excludes",
             ],
             &here,
         );
@@ -1447,6 +1499,7 @@ fn payments(cx: &mut Cx, doc: &Table, outcomes: &[OutcomeDef], currency: &str) -
             "refund-per-event",
             "free-continuation",
             "instalments",
+            "upfront-rebate",
         ];
         if !kind.is_empty() && !known.contains(&kind.as_str()) {
             cx.err(
@@ -1459,7 +1512,7 @@ fn payments(cx: &mut Cx, doc: &Table, outcomes: &[OutcomeDef], currency: &str) -
             term.outcomes.push(o);
         }
         term.outcomes.extend(cx.strings(t, "outcomes", &here));
-        if term.outcomes.is_empty() {
+        if term.outcomes.is_empty() && kind != "upfront-rebate" {
             cx.missing(&join(&here, "outcome"), "the outcome the term depends on");
         }
         for o in &term.outcomes {
@@ -1520,7 +1573,45 @@ fn payments(cx: &mut Cx, doc: &Table, outcomes: &[OutcomeDef], currency: &str) -
         if kind == "event-rate-rebate" && (term.rate_above.is_none() || term.share.is_none()) {
             cx.missing(&here, "'rate_above' and 'share'");
         }
-        out.push(term);
+        if kind == "upfront-rebate" && term.share.is_none() {
+            cx.missing(&here, "'share'");
+        }
+        if t.contains_key("cost_days") {
+            term.cost_days = window_field(cx, t, "cost_days", &here);
+        }
+        term.cost_excludes = cx.strings(t, "cost_excludes", &here);
+        if !term.cost_excludes.is_empty() && kind == "instalments" {
+            cx.err(
+                &join(&here, "cost_excludes"),
+                "instalments have no drug cost to leave exposures out of",
+            );
+        }
+        out.push((here, term));
     }
-    out
+    // the streams a term leaves out must exist, be another stream, and not leave out others
+    // themselves (their lines are settled first)
+    for (here, term) in &out {
+        for s in &term.cost_excludes {
+            let listed: Vec<&PaymentTerm> = out
+                .iter()
+                .map(|(_, t)| t)
+                .filter(|t| &t.stream == s)
+                .collect();
+            let problem = if s == &term.stream {
+                Some(format!("'{s}' is the term's own stream"))
+            } else if listed.is_empty() {
+                Some(format!("no payment term is in the stream '{s}'"))
+            } else if listed.iter().any(|t| !t.cost_excludes.is_empty()) {
+                Some(format!(
+                    "the stream '{s}' leaves out exposures itself (one level only)"
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                cx.err(&join(here, "cost_excludes"), p);
+            }
+        }
+    }
+    out.into_iter().map(|(_, t)| t).collect()
 }

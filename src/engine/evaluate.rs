@@ -308,6 +308,7 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
     let mut done: Vec<OutcomeResult> = Vec::new();
     for (position, o) in rules.outcomes.iter().enumerate() {
         let mut r = outcome(plan, view, o, index, today, died, &done);
+        missing_data_policy(&mut r, o, today);
         (r.id, r.rule) = plan.outcome_names(position);
         done.push(r);
     }
@@ -569,27 +570,89 @@ fn outcome(
                 None => {
                     let mut r = run(plan, view, o, rule, index, today, &frame);
                     if let Some((d, ev)) = &frame.death {
-                        // death decides only what the data before it could not
-                        if matches!(r.status, Status::MissingData | Status::Pending)
-                            || (r.status == Status::Met
-                                && matches!(
-                                    rule,
-                                    Rule::Event { .. }
-                                        | Rule::Adherence { .. }
-                                        | Rule::Persistence { .. }
-                                ))
-                        {
-                            r.status = Status::Excluded;
-                            r.reason = format!("{} before the outcome could be measured", ev.note);
-                            r.decided_on = *d;
-                            r.evidence.push(ev.clone());
-                        }
+                        died_before_measured(&mut r, o, rule, *d, ev);
                     }
                     r
                 }
             }
             .with_window(w)
         }
+    }
+}
+
+/// Death decides only what the data before it could not: a pending or missing-data outcome, or a
+/// `met` that only the whole window could confirm (events, adherence, persistence). The outcome
+/// says what such a death means: excluded (the default), not met, or (events) the window ends at
+/// the death, so the events before it decide.
+fn died_before_measured(
+    r: &mut OutcomeResult,
+    o: &OutcomeDef,
+    rule: &Rule,
+    d: Option<Day>,
+    ev: &Evidence,
+) {
+    let undecided = matches!(r.status, Status::MissingData | Status::Pending)
+        || (r.status == Status::Met
+            && matches!(
+                rule,
+                Rule::Event { .. } | Rule::Adherence { .. } | Rule::Persistence { .. }
+            ));
+    if !undecided {
+        return;
+    }
+    let (status, words) = match o.on_death {
+        OnDeath::Excluded => (Status::Excluded, "before the outcome could be measured"),
+        OnDeath::NotMet => (
+            Status::NotMet,
+            "before the outcome could be measured: not met (on_death = not-met)",
+        ),
+        // with a date, the window ended at the death and the events before it decided
+        OnDeath::UntilDeath if d.is_some() && r.status == Status::Met => {
+            r.reason = format!(
+                "{}; the window ended at the death (on_death = until-death)",
+                r.reason
+            );
+            r.evidence.push(ev.clone());
+            return;
+        }
+        OnDeath::UntilDeath => (Status::Excluded, "before the outcome could be measured"),
+    };
+    r.status = status;
+    r.reason = format!("{} {words}", ev.note);
+    r.decided_on = d;
+    r.evidence.push(ev.clone());
+}
+
+/// A `missing-data` outcome under a `missing_data` policy: once the grace days after the window
+/// have passed without a usable measurement it is decided (not met, or met), on the window's last
+/// day (the day a measurement would have decided it); until then it stays missing data and its
+/// reason names the deadline. A measurement that arrives later still decides, as late data do.
+fn missing_data_policy(r: &mut OutcomeResult, o: &OutcomeDef, today: Day) {
+    let Some((met, grace)) = o.missing_data.decides() else {
+        return;
+    };
+    if r.status != Status::MissingData {
+        return;
+    }
+    let deadline = r.window.1 + grace as Day;
+    let status = if met { Status::Met } else { Status::NotMet };
+    if today > deadline {
+        r.status = status;
+        r.reason = format!(
+            "{}; no usable measurement by {}: {} (missing_data = {})",
+            r.reason,
+            days::format(deadline),
+            status.code(),
+            o.missing_data.text()
+        );
+        r.decided_on = Some(r.window.1);
+    } else {
+        r.reason = format!(
+            "{}; counted as {} without a usable measurement by {}",
+            r.reason,
+            status.code(),
+            days::format(deadline)
+        );
     }
 }
 

@@ -416,14 +416,15 @@ async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) ->
         let mut out = Vec::new();
         for (plan, only) in plans {
             let results = engine.current(&plan.ids.contract())?;
-            let mut chosen = in_period(&results, &period);
+            let all = in_period(&results, &period);
+            let mut chosen = all.clone();
             subject_filter(&services, &p, &mut chosen)?;
             // practitioner / organization: members whose index exposure they prescribed,
             // dispensed or administered
             for (_, who) in p.iter().filter(|(k, _)| k == "practitioner" || k == "organization") {
                 chosen.retain(|r| r.performer.as_deref() == Some(who.as_str()));
             }
-            let settled = settlement::settle(&plan.rules, &chosen, today);
+            let settled = settlement::settle_part(&plan.rules, &all, &chosen, today);
             for r in chosen {
                 let mut issues = Vec::new();
                 for o in &r.outcomes {
@@ -447,21 +448,30 @@ async fn care_gaps(s: AppState, id: Option<String>, p: Vec<(String, String)>) ->
                         .filter(|l| matches!(l.state, LineState::AtStakeMissingData | LineState::AtStakePending))
                         .map(|l| format!("{} {} ({})", l.amount, settled.currency, l.stream))
                         .collect();
+                    // a missing-data policy gives the data until its deadline
+                    let needed_by = match (o.status, def.missing_data.decides()) {
+                        (Status::MissingData, Some((_, grace))) => o.window.1 + grace as days::Day,
+                        _ => o.window.1,
+                    };
                     let detail = if needed {
                         format!(
                             "{}: {}; needed by {}{}",
                             def.title,
                             o.reason,
-                            days::format(o.window.1),
+                            days::format(needed_by),
                             if at_stake.is_empty() { String::new() } else { format!("; at stake {}", at_stake.join(", ")) }
                         )
                     } else {
                         format!("{}: {} ({})", def.title, o.status.code(), o.reason)
                     };
+                    let mut extension = vec![json!({"url": "https://vbc-server.dev/fhir/StructureDefinition/gap-status", "valueCode": gap})];
+                    if needed {
+                        extension.push(json!({"url": "https://vbc-server.dev/fhir/StructureDefinition/needed-by", "valueDate": days::format(needed_by)}));
+                    }
                     issues.push(json!({
                         "resourceType": "DetectedIssue",
                         "id": format!("{}-{}", r.person, o.id),
-                        "extension": [{"url": "https://vbc-server.dev/fhir/StructureDefinition/gap-status", "valueCode": gap}],
+                        "extension": extension,
                         "status": "final",
                         "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "CAREGAP", "display": "Care Gaps"}]},
                         "patient": {"reference": format!("Patient/{}", r.person)},

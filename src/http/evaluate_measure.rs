@@ -170,7 +170,8 @@ async fn run(s: AppState, id: Option<String>, params: Vec<(String, String)>) -> 
         let results = engine.current(&plan.ids.contract())?;
         let today = days::today();
         let period = ask.period.unwrap_or(Period { start: 0, end: 0 });
-        let mut chosen = in_period(&results, &period);
+        let all = in_period(&results, &period);
+        let mut chosen = all.clone();
         if let Some(p) = &ask.practitioner {
             chosen.retain(|r| r.performer.as_deref() == Some(p.as_str()));
         }
@@ -190,7 +191,7 @@ async fn run(s: AppState, id: Option<String>, params: Vec<(String, String)>) -> 
             outcome.as_deref(),
             &report_type,
             subject.as_ref(),
-            &chosen,
+            (&all, &chosen),
             &period,
             today,
         ))
@@ -203,7 +204,7 @@ fn build(
     outcome: Option<&str>,
     report_type: &str,
     subject: Option<&Subject>,
-    chosen: &[&PersonResult],
+    (all, chosen): (&[&PersonResult], &[&PersonResult]),
     period: &Period,
     today: Day,
 ) -> Value {
@@ -219,7 +220,8 @@ fn build(
                 .copied()
                 .find(|r| r.patients.iter().any(|x| **x == **p));
             let settled = outcome.is_none().then(|| {
-                settlement::settle(&plan.rules, &person.into_iter().collect::<Vec<_>>(), today)
+                let one: Vec<&PersonResult> = person.into_iter().collect();
+                settlement::settle_part(&plan.rules, all, &one, today)
             });
             individual::report(
                 plan,
@@ -237,7 +239,7 @@ fn build(
         _ => match outcome {
             Some(o) => quality::report(plan, o, chosen, period, today),
             None => {
-                let settled = settlement::settle(&plan.rules, chosen, today);
+                let settled = settlement::settle_part(&plan.rules, all, chosen, today);
                 performance::report(plan, &settled, period, today, &[])
             }
         },

@@ -1,5 +1,6 @@
-//! Unit normalisation for quantity search: UCUM conversion between commensurable units (a
-//! table of the units clinical data and the contracts use), and the analyte-specific
+//! Unit normalisation for quantity search and the outcome engine: UCUM conversion between
+//! commensurable units (exact factors from a table of the units clinical data and the contracts
+//! use; any other UCUM expression through the `ucum-units` crate), and the analyte-specific
 //! conversions that UCUM cannot express (HbA1c NGSP % ↔ IFCC mmol/mol, LDL cholesterol
 //! mg/dL ↔ mmol/L).
 //!
@@ -140,24 +141,103 @@ pub fn analyte_values(
 }
 
 /// Convert `value` from unit `from` to unit `to`: identical units as they are, an analyte's
-/// units by its clinical equation, other units by UCUM factors when they share a dimension.
-/// None when the units cannot be converted (which must be reported, never guessed).
+/// units by its clinical equation (a unit commensurable with one of the analyte's units is first
+/// brought to it by UCUM, e.g. LDL in `umol/L` to `mmol/L`), other units by UCUM factors when they
+/// are commensurable. None when the units cannot be converted (which must be reported, never
+/// guessed).
 pub fn convert(analyte: Option<Analyte>, from: &str, value: Decimal, to: &str) -> Option<Decimal> {
     if from == to {
         return Some(value);
     }
-    if let Some(a) = analyte {
-        return analyte_values(a, from, value)?
-            .into_iter()
-            .find(|(u, _)| *u == to)
-            .map(|(_, v)| v);
+    let Some(a) = analyte else {
+        return plain(from, value, to);
+    };
+    let units = analyte_units(a);
+    // the analyte's own unit the value is in (by UCUM when it is in another unit of that kind);
+    // dimensionless units (HbA1c %) never take the UCUM path: 1 % is not 10 mmol/mol of HbA1c
+    let (own, v) = if units.contains(&from) {
+        (from, value)
+    } else {
+        units
+            .iter()
+            .filter(|u| !is_dimensionless(u))
+            .find_map(|u| plain(from, value, u).map(|v| (*u, v)))?
+    };
+    let values = analyte_values(a, own, v)?;
+    if let Some((_, x)) = values.iter().find(|(u, _)| *u == to) {
+        return Some(*x);
     }
-    let (df, ff) = ucum_factor(from)?;
-    let (dt, ft) = ucum_factor(to)?;
-    if df != dt {
+    values
+        .iter()
+        .filter(|(u, _)| !is_dimensionless(u))
+        .find_map(|(u, x)| plain(u, *x, to))
+}
+
+/// The units an analyte's clinical equation relates.
+fn analyte_units(a: Analyte) -> [&'static str; 2] {
+    match a {
+        Analyte::HbA1c => ["%", "mmol/mol"],
+        Analyte::Ldl => ["mg/dL", "mmol/L"],
+    }
+}
+
+/// Decimal places kept of a value converted with a factor from the UCUM tables.
+const UCUM_DP: u32 = 9;
+
+/// Convert between commensurable units without an analyte: exactly by the table above when it
+/// has both units, otherwise by the UCUM definitions (the `ucum-units` crate, which parses any
+/// UCUM expression). UCUM gives `{annotations}` no dimension, but `mL/min/{1.73_m2}` (per body
+/// surface) is not the same measure as `mL/min`: the annotations of both units must be the same.
+/// Substance amounts (`mol`, `eq`) convert only to substance amounts (UCUM counts a mole as a
+/// number, which would make `mmol/L` commensurable with a cell count per litre). Special units
+/// (temperatures, logarithms) and arbitrary units (`[IU]`) are not converted.
+fn plain(from: &str, value: Decimal, to: &str) -> Option<Decimal> {
+    if from == to {
+        return Some(value);
+    }
+    if let (Some((df, ff)), Some((dt, ft))) = (ucum_factor(from), ucum_factor(to)) {
+        if df != dt {
+            return None;
+        }
+        return value.checked_mul(ff)?.checked_div(ft);
+    }
+    if annotations(from) != annotations(to) || substance(from) != substance(to) {
         return None;
     }
-    value.checked_mul(ff)?.checked_div(ft)
+    let (a, b) = (ucum::analyze(from).ok()?, ucum::analyze(to).ok()?);
+    if a.is_special || b.is_special || a.dimension != b.dimension || b.factor == 0.0 {
+        return None;
+    }
+    // the factors are binary floats: 15 significant digits make 60.000000000000014 the 60 it is
+    let ratio = Decimal::from_scientific(&format!("{:.14e}", a.factor / b.factor)).ok()?;
+    Some(value.checked_mul(ratio)?.round_dp(UCUM_DP).normalize())
+}
+
+/// The `{annotations}` of a UCUM code, sorted.
+fn annotations(code: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = code
+        .split('{')
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(a, _)| a))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// True when a UCUM code counts a substance amount (moles or equivalents).
+fn substance(code: &str) -> bool {
+    let bare: String = code
+        .split('{')
+        .enumerate()
+        .map(|(i, s)| {
+            if i == 0 {
+                s
+            } else {
+                s.split_once('}').map_or("", |x| x.1)
+            }
+        })
+        .collect();
+    bare.contains("mol") || bare.contains("eq")
 }
 
 /// The analyte of a lab whose codes include one with clinical unit equations.
@@ -196,5 +276,70 @@ mod tests {
         assert_eq!(v[1], ("mg/dL", Decimal::new(100_542, 3)));
         assert!(analyte_values(Analyte::Ldl, "%", Decimal::ONE).is_none());
         assert_eq!(analyte("4548-4"), Some(Analyte::HbA1c));
+    }
+
+    fn d(s: &str) -> Decimal {
+        s.parse().expect("decimal")
+    }
+
+    #[test]
+    fn any_commensurable_ucum_unit_converts_and_annotations_must_match() {
+        let egfr = "mL/min/{1.73_m2}";
+        // 1.10 mL/s = 66 mL/min, per 1.73 m2 on both sides
+        assert_eq!(
+            convert(None, "mL/s/{1.73_m2}", d("1.10"), egfr),
+            Some(d("66"))
+        );
+        assert_eq!(
+            convert(None, "L/min/{1.73_m2}", d("0.066"), egfr),
+            Some(d("66"))
+        );
+        assert_eq!(convert(None, egfr, d("60"), "mL/s/{1.73_m2}"), Some(d("1")));
+        // an annotation must not vanish: a clearance not normalised to body surface is another
+        // measure
+        assert_eq!(convert(None, "mL/min", d("66"), egfr), None);
+        assert_eq!(convert(None, "mL/s/{1.73_m2}", d("1"), "mL/s"), None);
+        assert_eq!(convert(None, "mL/s/{1.73_m2}", d("1"), "mL/s/{BSA}"), None);
+        // outside the table: mass concentration in kg/m3 and mg/mL
+        assert_eq!(convert(None, "kg/m3", d("1.5"), "mg/dL"), Some(d("150")));
+        // different dimensions, unknown units, substance against count, temperature
+        assert_eq!(convert(None, "mg", d("1"), egfr), None);
+        assert_eq!(convert(None, "nonsense", d("1"), "mg"), None);
+        assert_eq!(convert(None, "mmol/L", d("1"), "10*9/L"), None);
+        assert_eq!(convert(None, "Cel", d("37"), "[degF]"), None);
+        assert_eq!(convert(None, "[IU]/L", d("1"), "[IU]/mL"), None);
+        // molar units among themselves
+        assert_eq!(
+            convert(None, "umol/L", d("88.4"), "mmol/L"),
+            Some(d("0.0884"))
+        );
+        assert_eq!(convert(None, "mmol/m3", d("5"), "umol/L"), Some(d("5")));
+    }
+
+    #[test]
+    fn an_analyte_in_another_unit_of_its_kind_goes_through_its_equation() {
+        // LDL 2.6 mmol/L = 2600 umol/L -> 100.542 mg/dL; 1 g/L = 100 mg/dL -> 2.585984 mmol/L
+        assert_eq!(
+            convert(Some(Analyte::Ldl), "umol/L", d("2600"), "mg/dL"),
+            Some(d("100.542"))
+        );
+        assert_eq!(
+            convert(Some(Analyte::Ldl), "g/L", d("1"), "mmol/L").map(|v| v.round_dp(6)),
+            Some(d("2.585984"))
+        );
+        assert_eq!(
+            convert(Some(Analyte::Ldl), "mmol/L", d("2.6"), "g/L"),
+            Some(d("1.00542"))
+        );
+        // HbA1c: % and mmol/mol by the master equation only, never as UCUM dimensionless
+        assert_eq!(
+            convert(Some(Analyte::HbA1c), "1", d("0.07"), "%"),
+            None,
+            "a fraction is not a unit of the NGSP scale"
+        );
+        assert_eq!(
+            convert(Some(Analyte::HbA1c), "mmol/mol", d("53"), "%"),
+            Some(d("7.00044"))
+        );
     }
 }

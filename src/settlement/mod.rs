@@ -128,9 +128,43 @@ pub fn drug_cost(
     from: Day,
     to: Day,
 ) -> (Decimal, Vec<Evidence>, u32) {
+    priced_cost(rules, r, (from, to), &[])
+}
+
+/// A term's drug cost of a patient over `[from, to]`, narrowed to the term's `cost_days` and
+/// leaving out the exposures in `paid` (priced by the owed lines of the streams the term's
+/// `cost_excludes` names).
+fn term_cost(
+    rules: &RuleSet,
+    term: &PaymentTerm,
+    r: &PersonResult,
+    (from, to): (Day, Day),
+    paid: &[Evidence],
+) -> (Decimal, Vec<Evidence>, u32) {
+    let (from, to) = match term.cost_days {
+        Some(w) => (from.max(r.index + w.from), to.min(r.index + w.to)),
+        None => (from, to),
+    };
+    priced_cost(rules, r, (from, to), paid)
+}
+
+fn priced_cost(
+    rules: &RuleSet,
+    r: &PersonResult,
+    (from, to): (Day, Day),
+    paid: &[Evidence],
+) -> (Decimal, Vec<Evidence>, u32) {
     let c = &rules.contract;
     let (mut cost, mut priced, mut unpriced) = (Decimal::ZERO, Vec::new(), 0u32);
-    for u in r.drug.iter().filter(|u| u.day >= from && u.day <= to) {
+    let is_paid = |e: &Evidence| {
+        paid.iter()
+            .any(|p| p.rtype == e.rtype && p.id == e.id && p.version == e.version)
+    };
+    for u in r
+        .drug
+        .iter()
+        .filter(|u| u.day >= from && u.day <= to && !is_paid(&u.evidence))
+    {
         let price = match (&c.unit_price, &c.pack_price) {
             (Some(unit), _) => u.quantity.map(|q| dec(unit) * q),
             (None, Some(pack)) => Some(dec(pack)),
@@ -178,22 +212,58 @@ fn cohort_rate(term: &PaymentTerm, members: &[&PersonResult]) -> Option<Decimal>
 /// Settle a contract's payment terms over its members (the results of other memberships are
 /// ignored). `today` is the evaluation day.
 pub fn settle(rules: &RuleSet, results: &[&PersonResult], today: Day) -> Settlement {
+    settle_part(rules, results, results, today)
+}
+
+/// Settle the lines of `part` (one patient, a practitioner's or a Group's patients) as they are
+/// in the settlement of `period` (every result indexed in the report period): cohort rates are
+/// taken over the period's members, so a patient's line is the same in every report that shows
+/// it, and the lines of a partition of the period add up to the period's totals.
+pub fn settle_part(
+    rules: &RuleSet,
+    period: &[&PersonResult],
+    part: &[&PersonResult],
+    today: Day,
+) -> Settlement {
     let currency = rules.contract.currency.clone();
-    let members: Vec<&PersonResult> = results
+    let rates: Vec<Option<Decimal>> = {
+        let members: Vec<&PersonResult> = period
+            .iter()
+            .copied()
+            .filter(|r| r.membership == Membership::Member)
+            .collect();
+        rules
+            .payments
+            .iter()
+            .map(|t| cohort_rate(t, &members))
+            .collect()
+    };
+    let members: Vec<&PersonResult> = part
         .iter()
         .copied()
         .filter(|r| r.membership == Membership::Member)
         .collect();
     let mut lines = Vec::new();
-    let rates: Vec<Option<Decimal>> = rules
-        .payments
-        .iter()
-        .map(|t| cohort_rate(t, &members))
-        .collect();
     for r in &members {
-        for (i, term) in rules.payments.iter().enumerate() {
-            lines.extend(term_lines(rules, term, i, r, rates[i], today));
+        // terms that leave out what other streams pay back come after those streams' lines
+        let mut mine: Vec<Line> = Vec::new();
+        for pass in [false, true] {
+            for (i, term) in rules.payments.iter().enumerate() {
+                if term.cost_excludes.is_empty() == pass {
+                    continue;
+                }
+                let paid: Vec<Evidence> = mine
+                    .iter()
+                    .filter(|l| {
+                        l.state == LineState::Owed && term.cost_excludes.contains(&l.stream)
+                    })
+                    .flat_map(|l| l.priced.iter().cloned())
+                    .collect();
+                mine.extend(term_lines(rules, term, i, r, rates[i], today, &paid));
+            }
         }
+        mine.sort_by_key(|l| l.term);
+        lines.extend(mine);
     }
     let mut streams: Vec<StreamTotal> = Vec::new();
     for term in &rules.payments {
@@ -330,8 +400,38 @@ fn term_lines(
     r: &PersonResult,
     rate: Option<Decimal>,
     today: Day,
+    paid: &[Evidence],
 ) -> Vec<Line> {
     let mut out = Vec::new();
+    if term.kind == "upfront-rebate" {
+        // owed for every member, whatever the outcomes
+        let share = term.share.as_deref().map(pct).unwrap_or_default();
+        let (cost, priced, unpriced) = term_cost(rules, term, r, (r.index, today), paid);
+        let (a, note) = bounded(rules, term, share * cost, cost);
+        let extra = if unpriced > 0 {
+            format!(" ({unpriced} exposure(s) without a quantity not priced)")
+        } else {
+            String::new()
+        };
+        out.extend(line(
+            (r, i, term),
+            if a.is_zero() {
+                LineState::None
+            } else {
+                LineState::Owed
+            },
+            a,
+            format!(
+                "up-front rebate: share {} of drug cost {} {}{extra}{note}",
+                (share * Decimal::from(100)).normalize(),
+                cost.normalize(),
+                rules.contract.currency
+            ),
+            Vec::new(),
+            priced,
+        ));
+        return out;
+    }
     if term.kind == "instalments" {
         let amount = term.amount.as_deref().map(dec).unwrap_or_default();
         let cur = &rules.contract.currency;
@@ -383,7 +483,7 @@ fn term_lines(
                 (true, Status::NotMet, Some(d)) => d,
                 _ => today,
             };
-            let (cost, priced, unpriced) = drug_cost(rules, r, index, until);
+            let (cost, priced, unpriced) = term_cost(rules, term, r, (index, until), paid);
             let (mut amount, mut words) = base(rules, term, cost, unpriced);
             if term.kind == "refund-per-event"
                 && term.amount.is_some()
@@ -415,7 +515,7 @@ fn term_lines(
                 (Status::MissingData, _) => (o.window.1 + 1, LineState::AtStakeMissingData),
                 _ => return out,
             };
-            let (cost, priced, unpriced) = drug_cost(rules, r, from, today);
+            let (cost, priced, unpriced) = term_cost(rules, term, r, (from, today), paid);
             let (a, note) = bounded(rules, term, cost, cost);
             let extra = if unpriced > 0 {
                 format!(" ({unpriced} exposure(s) without a quantity not priced)")
@@ -448,12 +548,12 @@ fn term_lines(
             } else {
                 state
             };
-            let share = match term.kind.as_str() {
-                "tiered-rebate" => {
+            // no decided member yet: the line is at stake for the most the rate could make it
+            let share = match (term.kind.as_str(), rate) {
+                ("tiered-rebate", Some(r)) => {
                     let mut tiers: Vec<(Decimal, Decimal)> =
                         term.tiers.iter().map(|(m, s)| (dec(m), pct(s))).collect();
                     tiers.sort();
-                    let r = rate.unwrap_or_default();
                     tiers
                         .iter()
                         .rev()
@@ -461,20 +561,27 @@ fn term_lines(
                         .map(|t| t.1)
                         .unwrap_or_default()
                 }
-                _ => {
+                ("tiered-rebate", None) => term
+                    .tiers
+                    .iter()
+                    .map(|(_, s)| pct(s))
+                    .max()
+                    .unwrap_or_default(),
+                (_, r) => {
                     let above = term.rate_above.as_deref().map(dec).unwrap_or_default();
-                    if rate.is_some_and(|r| r > above) {
+                    if r.is_none_or(|r| r > above) {
                         term.share.as_deref().map(pct).unwrap_or_default()
                     } else {
                         Decimal::ZERO
                     }
                 }
             };
-            let (cost, priced, _) = drug_cost(rules, r, index, today);
+            let (cost, priced, _) = term_cost(rules, term, r, (index, today), paid);
             let (a, note) = bounded(rules, term, share * cost, cost);
-            let rate_words = rate.map_or("no decided member yet".to_string(), |r| {
-                format!("cohort rate {}", r.round_dp(4).normalize())
-            });
+            let rate_words = rate.map_or(
+                "no decided member in the period yet (at stake at the largest share)".to_string(),
+                |r| format!("cohort rate {}", r.round_dp(4).normalize()),
+            );
             out.extend(line(
                 (r, i, term),
                 if a.is_zero() { LineState::None } else { state },

@@ -228,6 +228,81 @@ fn entresto_event_rate_rebate_applies_only_above_the_rate() {
 }
 
 #[test]
+fn an_event_rate_rebate_without_a_decided_member_is_all_at_stake() {
+    let r = rules("entresto-harvard-pilgrim.toml");
+    // the only member's window is open: no rate yet, so 5 % of 60 x 10.80 = 32.40 is at stake
+    let open = person(
+        "open",
+        vec![outcome("hf-hospitalisation", Status::Pending, None, None)],
+        vec![fill(10, Some("60"))],
+    );
+    let s = settle(&r, &[&open], 300);
+    assert_eq!(s.streams[0].owed, Decimal::ZERO);
+    assert_eq!(s.streams[0].at_stake_pending, d("32.40"));
+    assert_eq!(s.streams[0].patients_pending, 1);
+    // once a member is decided met (rate 0, not above 0.25) nothing is at stake any more
+    let met = person(
+        "met",
+        vec![outcome("hf-hospitalisation", Status::Met, Some(50), None)],
+        vec![fill(10, Some("60"))],
+    );
+    let s = settle(&r, &[&open, &met], 300);
+    assert_eq!(s.streams[0].at_stake_pending, Decimal::ZERO);
+}
+
+#[test]
+fn a_tiered_rebate_without_a_decided_member_is_at_stake_at_its_largest_share() {
+    let mut r = rules("dapagliflozin-uk.toml");
+    r.payments[0].tiers = vec![("0".into(), "5".into()), ("0.5".into(), "20".into())];
+    let open = person(
+        "open",
+        vec![outcome("hba1c-response", Status::Pending, None, None)],
+        vec![fill(10, Some("100"))],
+    );
+    // 100 x 1.31 = 131.00; at stake at 20 % = 26.20 (the rate could reach the upper tier)
+    let s = settle(&r, &[&open], 300);
+    assert_eq!(s.streams[0].at_stake_pending, d("26.20"));
+}
+
+#[test]
+fn a_part_of_the_period_is_settled_under_the_period_rate() {
+    let r = rules("entresto-harvard-pilgrim.toml");
+    let p = |id: &str, st: Status| {
+        person(
+            id,
+            vec![outcome("hf-hospitalisation", st, Some(50), None)],
+            vec![fill(10, Some("60"))],
+        )
+    };
+    // period: 2 of 4 decided not met = 0.5 > 0.25; each line 32.40
+    let (a, b, c, e) = (
+        p("a", Status::NotMet),
+        p("b", Status::NotMet),
+        p("c", Status::Met),
+        p("e", Status::Met),
+    );
+    let all = [&a, &b, &c, &e];
+    // alone, c's rate would be 0 (no rebate); under the period's rate its line is 32.40
+    assert_eq!(settle(&r, &[&c], 300).streams[0].owed, Decimal::ZERO);
+    let one = settle_part(&r, &all, &[&c], 300);
+    assert_eq!(one.streams[0].owed, d("32.40"));
+    assert_eq!(one.lines.len(), 1);
+    assert!(
+        one.lines[0].basis.contains("cohort rate 0.5"),
+        "{}",
+        one.lines[0].basis
+    );
+    // the parts add up to the whole
+    let whole = settle(&r, &all, 300).streams[0].owed;
+    let parts: Decimal = all
+        .iter()
+        .map(|x| settle_part(&r, &all, &[x], 300).streams[0].owed)
+        .sum();
+    assert_eq!(parts, whole);
+    assert_eq!(whole, d("129.60"));
+}
+
+#[test]
 fn luxturna_refund_is_capped_at_a_share_of_the_price() {
     let r = rules("luxturna-spark.toml");
     // one treatment at 850,000; refund 100 % capped at 23.1 % = 196,350.00
@@ -279,4 +354,92 @@ fn repatha_refunds_drug_cost_once_per_patient_with_events() {
         .find(|t| t.stream == "rebate")
         .expect("rebate");
     assert_eq!(rebate.owed, d("1000.00"));
+}
+
+/// The dapagliflozin contract with its up-front rebate as `upfront-rebate` that leaves out the
+/// fills paid back as free drug, and free drug for the first year after index only.
+fn dapagliflozin_upfront() -> RuleSet {
+    let text = std::fs::read_to_string(format!(
+        "{}/contracts/dapagliflozin-uk.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("contract");
+    let text = text
+        .replace(
+            "kind = \"tiered-rebate\"\noutcome = \"hba1c-response\"\ntiers = [{ min_rate = \"0\", share = \"10 %\" }]",
+            "kind = \"upfront-rebate\"\nshare = \"10 %\"\ncost_excludes = [\"free-drug\"]",
+        )
+        .replace(
+            "kind = \"free-continuation\"\noutcome = \"hba1c-response\"",
+            "kind = \"free-continuation\"\noutcome = \"hba1c-response\"\ncost_days = \"0..364\"",
+        );
+    assert!(text.contains("upfront-rebate") && text.contains("cost_days"));
+    source::compile(&text).expect("compiles")
+}
+
+#[test]
+fn no_fill_is_paid_twice_and_cost_stays_in_the_terms_days() {
+    let r = dapagliflozin_upfront();
+    // index day 10; not met, decided on day 100; fills of 28 tablets (1.31 each = 36.68) on
+    // days 10, 120 and 400 (beyond index + 364 = 374)
+    let a = person(
+        "a",
+        vec![outcome("hba1c-response", Status::NotMet, Some(100), None)],
+        vec![
+            fill(10, Some("28")),
+            fill(120, Some("28")),
+            fill(400, Some("28")),
+        ],
+    );
+    // undecided: the up-front rebate is owed all the same
+    let b = person(
+        "b",
+        vec![outcome("hba1c-response", Status::Pending, None, None)],
+        vec![fill(10, Some("28"))],
+    );
+    let s = settle(&r, &[&a, &b], 500);
+    let stream = |name: &str| {
+        s.streams
+            .iter()
+            .find(|t| t.stream == name)
+            .cloned()
+            .expect("stream")
+    };
+    // free drug: the fill on day 120 only (day 400 is outside the term's days) = 36.68
+    assert_eq!(stream("free-drug").owed, d("36.68"));
+    // up-front: a's day-10 fill (the day-120 one is free drug; day 400 is not free drug, so it
+    // earns the rebate: 2 x 36.68 = 73.36 -> 7.336 -> 7.34) and b's day-10 fill (3.668 -> 3.67)
+    assert_eq!(stream("rebate").owed, d("11.01"));
+    assert_eq!(stream("rebate").at_stake_pending, Decimal::ZERO);
+    assert_eq!(stream("rebate").patients_owed, 2);
+    // the stored rule set of a contract without the options is as before (no new keys)
+    let plain = serde_json::to_value(rules("dapagliflozin-uk.toml")).expect("json");
+    let text = plain.to_string();
+    for key in ["cost_days", "cost_excludes", "missing_data", "on_death"] {
+        assert!(!text.contains(key), "{key} in {text}");
+    }
+}
+
+#[test]
+fn a_stream_left_out_must_exist_and_settle_first() {
+    let base = std::fs::read_to_string(format!(
+        "{}/contracts/dapagliflozin-uk.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("contract");
+    for (extra, at) in [
+        ("cost_excludes = [\"nowhere\"]", "payment[0].cost_excludes"),
+        ("cost_excludes = [\"rebate\"]", "payment[0].cost_excludes"),
+        ("cost_days = \"30..10\"", "payment[0].cost_days"),
+    ] {
+        let text = base.replace(
+            "tiers = [{ min_rate = \"0\", share = \"10 %\" }]",
+            &format!("tiers = [{{ min_rate = \"0\", share = \"10 %\" }}]\n{extra}"),
+        );
+        let issues = source::compile(&text).expect_err("refused");
+        assert!(
+            issues.iter().any(|i| i.expression.as_deref() == Some(at)),
+            "{extra}: {issues:?}"
+        );
+    }
 }

@@ -282,3 +282,70 @@ pub fn token_for(token_url: &str, client_id: &str, scope: &str) -> String {
         .unwrap_or_else(|| panic!("token for {client_id}: {body}"))
         .to_string()
 }
+
+const VBC_EXT: &str = "https://vbc-server.dev/fhir/StructureDefinition";
+
+/// The amount of an element holding a `valueMoney` (`Decimal::MIN` when there is none).
+pub fn money(v: &serde_json::Value) -> rust_decimal::Decimal {
+    <rust_decimal::Decimal as std::str::FromStr>::from_str(&v["valueMoney"]["value"].to_string())
+        .unwrap_or(rust_decimal::Decimal::MIN)
+}
+
+/// (owed, at stake pending, at stake missing data) per stream of a performance report.
+pub fn performance_money(
+    r: &serde_json::Value,
+) -> std::collections::BTreeMap<String, [rust_decimal::Decimal; 3]> {
+    let mut out = std::collections::BTreeMap::new();
+    for g in r["group"].as_array().into_iter().flatten() {
+        let ext = |end: &str| {
+            g["extension"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["url"] == format!("{VBC_EXT}/{end}"))
+                .map(money)
+                .unwrap_or(rust_decimal::Decimal::MIN)
+        };
+        out.insert(
+            g["id"].as_str().unwrap_or_default().to_string(),
+            [
+                money(&g["measureScore"]["extension"][0]),
+                ext("at-stake-pending"),
+                ext("at-stake-missing-data"),
+            ],
+        );
+    }
+    out
+}
+
+/// (stream, state) -> amount of an individual report's money lines.
+pub fn individual_money(
+    r: &serde_json::Value,
+) -> std::collections::BTreeMap<(String, String), rust_decimal::Decimal> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in r["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["url"] == format!("{VBC_EXT}/money-line"))
+    {
+        let sub = |k: &str| {
+            l["extension"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["url"] == k)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null)
+        };
+        let key = (
+            sub("stream")["valueCode"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            sub("state")["valueCode"].as_str().unwrap_or("").to_string(),
+        );
+        *out.entry(key).or_insert(rust_decimal::Decimal::ZERO) += money(&sub("amount"));
+    }
+    out
+}
