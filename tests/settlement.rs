@@ -577,3 +577,157 @@ fn missing_data_and_death_are_settled_as_each_outcome_says() {
         days::format(today - 20).as_str()
     );
 }
+
+const EXPOSURES: &str = r#"
+format = "vbc-contract/1"
+[contract]
+id = "test-exposures"
+version = "1"
+title = "Units and matched records"
+status = "active"
+period = "2024-01-01..2028-12-31"
+currency = "EUR"
+[parties.payer]
+name = "Test Payer"
+[parties.manufacturer]
+name = "Test Maker"
+[drug]
+valueset = "drug"
+unit_price = "1000 EUR"
+unit = "100 mg"
+price_stopped = true
+same_exposure_days = 3
+[valuesets.drug]
+codes = ["rxnorm|318341|cetuximab", "cpt|96413|Chemotherapy IV infusion"]
+[cohort]
+intake = "2024-07-01..2026-12-31"
+sources = ["MedicationDispense", "MedicationAdministration", "Procedure"]
+[[outcome]]
+id = "alive"
+title = "Alive at 30 days"
+kind = "survival"
+day = 30
+[[payment]]
+stream = "refund"
+kind = "refund-per-non-responder"
+outcome = "alive"
+share_of_drug_cost = "100 %"
+"#;
+
+fn infusion(id: &str, p: &str, day: &str, mg: u32, status: &str) -> Value {
+    put(
+        "MedicationAdministration",
+        id,
+        json!({"status": status, "subject": {"reference": format!("Patient/{p}")},
+               "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "318341"}]},
+               "effectiveDateTime": format!("{day}T09:00:00Z"),
+               "dosage": {"dose": {"value": mg, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}}}),
+    )
+}
+
+#[test]
+fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
+    let s = Server::start();
+    let c = client();
+    for text in [
+        EXPOSURES.to_string(),
+        // without the options: every record counts, an administration is one unit
+        EXPOSURES
+            .replace("id = \"test-exposures\"", "id = \"test-records\"")
+            .replace(
+                "unit = \"100 mg\"\nprice_stopped = true\nsame_exposure_days = 3\n",
+                "",
+            ),
+    ] {
+        let r = c
+            .post(s.url("/$load-contract"))
+            .header("Content-Type", "application/toml")
+            .body(text)
+            .send()
+            .expect("load");
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    }
+    // matched: the pharmacy dispenses 5 vials on 2025-01-10, the 500 mg infusion is given on
+    // 2025-01-12 and also sent as a Procedure; died 2025-01-20 (before day 30: not met)
+    post_bundle(
+        &s,
+        &c,
+        &transaction(vec![
+            put(
+                "Patient",
+                "matched",
+                json!({"birthDate": "1955-01-01", "deceasedDateTime": "2025-01-20"}),
+            ),
+            put(
+                "MedicationDispense",
+                "matched-md",
+                json!({"status": "completed", "subject": {"reference": "Patient/matched"},
+                       "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "318341"}]},
+                       "quantity": {"value": 5}, "whenHandedOver": "2025-01-10T10:00:00Z"}),
+            ),
+            infusion("matched-ma", "matched", "2025-01-12", 500, "completed"),
+            put(
+                "Procedure",
+                "matched-pr",
+                json!({"status": "completed", "subject": {"reference": "Patient/matched"},
+                       "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "96413"}]},
+                       "performedDateTime": "2025-01-12T09:00:00Z"}),
+            ),
+        ]),
+    );
+    // dosed: 450 mg on 2025-01-10 (4.5 vials: 5 opened), an infusion of 200 mg stopped on
+    // 2025-01-15 (2 vials used); died 2025-01-20
+    post_bundle(
+        &s,
+        &c,
+        &transaction(vec![
+            put(
+                "Patient",
+                "dosed",
+                json!({"birthDate": "1955-01-01", "deceasedDateTime": "2025-01-20"}),
+            ),
+            infusion("dosed-1", "dosed", "2025-01-10", 450, "completed"),
+            infusion("dosed-2", "dosed", "2025-01-15", 200, "stopped"),
+        ]),
+    );
+    let period = "periodStart=2024-07-01&periodEnd=2026-12-31";
+    let owed = |m: &str, p: &str| {
+        let r = get_json(
+            &s,
+            &c,
+            &format!("/Measure/{m}/$evaluate-measure?{period}&subject=Patient/{p}"),
+        );
+        individual_money(&r)
+            .get(&("refund".to_string(), "owed".to_string()))
+            .copied()
+            .unwrap_or_default()
+    };
+    let index = |m: &str, p: &str| {
+        let v = get_json(
+            &s,
+            &c,
+            &format!("/Measure/{m}/$outcomes?subject=Patient/{p}"),
+        );
+        let r = v["parameter"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["name"] == "result")
+            .cloned()
+            .unwrap_or(Value::Null);
+        part(&r, "indexDate")
+            .first()
+            .and_then(|x| x["valueDate"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    // with the options: one exposure, the administration's day and its 5 vials
+    assert_eq!(index("test-exposures-1", "matched"), "2025-01-12");
+    assert_eq!(owed("test-exposures-1", "matched"), d("5000.00"));
+    // 5 vials + 2 vials of the stopped infusion
+    assert_eq!(owed("test-exposures-1", "dosed"), d("7000.00"));
+    // without: the dispense is the index; 5 dispensed + 1 administration, the Procedure unpriced
+    assert_eq!(index("test-records-1", "matched"), "2025-01-10");
+    assert_eq!(owed("test-records-1", "matched"), d("6000.00"));
+    assert_eq!(owed("test-records-1", "dosed"), d("1000.00"));
+}

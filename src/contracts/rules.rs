@@ -72,6 +72,24 @@ pub struct ContractInfo {
     pub unit_price: Option<String>,
     /// Price per dispense or administration.
     pub pack_price: Option<String>,
+    /// The size of one priced unit as (decimal text, UCUM unit), e.g. ("100", "mg"): a record's
+    /// dose or quantity in a commensurable unit is priced as that many units, rounded up (a vial
+    /// opened is a vial paid). Absent: a dispense's quantity, an administration one unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_size: Option<(String, String)>,
+    /// A stopped administration that states a dose is priced (the drug was used); it never
+    /// counts as an exposure otherwise. Absent: stopped administrations are not priced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub price_stopped: bool,
+    /// Records of the contracted drug from different sources dated within this many days of each
+    /// other are one exposure (a dispense then its administration, an administration and its
+    /// Procedure): counted once, for the index date and the cost. Absent: every record counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_exposure_days: Option<u32>,
+    /// Which source's record stands for a matched exposure, first first (absent:
+    /// MedicationAdministration, Procedure, MedicationDispense, MedicationRequest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_order: Vec<String>,
     /// When report sets are published: monthly, quarterly (the default), close-out or none.
     #[serde(default = "quarterly")]
     pub reporting: String,
@@ -156,6 +174,10 @@ pub struct CohortRule {
     pub intake_end: String,
     /// New-start washout in days.
     pub washout_days: Option<u32>,
+    /// Resource types whose exposures in the washout make a prior user (absent: every source,
+    /// an order too, as rule sets stored before the option were evaluated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub washout_sources: Option<Vec<String>>,
     /// Minimum age at index.
     pub age_min: Option<u32>,
     /// Maximum age at index.
@@ -203,6 +225,10 @@ pub struct TherapyCriterion {
     pub valueset: String,
     /// Look-back in days.
     pub within_days: u32,
+    /// A fill dated before the look-back whose days' supply reaches into it counts too (absent
+    /// in rule sets stored before the option: only fills dated in the look-back count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supply_counts: bool,
 }
 
 /// Exclusions.

@@ -23,6 +23,7 @@ pub fn system_alias(s: &str) -> &str {
         "snomed" => "http://snomed.info/sct",
         "icd10cm" => "http://hl7.org/fhir/sid/icd-10-cm",
         "icd10" => "http://hl7.org/fhir/sid/icd-10",
+        "icd10gm" => "http://fhir.de/CodeSystem/bfarm/icd-10-gm",
         "ndc" => "http://hl7.org/fhir/sid/ndc",
         "cpt" => "http://www.ama-assn.org/go/cpt",
         "hcpcs" => "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
@@ -716,8 +717,36 @@ fn contract_info(cx: &mut Cx, doc: &Table) -> Option<ContractInfo> {
     let cur = currency.clone().unwrap_or_default();
     let mut drug_vs = None;
     let (mut unit_price, mut pack_price) = (None, None);
+    let (mut unit_size, mut price_stopped, mut same_exposure_days, mut source_order) =
+        (None, false, None, Vec::new());
     if let Some(d) = cx.table(doc, "drug", "", true) {
-        cx.check_keys(d, &["valueset", "unit_price", "pack_price"], "drug");
+        cx.check_keys(
+            d,
+            &[
+                "valueset",
+                "unit_price",
+                "pack_price",
+                "unit",
+                "price_stopped",
+                "same_exposure_days",
+                "source_order",
+            ],
+            "drug",
+        );
+        if let Some(u) = cx.string(d, "unit", "drug", false) {
+            unit_size = drug_unit(cx, &u);
+        }
+        price_stopped = cx.boolean(d, "price_stopped", "drug", false);
+        same_exposure_days = cx.uint(d, "same_exposure_days", "drug", false);
+        source_order = cx.strings(d, "source_order", "drug");
+        for (i, s) in source_order.iter().enumerate() {
+            if crate::engine::facts::Source::of(s).is_none() {
+                cx.err(
+                    &format!("drug.source_order[{i}]"),
+                    format!("'{s}' is not MedicationDispense, MedicationAdministration, MedicationRequest or Procedure"),
+                );
+            }
+        }
         drug_vs = cx.string(d, "valueset", "drug", true);
         if let Some(p) = cx.string(d, "unit_price", "drug", false) {
             unit_price = amount(cx, &p, &cur, "drug.unit_price");
@@ -766,7 +795,30 @@ fn contract_info(cx: &mut Cx, doc: &Table) -> Option<ContractInfo> {
         drug: drug_vs?,
         unit_price,
         pack_price,
+        unit_size,
+        price_stopped,
+        same_exposure_days,
+        source_order,
     })
+}
+
+/// `[drug] unit = "100 mg"`: a positive amount and a UCUM unit.
+fn drug_unit(cx: &mut Cx, s: &str) -> Option<(String, String)> {
+    let parsed = s
+        .trim()
+        .split_once(' ')
+        .and_then(|(n, u)| Some((Decimal::from_str_exact(n.trim()).ok()?, u.trim())))
+        .filter(|(n, u)| *n > Decimal::ZERO && !u.is_empty() && ucum::validate(u).is_ok());
+    match parsed {
+        Some((n, u)) => Some((n.normalize().to_string(), u.to_string())),
+        None => {
+            cx.err(
+                "drug.unit",
+                format!("'{s}' is not an amount and a UCUM unit, such as \"100 mg\""),
+            );
+            None
+        }
+    }
 }
 
 /// The NAHDO source-of-payment code of a line of business.
@@ -789,6 +841,7 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
             "sources",
             "intake",
             "washout_days",
+            "washout_sources",
             "age",
             "sex",
             "diagnosis",
@@ -811,13 +864,26 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
             "MedicationAdministration".into(),
         ];
     }
-    for (i, s) in sources.iter().enumerate() {
+    let washout_sources = c
+        .contains_key("washout_sources")
+        .then(|| cx.strings(c, "washout_sources", at));
+    let listed = sources.iter().map(|s| ("sources", s)).enumerate().chain(
+        washout_sources
+            .iter()
+            .flatten()
+            .map(|s| ("washout_sources", s))
+            .enumerate(),
+    );
+    for (i, (key, s)) in listed {
         if crate::engine::facts::Source::of(s).is_none() {
             cx.err(
-                &format!("cohort.sources[{i}]"),
+                &format!("cohort.{key}[{i}]"),
                 format!("'{s}' is not MedicationDispense, MedicationAdministration, MedicationRequest or Procedure"),
             );
         }
+    }
+    if washout_sources.as_ref().is_some_and(Vec::is_empty) {
+        cx.err("cohort.washout_sources", "at least one source");
     }
     let intake = cx
         .string(c, "intake", at, true)
@@ -903,13 +969,15 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
     }
     let mut therapies = Vec::new();
     for (here, t) in cx.tables(c, "therapy", at) {
-        cx.check_keys(t, &["valueset", "within_days"], &here);
+        cx.check_keys(t, &["valueset", "within_days", "supply_counts"], &here);
         let v = names.valueset(cx, t, "valueset", &here);
         let w = cx.uint(t, "within_days", &here, true);
+        let supply_counts = cx.boolean(t, "supply_counts", &here, false);
         if let (Some(valueset), Some(within_days)) = (v, w) {
             therapies.push(TherapyCriterion {
                 valueset,
                 within_days,
+                supply_counts,
             });
         }
     }
@@ -927,6 +995,7 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
         intake_start,
         intake_end,
         washout_days,
+        washout_sources,
         age_min,
         age_max,
         sex,

@@ -223,6 +223,66 @@ fn exposures_in<'v, 'a>(
         .collect()
 }
 
+/// The records of one exposure counted once (`[drug] same_exposure_days`): records from
+/// different sources dated within that many days of a record already grouped are one exposure,
+/// and the record of the first source in the plan's source order (the earliest among equals)
+/// stands for it, with its day and its amount. Without the option every record counts.
+fn one_per_exposure<'v, 'a>(
+    plan: &Plan,
+    list: Vec<&'v Item<'a, ExposureFact>>,
+) -> Vec<&'v Item<'a, ExposureFact>> {
+    let Some(n) = plan.rules.contract.same_exposure_days else {
+        return list;
+    };
+    let n = n as Day;
+    let mut groups: Vec<Vec<&'v Item<'a, ExposureFact>>> = Vec::new();
+    for e in list {
+        let joins = groups.iter_mut().find(|g| {
+            g.iter().all(|x| x.fact.source != e.fact.source)
+                && g.iter().any(|x| (x.fact.day - e.fact.day).abs() <= n)
+        });
+        match joins {
+            Some(g) => g.push(e),
+            None => groups.push(vec![e]),
+        }
+    }
+    let rank = |e: &Item<'_, ExposureFact>| {
+        plan.source_order
+            .iter()
+            .position(|s| *s == e.fact.source)
+            .unwrap_or(usize::MAX)
+    };
+    let mut out: Vec<&'v Item<'a, ExposureFact>> = groups
+        .into_iter()
+        .filter_map(|g| {
+            g.into_iter()
+                .min_by_key(|e| (rank(e), e.fact.day, e.fact.instant))
+        })
+        .collect();
+    out.sort_by_key(|e| (e.fact.day, e.fact.instant));
+    out
+}
+
+/// The units a record is priced as: with `[drug] unit` the stated dose or quantity converted to
+/// the unit and divided by its size, rounded up (a dispense's quantity without a convertible unit
+/// is a count of units; an administration without a dose is not priced); without it a
+/// dispense's quantity, an administration one unit.
+fn priced_units(plan: &Plan, e: &ExposureFact) -> Option<Decimal> {
+    let Some((size, unit)) = &plan.rules.contract.unit_size else {
+        return e.quantity;
+    };
+    let size = Decimal::from_str(size).ok()?;
+    let converted = e
+        .amount
+        .as_ref()
+        .and_then(|(v, u)| units::convert(None, u, *v, unit));
+    match (converted, e.source) {
+        (Some(x), _) => Some((x / size).ceil()),
+        (None, Source::MedicationDispense) => e.quantity,
+        (None, _) => None,
+    }
+}
+
 /// The days the person died on (None: alive; Some(None): deceased, date unknown).
 fn death<'v, 'a>(view: &'v View<'a>) -> Option<(Option<Day>, &'v Item<'a, PatientFact>)> {
     let mut unknown = None;
@@ -246,7 +306,10 @@ fn death<'v, 'a>(view: &'v View<'a>) -> Option<(Option<Day>, &'v Item<'a, Patien
 pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult> {
     let rules = &plan.rules;
     let cohort = &rules.cohort;
-    let drug = exposures_in(view, plan, &cohort.exposure, Some(&plan.sources));
+    let drug = one_per_exposure(
+        plan,
+        exposures_in(view, plan, &cohort.exposure, Some(&plan.sources)),
+    );
     let index_exp = drug.iter().find(|e| {
         e.fact.day >= plan.intake.0 && e.fact.day <= plan.intake.1 && e.fact.day <= today
     })?;
@@ -272,10 +335,16 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
         drug: Vec::new(),
     };
     if let Some(w) = cohort.washout_days {
-        // any counting exposure to the drug, from any source, makes a prior user
-        let earlier = exposures_in(view, plan, &cohort.exposure, None)
-            .into_iter()
-            .find(|e| e.fact.day < index && e.fact.day >= index - w as i32);
+        // a counting exposure to the drug from the washout sources (default: any source) makes a
+        // prior user
+        let earlier = exposures_in(
+            view,
+            plan,
+            &cohort.exposure,
+            plan.washout_sources.as_deref(),
+        )
+        .into_iter()
+        .find(|e| e.fact.day < index && e.fact.day >= index - w as i32);
         if let Some(e) = earlier {
             result.membership = Membership::NotNewUser;
             result.reason = format!(
@@ -295,12 +364,33 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
         result.reason = failures.join("; ");
         return Some(result);
     }
-    result.drug = exposures_in(view, plan, &rules.contract.drug, Some(&plan.sources))
+    let mut priced = one_per_exposure(
+        plan,
+        exposures_in(view, plan, &rules.contract.drug, Some(&plan.sources)),
+    );
+    if rules.contract.price_stopped {
+        // stopped administrations that state a dose: the drug was used, so it is paid for
+        let set = plan.set(&rules.contract.drug);
+        priced.extend(
+            view.exposures
+                .iter()
+                .filter(|(e, codes)| {
+                    e.fact.stopped
+                        && e.fact.source == Source::MedicationAdministration
+                        && plan.sources.contains(&e.fact.source)
+                        && e.fact.amount.is_some()
+                        && any_in(codes, set)
+                })
+                .map(|(e, _)| e),
+        );
+        priced.sort_by_key(|e| (e.fact.day, e.fact.instant));
+    }
+    result.drug = priced
         .into_iter()
         .filter(|e| e.fact.day >= index && e.fact.day <= today)
         .map(|e| DrugUse {
             day: e.fact.day,
-            quantity: e.fact.quantity,
+            quantity: priced_units(plan, e.fact),
             evidence: e.evidence("drug", ""),
         })
         .collect();
@@ -415,10 +505,16 @@ fn eligibility(
         }
     }
     for t in &c.therapies {
+        // dated in the look-back, or (supply_counts) supplied into it
+        let from = index - t.within_days as i32;
         let found = exposures_in(view, plan, &t.valueset, None)
             .into_iter()
             .rev()
-            .find(|e| e.fact.day <= index && e.fact.day >= index - t.within_days as i32);
+            .find(|e| {
+                let supplied_to = e.fact.day + e.fact.days_supply.max(1) as i32 - 1;
+                e.fact.day <= index
+                    && (e.fact.day >= from || (t.supply_counts && supplied_to >= from))
+            });
         match found {
             Some(e) => evidence
                 .push(e.evidence("eligibility", format!("background therapy {}", t.valueset))),

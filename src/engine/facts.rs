@@ -92,6 +92,12 @@ pub struct ExposureFact {
     pub counts: bool,
     /// Dispensed quantity (for drug cost).
     pub quantity: Option<Decimal>,
+    /// The amount the record states with its unit (UCUM code, else the human unit): an
+    /// administration's `dosage.dose`, a dispense's `quantity` when it has a unit. Priced
+    /// against the contract's unit size when the contract gives one.
+    pub amount: Option<(Decimal, Box<str>)>,
+    /// The status is `stopped` (an administration begun and stopped: the drug may be used up).
+    pub stopped: bool,
     /// Who dispensed, administered, ordered or performed it (a reference such as
     /// `Organization/pharmacy-1`), for stratifying reports.
     pub performer: Option<Box<str>>,
@@ -443,6 +449,17 @@ fn exposure(rtype: &str, r: &Value) -> Option<ExposureFact> {
         Source::MedicationAdministration => Some(Decimal::ONE),
         _ => None,
     };
+    let stated = |q: Option<&Value>| -> Option<(Decimal, Box<str>)> {
+        let q = q?;
+        let v = q.get("value").and_then(json_decimal)?;
+        let u = str_of(q, "code").or_else(|| str_of(q, "unit"))?;
+        Some((v, Box::from(u)))
+    };
+    let amount = match source {
+        Source::MedicationDispense => stated(r.get("quantity")),
+        Source::MedicationAdministration => stated(r.get("dosage").and_then(|d| d.get("dose"))),
+        _ => None,
+    };
     let actor = |v: Option<&Value>| {
         v.and_then(|p| p.get("actor"))
             .and_then(|a| str_of(a, "reference"))
@@ -459,6 +476,8 @@ fn exposure(rtype: &str, r: &Value) -> Option<ExposureFact> {
             .map(Box::from),
     };
     Some(ExposureFact {
+        amount,
+        stopped: status == "stopped",
         performer,
         patient: subject(r, "subject")?,
         source,

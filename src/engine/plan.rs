@@ -29,6 +29,10 @@ pub struct Plan {
     pub intake: (Day, Day),
     /// Exposure sources.
     pub sources: Vec<Source>,
+    /// The sources whose exposures break the washout (None: every source).
+    pub washout_sources: Option<Vec<Source>>,
+    /// Which source stands for records of one exposure, first first.
+    pub source_order: Vec<Source>,
     /// The payer as Coverage.payor keys (`Organization/id`, `identifier:system|value`).
     pub payer_refs: Vec<String>,
     empty: CodeSet,
@@ -82,6 +86,26 @@ impl Plan {
             days::parse_full(&c.intake_end).unwrap_or(Day::MAX),
         );
         let sources = c.sources.iter().filter_map(|s| Source::of(s)).collect();
+        let washout_sources = c
+            .washout_sources
+            .as_ref()
+            .map(|w| w.iter().filter_map(|s| Source::of(s)).collect());
+        let mut source_order: Vec<Source> = rules
+            .contract
+            .source_order
+            .iter()
+            .filter_map(|s| Source::of(s))
+            .collect();
+        for s in [
+            Source::MedicationAdministration,
+            Source::Procedure,
+            Source::MedicationDispense,
+            Source::MedicationRequest,
+        ] {
+            if !source_order.contains(&s) {
+                source_order.push(s);
+            }
+        }
         let payer = &rules.contract.payer;
         let mut payer_refs = vec![format!("Organization/{}", org_id(&payer.name))];
         if let (Some(s), Some(v)) = (&payer.identifier_system, &payer.identifier_value) {
@@ -104,6 +128,8 @@ impl Plan {
             analytes,
             intake,
             sources,
+            washout_sources,
+            source_order,
             payer_refs,
             empty: CodeSet::default(),
         }
