@@ -174,7 +174,7 @@ fn discovery_and_token_endpoint_follow_smart_backend_services() {
 use reqwest::StatusCode;
 
 const JANUVIA: &str = "januvia-aetna-1.0.0";
-const ENTRESTO: &str = "entresto-harvard-pilgrim-1.0.0";
+const ENTRESTO: &str = "entresto-harvard-pilgrim-1.1.0";
 
 /// A server with auth on, the Januvia (Aetna/Merck) and Entresto (Harvard Pilgrim/Novartis)
 /// contracts, and a private copy of the client registry.

@@ -16,7 +16,9 @@ use rust_decimal::Decimal;
 
 use super::model::{self, Deceased, Model};
 use super::{dec, Code, Ctx};
-use crate::contracts::rules::{Change, Comparison, DayWindow, EventSource, OutcomeDef, Pick, Rule};
+use crate::contracts::rules::{
+    Change, Comparison, DayWindow, EventSource, OnDeath, OutcomeDef, Pick, Rule,
+};
 use crate::engine::days::{self, Day};
 use crate::search::units;
 
@@ -109,8 +111,16 @@ pub fn judge(ctx: &Ctx, m: &Model) -> R<Verdict> {
     };
     if let Some(w) = c.washout_days {
         let w = w as Day;
+        let breaks: Option<Vec<model::Src>> = c
+            .washout_sources
+            .as_ref()
+            .map(|l| l.iter().filter_map(|s| model::Src::of(s)).collect());
         if m.exposures.iter().any(|e| {
-            e.counts() && ctx.in_set(&c.exposure, &e.code) && e.day >= index - w && e.day < index
+            e.counts()
+                && breaks.as_ref().is_none_or(|b| b.contains(&e.src))
+                && ctx.in_set(&c.exposure, &e.code)
+                && e.day >= index - w
+                && e.day < index
         }) {
             return Ok(Verdict {
                 membership: Some(Membership::NotNewUser),
@@ -378,8 +388,19 @@ impl<'a> Judge<'a> {
         }
         for t in &c.therapies {
             let lo = index - t.within_days as Day;
+            // the days a record supplies: its days' supply (dispenses and orders), at least one
+            let supplied = |e: &model::Exposure| {
+                let days = match e.src {
+                    model::Src::Dispense | model::Src::Request => e.supply,
+                    _ => 0,
+                };
+                e.day + days.max(1) as Day - 1
+            };
             let ok = m.exposures.iter().any(|e| {
-                e.counts() && ctx.in_set(&t.valueset, &e.code) && e.day >= lo && e.day <= index
+                e.counts()
+                    && ctx.in_set(&t.valueset, &e.code)
+                    && e.day <= index
+                    && (e.day >= lo || (t.supply_counts && supplied(e) >= lo))
             });
             if !ok {
                 return Ok(false);
@@ -654,17 +675,34 @@ impl<'a> Judge<'a> {
                 unreachable!("handled above")
             }
         };
-        // (4) death
+        // (4) death: what data before it could not decide, the outcome's on_death decides
+        let mut status = status;
         if ctx.rules.exclusions.death && died_in {
             let event_like = matches!(
                 o.rule,
                 Rule::Event { .. } | Rule::Adherence { .. } | Rule::Persistence { .. }
             );
-            return Ok(match status {
-                Status::Pending | Status::MissingData => Status::Excluded,
-                Status::Met if event_like || !by_value => Status::Excluded,
-                s => s,
-            });
+            let undecided = match status {
+                Status::Pending | Status::MissingData => true,
+                Status::Met => event_like || !by_value,
+                _ => false,
+            };
+            if undecided {
+                status = match (o.on_death, status, self.death) {
+                    (OnDeath::NotMet, _, _) => Status::NotMet,
+                    // the window ended at the dated death: no event before it is a met
+                    (OnDeath::UntilDeath, Status::Met, Deceased::On(_)) => Status::Met,
+                    _ => Status::Excluded,
+                };
+            }
+        }
+        // (5) the missing-data policy, once its grace days after the window have passed
+        if status == Status::MissingData {
+            if let Some((met, grace)) = o.missing_data.decides() {
+                if today > w_end + grace as Day {
+                    status = if met { Status::Met } else { Status::NotMet };
+                }
+            }
         }
         Ok(status)
     }

@@ -17,7 +17,7 @@ use super::model::{
 };
 use super::oracle::{self, Membership, Status};
 use super::{dec, Code, Ctx, Expected, Rng};
-use crate::contracts::rules::{Change, Comparison, OutcomeDef, Pick, Rule};
+use crate::contracts::rules::{Change, Comparison, OnDeath, OutcomeDef, Pick, Rule};
 use crate::engine::days::{self, Day};
 use crate::search::units::{self, Analyte};
 
@@ -1557,6 +1557,24 @@ impl<'a> Builder<'a> {
             if onset.is_none_or(|d| d <= b) {
                 for x in self.intent.outcomes.iter_mut().skip(n) {
                     x.1 = Status::Excluded;
+                }
+                return;
+            }
+        }
+        // what the contract says a death before the outcome was measured, and missing data
+        // past the grace days, come to (the data were built for the plain status)
+        let died_in = self.death.is_some_and(|d| d <= b);
+        let today = self.ctx.today;
+        let is_event = matches!(o.rule, Rule::Event { .. });
+        for x in self.intent.outcomes.iter_mut().skip(n) {
+            x.1 = match (x.1, o.on_death) {
+                (Status::Excluded, OnDeath::NotMet) if died_in => Status::NotMet,
+                (Status::Excluded, OnDeath::UntilDeath) if died_in && is_event => Status::Met,
+                (s, _) => s,
+            };
+            if let (Status::MissingData, Some((met, grace))) = (x.1, o.missing_data.decides()) {
+                if today > b + grace as Day {
+                    x.1 = if met { Status::Met } else { Status::NotMet };
                 }
             }
         }
