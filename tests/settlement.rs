@@ -731,3 +731,69 @@ fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
     assert_eq!(owed("test-records-1", "matched"), d("6000.00"));
     assert_eq!(owed("test-records-1", "dosed"), d("1000.00"));
 }
+
+#[test]
+fn a_contract_loaded_earlier_keeps_its_rules_beside_its_new_version() {
+    // the catalog's Kymriah 1.1.0 counts an early death as a non-response; 1.0.0 (the same text
+    // without on_death) excluded it. Both are loaded, as a store that held 1.0.0 keeps it.
+    let s = Server::start_with(&["--contracts-dir", "contracts"]);
+    let c = client();
+    let v110 = std::fs::read_to_string("contracts/kymriah-novartis.toml").expect("contract");
+    let v100 = v110
+        .replace("version = \"1.1.0\"", "version = \"1.0.0\"")
+        .lines()
+        .filter(|l| !l.starts_with("on_death"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let r = c
+        .post(s.url("/$load-contract"))
+        .header("Content-Type", "application/toml")
+        .body(v100)
+        .send()
+        .expect("load");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    // infused 2025-03-03 (a Procedure), died on day 10, before the day 23..37 window
+    post_bundle(
+        &s,
+        &c,
+        &transaction(vec![
+            put(
+                "Patient",
+                "cart",
+                json!({"birthDate": "1990-01-01", "deceasedDateTime": "2025-03-13"}),
+            ),
+            put(
+                "Condition",
+                "cart-dx",
+                json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                       "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C83.30"}]},
+                       "subject": {"reference": "Patient/cart"}, "onsetDateTime": "2024-11-01"}),
+            ),
+            put(
+                "Procedure",
+                "cart-infusion",
+                json!({"status": "completed", "subject": {"reference": "Patient/cart"},
+                       "code": {"coding": [{"system": "http://www.cms.gov/Medicare/Coding/ICD10", "code": "XW033J7"}]},
+                       "performedDateTime": "2025-03-03T09:00:00Z"}),
+            ),
+        ]),
+    );
+    let (_, _, old) = result_of(&s, &c, "kymriah-novartis-1.0.0", "cart", "response-day-30");
+    let (_, reason, new) = result_of(&s, &c, "kymriah-novartis-1.1.0", "cart", "response-day-30");
+    assert_eq!(old, "excluded");
+    assert_eq!(new, "not-met", "{reason}");
+    let period = "periodStart=2025-01-01&periodEnd=2025-12-31";
+    let perf = |m: &str| {
+        performance_money(&get_json(
+            &s,
+            &c,
+            &format!("/Measure/{m}/$evaluate-measure?{period}"),
+        ))["refund"]
+    };
+    assert_eq!(perf("kymriah-novartis-1.0.0"), [d("0"), d("0"), d("0")]);
+    // the Procedure is priced at the pack price: the full price is refunded
+    assert_eq!(
+        perf("kymriah-novartis-1.1.0"),
+        [d("475000.00"), d("0"), d("0")]
+    );
+}
