@@ -72,6 +72,8 @@ washout_sources = ["MedicationDispense", "MedicationAdministration"]
 valueset = "metformin"
 within_days = 90
 supply_counts = true
+[valuesets.repair]
+codes = ["https://vbc-server.dev/fhir/CodeSystem/test|hip-repair|Hip fracture repair"]
 [[outcome]]
 id = "no-fracture"
 title = "No hip fracture in a year"
@@ -79,10 +81,22 @@ kind = "event"
 source = "condition"
 diagnosis = "fracture"
 window = "0..364"
+[[outcome]]
+id = "no-repair"
+title = "No hip fracture repair in a year"
+kind = "event"
+source = "procedure"
+diagnosis = "repair"
+window = "0..364"
 "#;
 
-/// (membership, reason, status of no-fracture) of a patient.
-fn result(s: &Server, c: &reqwest::blocking::Client, m: &str, p: &str) -> (String, String, String) {
+/// (membership, reason, status of no-fracture, status of no-repair) of a patient.
+fn result(
+    s: &Server,
+    c: &reqwest::blocking::Client,
+    m: &str,
+    p: &str,
+) -> (String, String, String, String) {
     let v = get_json(s, c, &format!("/Measure/{m}/$outcomes?subject=Patient/{p}"));
     let r = v["parameter"]
         .as_array()
@@ -103,14 +117,23 @@ fn result(s: &Server, c: &reqwest::blocking::Client, m: &str, p: &str) -> (Strin
             .unwrap_or_default()
             .to_string()
     };
-    let status = part(&r, "outcome")
-        .first()
-        .map(|o| s_of(&part(o, "status"), "valueCode"))
-        .unwrap_or_default();
+    let status = |id: &str| {
+        part(&r, "outcome")
+            .iter()
+            .find(|o| {
+                part(o, "id")
+                    .first()
+                    .and_then(|x| x["valueString"].as_str())
+                    == Some(id)
+            })
+            .map(|o| s_of(&part(o, "status"), "valueCode"))
+            .unwrap_or_default()
+    };
     (
         s_of(&part(&r, "membership"), "valueCode"),
         s_of(&part(&r, "reason"), "valueString"),
-        status,
+        status("no-fracture"),
+        status("no-repair"),
     )
 }
 
@@ -155,6 +178,14 @@ fn washout_sources_therapy_supply_and_icd10gm_decide_membership_as_the_contract_
                        "code": {"coding": [{"system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm", "code": "S72.00"}]},
                        "subject": {"reference": "Patient/ordered"}, "onsetDateTime": "2025-06-09"}),
             ),
+            // its repair on day 101
+            put(
+                "Procedure",
+                "ordered-repair",
+                json!({"status": "completed", "subject": {"reference": "Patient/ordered"},
+                       "code": {"coding": [{"system": "https://vbc-server.dev/fhir/CodeSystem/test", "code": "hip-repair"}]},
+                       "performedDateTime": "2025-06-10T08:00:00Z"}),
+            ),
         ]),
     );
     // short: metformin for 30 days on day -120 (covers -120..-91): no therapy in the look-back
@@ -179,22 +210,26 @@ fn washout_sources_therapy_supply_and_icd10gm_decide_membership_as_the_contract_
             fill("refilled-met", "refilled", "6809", "2024-07-20", 30),
         ]),
     );
-    let (m, reason, fracture) = result(&s, &c, "test-cohort-1", "ordered");
+    let (m, reason, fracture, repair) = result(&s, &c, "test-cohort-1", "ordered");
     assert_eq!(m, "member", "{reason}");
     assert_eq!(
         fracture, "not-met",
         "the ICD-10-GM fracture on day 100 counts"
     );
-    let (m, reason, _) = result(&s, &c, "test-cohort-1", "short");
+    assert_eq!(
+        repair, "not-met",
+        "the repair Procedure on day 101 is an event"
+    );
+    let (m, reason, _, _) = result(&s, &c, "test-cohort-1", "short");
     assert_eq!(m, "ineligible");
     assert!(reason.contains("metformin"), "{reason}");
-    let (m, _, _) = result(&s, &c, "test-cohort-1", "refilled");
+    let (m, _, _, _) = result(&s, &c, "test-cohort-1", "refilled");
     assert_eq!(m, "not-new-user");
     // without the options: the order breaks the washout, as before
-    let (m, reason, _) = result(&s, &c, "test-plain-1", "ordered");
+    let (m, reason, _, _) = result(&s, &c, "test-plain-1", "ordered");
     assert_eq!(m, "not-new-user", "{reason}");
     assert!(reason.contains("2025-01-30"), "{reason}");
-    let (m, _, _) = result(&s, &c, "test-plain-1", "refilled");
+    let (m, _, _, _) = result(&s, &c, "test-plain-1", "refilled");
     assert_eq!(m, "not-new-user");
     // a washout source that is not one is refused and located
     let bad = WITH_OPTIONS

@@ -373,6 +373,9 @@ pub enum EventSource {
     Encounter,
     /// A Condition in the value set with onset in the window.
     Condition,
+    /// A Procedure with a code in the value set performed in the window (a fracture repair, a
+    /// revascularisation).
+    Procedure,
 }
 
 /// An outcome rule.

@@ -1151,17 +1151,18 @@ fn rule(
             let source = match cx.string(t, "source", at, false).as_deref() {
                 None | Some("encounter") => Some(EventSource::Encounter),
                 Some("condition") => Some(EventSource::Condition),
+                Some("procedure") => Some(EventSource::Procedure),
                 Some(other) => {
                     cx.err(
                         &join(at, "source"),
-                        format!("'{other}' is not encounter or condition"),
+                        format!("'{other}' is not encounter, condition or procedure"),
                     );
                     None
                 }
             };
             let diagnosis = names.valueset(cx, t, "diagnosis", at);
             let encounter_class = cx.strings(t, "encounter_class", at);
-            if source == Some(EventSource::Condition) && !encounter_class.is_empty() {
+            if source.is_some_and(|s| s != EventSource::Encounter) && !encounter_class.is_empty() {
                 cx.err(
                     &join(at, "encounter_class"),
                     "applies to encounter events only",

@@ -995,6 +995,23 @@ fn run(
                         }
                     }
                 }
+                EventSource::Procedure => {
+                    for (e, codes) in &view.exposures {
+                        if e.fact.source == Source::Procedure
+                            && e.fact.counts
+                            && any_in(codes, set)
+                            && in_window(e.fact.day)
+                        {
+                            events.push((
+                                e.fact.day,
+                                e.evidence(
+                                    "event",
+                                    format!("procedure on {}", days::format(e.fact.day)),
+                                ),
+                            ));
+                        }
+                    }
+                }
                 EventSource::Condition => {
                     for c in &view.conditions {
                         if let Some(d) = c.fact.onset {

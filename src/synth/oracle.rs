@@ -786,6 +786,12 @@ impl<'a> Judge<'a> {
             .filter(|k| k.counts() && !k.recorded && ctx.in_set(set, &k.code))
             .filter_map(|k| k.onset)
             .collect();
+        let proc_days: Vec<Day> = m
+            .exposures
+            .iter()
+            .filter(|e| e.src == model::Src::Procedure && e.counts() && ctx.in_set(set, &e.code))
+            .map(|e| e.day)
+            .collect();
         let inw = |d: &Day| *d >= w_start && *d <= w_end;
         let odd_conds = m.conds.iter().any(|k| {
             ctx.in_set(set, &k.code)
@@ -798,8 +804,9 @@ impl<'a> Judge<'a> {
             );
         }
         let (mut days, other): (Vec<Day>, Vec<Day>) = match source {
-            EventSource::Encounter => (enc_days, cond_days),
-            EventSource::Condition => (cond_days, enc_days),
+            EventSource::Encounter => (enc_days, [cond_days, proc_days].concat()),
+            EventSource::Condition => (cond_days, [enc_days, proc_days].concat()),
+            EventSource::Procedure => (proc_days, [enc_days, cond_days].concat()),
         };
         if other.iter().any(inw) {
             return Err("an event of the other source in the window".into());

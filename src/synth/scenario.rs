@@ -2070,6 +2070,14 @@ impl<'a> Builder<'a> {
         use crate::contracts::rules::EventSource;
         let code = self.event_code(set);
         match source {
+            EventSource::Procedure => {
+                let status = if status == "finished" {
+                    "completed"
+                } else {
+                    "entered-in-error"
+                };
+                self.add_exposure(Src::Procedure, day, code, 0, status);
+            }
             EventSource::Condition => {
                 let id = self.ids.next("cond");
                 self.m.conds.push(Cond {
