@@ -129,7 +129,7 @@ fn dapagliflozin_patient(p: &str, egfr_value: &str, egfr_unit: &str) -> Value {
 fn an_egfr_in_any_commensurable_ucum_unit_counts_and_its_annotation_must_match() {
     let s = Server::start_with(&["--contracts-dir", "contracts"]);
     let c = client();
-    let m = "dapagliflozin-uk-1.0.0";
+    let m = "dapagliflozin-uk-1.1.0";
     // (patient, value, unit, membership): 1.10 mL/s = 66 mL/min and 0.066 L/min = 66 mL/min,
     // both per 1.73 m2, are above 60; 0.99 mL/s = 59.4 is not; 66 mL/min without the body
     // surface annotation is another measure and cannot be used

@@ -167,7 +167,7 @@ fn zolgensma_instalments_stop_at_the_first_failed_year() {
 }
 
 #[test]
-fn dapagliflozin_rebate_tier_and_free_continuation() {
+fn dapagliflozin_upfront_rebate_and_free_continuation() {
     let r = rules("dapagliflozin-uk.toml");
     // price 1.31 GBP per tablet
     let a = person(
@@ -191,8 +191,9 @@ fn dapagliflozin_rebate_tier_and_free_continuation() {
         .iter()
         .find(|t| t.stream == "rebate")
         .expect("rebate");
-    // 10 % of (140 x 1.31 = 183.40) + 10 % of (28 x 1.31 = 36.68) = 18.34 + 3.668 -> 18.34 + 3.67
-    assert_eq!(rebate.owed, d("22.01"));
+    // a's fills on days 101 and 130 are free drug (decided on day 100): 10 % of the fills on
+    // days 10 and 100 (56 x 1.31 = 73.36) = 7.336 -> 7.34; b: 10 % of 36.68 = 3.668 -> 3.67
+    assert_eq!(rebate.owed, d("11.01"));
     let free = s
         .streams
         .iter()
@@ -253,6 +254,9 @@ fn an_event_rate_rebate_without_a_decided_member_is_all_at_stake() {
 #[test]
 fn a_tiered_rebate_without_a_decided_member_is_at_stake_at_its_largest_share() {
     let mut r = rules("dapagliflozin-uk.toml");
+    r.payments[0].kind = "tiered-rebate".into();
+    r.payments[0].outcomes = vec!["hba1c-response".into()];
+    r.payments[0].cost_excludes.clear();
     r.payments[0].tiers = vec![("0".into(), "5".into()), ("0.5".into(), "20".into())];
     let open = person(
         "open",
@@ -364,15 +368,10 @@ fn dapagliflozin_upfront() -> RuleSet {
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("contract");
-    let text = text
-        .replace(
-            "kind = \"tiered-rebate\"\noutcome = \"hba1c-response\"\ntiers = [{ min_rate = \"0\", share = \"10 %\" }]",
-            "kind = \"upfront-rebate\"\nshare = \"10 %\"\ncost_excludes = [\"free-drug\"]",
-        )
-        .replace(
-            "kind = \"free-continuation\"\noutcome = \"hba1c-response\"",
-            "kind = \"free-continuation\"\noutcome = \"hba1c-response\"\ncost_days = \"0..364\"",
-        );
+    let text = text.replace(
+        "kind = \"free-continuation\"\noutcome = \"hba1c-response\"",
+        "kind = \"free-continuation\"\noutcome = \"hba1c-response\"\ncost_days = \"0..364\"",
+    );
     assert!(text.contains("upfront-rebate") && text.contains("cost_days"));
     source::compile(&text).expect("compiles")
 }
@@ -413,9 +412,20 @@ fn no_fill_is_paid_twice_and_cost_stays_in_the_terms_days() {
     assert_eq!(stream("rebate").at_stake_pending, Decimal::ZERO);
     assert_eq!(stream("rebate").patients_owed, 2);
     // the stored rule set of a contract without the options is as before (no new keys)
-    let plain = serde_json::to_value(rules("dapagliflozin-uk.toml")).expect("json");
+    let plain = serde_json::to_value(rules("januvia-aetna.toml")).expect("json");
     let text = plain.to_string();
-    for key in ["cost_days", "cost_excludes", "missing_data", "on_death"] {
+    for key in [
+        "cost_days",
+        "cost_excludes",
+        "missing_data",
+        "on_death",
+        "washout_sources",
+        "supply_counts",
+        "unit_size",
+        "price_stopped",
+        "same_exposure_days",
+        "source_order",
+    ] {
         assert!(!text.contains(key), "{key} in {text}");
     }
 }
@@ -430,12 +440,13 @@ fn a_stream_left_out_must_exist_and_settle_first() {
     for (extra, at) in [
         ("cost_excludes = [\"nowhere\"]", "payment[0].cost_excludes"),
         ("cost_excludes = [\"rebate\"]", "payment[0].cost_excludes"),
-        ("cost_days = \"30..10\"", "payment[0].cost_days"),
+        (
+            "cost_excludes = [\"free-drug\"]\ncost_days = \"30..10\"",
+            "payment[0].cost_days",
+        ),
     ] {
-        let text = base.replace(
-            "tiers = [{ min_rate = \"0\", share = \"10 %\" }]",
-            &format!("tiers = [{{ min_rate = \"0\", share = \"10 %\" }}]\n{extra}"),
-        );
+        let text = base.replace("cost_excludes = [\"free-drug\"]", extra);
+        assert_ne!(text, base);
         let issues = source::compile(&text).expect_err("refused");
         assert!(
             issues.iter().any(|i| i.expression.as_deref() == Some(at)),

@@ -1009,7 +1009,13 @@ impl<'a> Builder<'a> {
             let within = t.within_days as Day;
             let code = ctx.codes(&t.valueset)[0].clone();
             let day = if brk == Some(Break::TherapyOld(i)) {
-                index - within - 1 - self.rng.range(0, 60) as Day
+                // with supply_counts the 90 days' supply must end before the look-back too
+                let supplied = if t.supply_counts { 89 } else { 0 };
+                index - within - 1 - supplied - self.rng.range(0, 60) as Day
+            } else if t.supply_counts && self.rng.pct(25) {
+                // dated before the look-back, supplied into it
+                self.case.push("therapy-supplied-into-look-back".into());
+                index - within - self.rng.range(1, 89) as Day
             } else {
                 index
                     - if self.rng.pct(12) {
