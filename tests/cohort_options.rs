@@ -8,21 +8,10 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn put(rtype: &str, id: &str, resource: Value) -> Value {
-    let mut r = resource;
-    r["resourceType"] = json!(rtype);
-    r["id"] = json!(id);
-    json!({"resource": r, "request": {"method": "PUT", "url": format!("{rtype}/{id}")}})
-}
-
-fn transaction(entries: Vec<Value>) -> Value {
-    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-}
-
 const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
 
 fn fill(id: &str, p: &str, rxnorm: &str, day: &str, supply: u32) -> Value {
-    put(
+    put_entry(
         "MedicationDispense",
         id,
         json!({"status": "completed", "subject": {"reference": format!("Patient/{p}")},
@@ -33,7 +22,7 @@ fn fill(id: &str, p: &str, rxnorm: &str, day: &str, supply: u32) -> Value {
 }
 
 fn order(id: &str, p: &str, rxnorm: &str, day: &str) -> Value {
-    put(
+    put_entry(
         "MedicationRequest",
         id,
         json!({"status": "active", "intent": "order", "subject": {"reference": format!("Patient/{p}")},
@@ -152,12 +141,7 @@ fn washout_sources_therapy_supply_and_icd10gm_decide_membership_as_the_contract_
             )
             .replace("supply_counts = true\n", ""),
     ] {
-        let r = c
-            .post(s.url("/$load-contract"))
-            .header("Content-Type", "application/toml")
-            .body(text)
-            .send()
-            .expect("load");
+        let r = load_contract(&s, &c, &text);
         assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
     }
     // ordered: an order 30 days before the first fill (2025-03-01); metformin filled for 90
@@ -166,12 +150,12 @@ fn washout_sources_therapy_supply_and_icd10gm_decide_membership_as_the_contract_
     post_bundle(
         &s,
         &c,
-        &transaction(vec![
-            put("Patient", "ordered", json!({"birthDate": "1950-02-03"})),
+        &transaction_bundle(vec![
+            put_entry("Patient", "ordered", json!({"birthDate": "1950-02-03"})),
             order("ordered-rx", "ordered", "1656339", "2025-01-30"),
             fill("ordered-f1", "ordered", "1656339", "2025-03-01", 30),
             fill("ordered-met", "ordered", "6809", "2024-11-30", 90),
-            put(
+            put_entry(
                 "Condition",
                 "ordered-fx",
                 json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
@@ -179,7 +163,7 @@ fn washout_sources_therapy_supply_and_icd10gm_decide_membership_as_the_contract_
                        "subject": {"reference": "Patient/ordered"}, "onsetDateTime": "2025-06-09"}),
             ),
             // its repair on day 101
-            put(
+            put_entry(
                 "Procedure",
                 "ordered-repair",
                 json!({"status": "completed", "subject": {"reference": "Patient/ordered"},
@@ -192,8 +176,8 @@ fn washout_sources_therapy_supply_and_icd10gm_decide_membership_as_the_contract_
     post_bundle(
         &s,
         &c,
-        &transaction(vec![
-            put("Patient", "short", json!({"birthDate": "1950-02-03"})),
+        &transaction_bundle(vec![
+            put_entry("Patient", "short", json!({"birthDate": "1950-02-03"})),
             fill("short-f1", "short", "1656339", "2025-03-01", 30),
             fill("short-met", "short", "6809", "2024-10-31", 30),
         ]),
@@ -203,8 +187,8 @@ fn washout_sources_therapy_supply_and_icd10gm_decide_membership_as_the_contract_
     post_bundle(
         &s,
         &c,
-        &transaction(vec![
-            put("Patient", "refilled", json!({"birthDate": "1950-02-03"})),
+        &transaction_bundle(vec![
+            put_entry("Patient", "refilled", json!({"birthDate": "1950-02-03"})),
             fill("refilled-f0", "refilled", "1656339", "2024-06-15", 30),
             fill("refilled-f1", "refilled", "1656339", "2024-08-01", 30),
             fill("refilled-met", "refilled", "6809", "2024-07-20", 30),
@@ -235,12 +219,7 @@ fn washout_sources_therapy_supply_and_icd10gm_decide_membership_as_the_contract_
     let bad = WITH_OPTIONS
         .replace("id = \"test-cohort\"", "id = \"test-bad\"")
         .replace("\"MedicationAdministration\"]", "\"Claim\"]");
-    let r = c
-        .post(s.url("/$load-contract"))
-        .header("Content-Type", "application/toml")
-        .body(bad)
-        .send()
-        .expect("load");
+    let r = load_contract(&s, &c, &bad);
     assert_eq!(r.status(), 400);
     let at = error_expressions(&body_json(r));
     assert!(

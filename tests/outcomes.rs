@@ -18,19 +18,8 @@ fn server() -> Server {
     Server::start_with(&["--contracts-dir", "contracts"])
 }
 
-fn put(rtype: &str, id: &str, resource: Value) -> Value {
-    let mut r = resource;
-    r["resourceType"] = json!(rtype);
-    r["id"] = json!(id);
-    json!({"resource": r, "request": {"method": "PUT", "url": format!("{rtype}/{id}")}})
-}
-
-fn transaction(entries: Vec<Value>) -> Value {
-    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-}
-
 fn patient(id: &str, birth: &str, member: &str) -> Value {
-    put(
+    put_entry(
         "Patient",
         id,
         json!({"birthDate": birth, "gender": "female",
@@ -39,7 +28,7 @@ fn patient(id: &str, birth: &str, member: &str) -> Value {
 }
 
 fn dispense(id: &str, patient: &str, day: &str) -> Value {
-    put(
+    put_entry(
         "MedicationDispense",
         id,
         json!({"status": "completed", "subject": {"reference": format!("Patient/{patient}")},
@@ -51,7 +40,7 @@ fn dispense(id: &str, patient: &str, day: &str) -> Value {
 
 fn hba1c(id: &str, patient: &str, when: &str, value: &str, unit: &str, status: &str) -> Value {
     let v: serde_json::Number = value.parse().expect("number");
-    put(
+    put_entry(
         "Observation",
         id,
         json!({"status": status, "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
@@ -64,14 +53,14 @@ fn hba1c(id: &str, patient: &str, when: &str, value: &str, unit: &str, status: &
 fn member(p: &str, index: &str, extra: Vec<Value>) -> Value {
     let mut e = vec![
         patient(p, "1970-05-01", &format!("M-{p}")),
-        put(
+        put_entry(
             "Condition",
             &format!("{p}-t2d"),
             json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
                    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
                    "subject": {"reference": format!("Patient/{p}")}, "onsetDateTime": "2019-03-01"}),
         ),
-        put(
+        put_entry(
             "Coverage",
             &format!("{p}-cov"),
             json!({"status": "active", "beneficiary": {"reference": format!("Patient/{p}")},
@@ -81,7 +70,7 @@ fn member(p: &str, index: &str, extra: Vec<Value>) -> Value {
         dispense(&format!("{p}-d1"), p, index),
     ];
     e.extend(extra);
-    transaction(e)
+    transaction_bundle(e)
 }
 
 /// The person result (a `result` part) for a patient.
@@ -339,7 +328,7 @@ fn januvia_hba1c_outcomes_follow_the_window_units_time_zones_and_data_hygiene() 
         member(
             "jt1d",
             idx,
-            vec![put(
+            vec![put_entry(
                 "Condition",
                 "jt1d-t1d",
                 json!({
@@ -470,7 +459,7 @@ fn corrections_deletes_late_data_and_as_of_reproduce_each_state() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![hba1c(
+        &transaction_bundle(vec![hba1c(
             "jamend-a",
             "jamend",
             "2025-07-09T09:00:00Z",
@@ -511,7 +500,7 @@ fn corrections_deletes_late_data_and_as_of_reproduce_each_state() {
         "corrected",
     );
     second["resource"]["identifier"] = json!([{"system": "urn:lab:accession", "value": "A-1"}]);
-    post_bundle(&s, &c, &transaction(vec![second]));
+    post_bundle(&s, &c, &transaction_bundle(vec![second]));
     assert_eq!(status_of(&s, &c, "jident"), "not-met");
     // deleting the decisive result: missing data
     let resp = c
@@ -530,7 +519,7 @@ fn corrections_deletes_late_data_and_as_of_reproduce_each_state() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![hba1c(
+        &transaction_bundle(vec![hba1c(
             "jlate-a",
             "jlate",
             "2025-08-01T09:00:00Z",
@@ -570,7 +559,7 @@ fn one_person_under_two_patient_records_is_evaluated_once() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![
+        &transaction_bundle(vec![
             patient("ka1", "1970-05-01", "M-kz2"),
             hba1c("ka1-a", "ka1", "2025-07-09T09:00:00Z", "6.6", "%", "final"),
         ]),
@@ -598,7 +587,7 @@ fn one_person_under_two_patient_records_is_evaluated_once() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![patient("ka1", "1970-05-01", "M-other")]),
+        &transaction_bundle(vec![patient("ka1", "1970-05-01", "M-other")]),
     );
     assert_eq!(status_of(&s, &c, "kz2"), "missing-data");
     assert!(result_of(&s, &c, JANUVIA, "ka1", "").is_none());
@@ -703,20 +692,8 @@ kind = "all"
 of = ["pdc", "response"]
 "#;
 
-fn load_contract(
-    s: &Server,
-    c: &reqwest::blocking::Client,
-    text: &str,
-) -> reqwest::blocking::Response {
-    c.post(s.url("/$load-contract"))
-        .header("Content-Type", "application/toml")
-        .body(text.to_string())
-        .send()
-        .expect("load")
-}
-
 fn fill(id: &str, p: &str, day: &str, supply: u32) -> Value {
-    put(
+    put_entry(
         "MedicationDispense",
         id,
         json!({"status": "completed", "subject": {"reference": format!("Patient/{p}")},
@@ -728,7 +705,7 @@ fn fill(id: &str, p: &str, day: &str, supply: u32) -> Value {
 
 fn ldl(id: &str, p: &str, when: &str, value: &str, unit: &str) -> Value {
     let v: serde_json::Number = value.parse().expect("n");
-    put(
+    put_entry(
         "Observation",
         id,
         json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "13457-7"}]},
@@ -738,7 +715,7 @@ fn ldl(id: &str, p: &str, when: &str, value: &str, unit: &str) -> Value {
 }
 
 fn mi_stay(id: &str, p: &str, day: &str) -> Value {
-    put(
+    put_entry(
         "Encounter",
         id,
         json!({"status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
@@ -748,7 +725,7 @@ fn mi_stay(id: &str, p: &str, day: &str) -> Value {
 }
 
 fn assessment(id: &str, p: &str, day: &str, code: &str) -> Value {
-    put(
+    put_entry(
         "Observation",
         id,
         json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
@@ -767,7 +744,7 @@ fn every_rule_kind_decides_hand_computed_cases() {
     // index 2025-01-01; monthly 30-day fills on days 0, 30, ... 150 (6 fills: days 0..179
     // covered, PDC 1.0); LDL 140 mg/dL on day -10, 3.6 mmol/L = 139.212 mg/dL... not halved
     let p1 = "r1";
-    let mut e = vec![put("Patient", p1, json!({"birthDate": "1960-01-01"}))];
+    let mut e = vec![put_entry("Patient", p1, json!({"birthDate": "1960-01-01"}))];
     for (i, d) in [
         "2025-01-01",
         "2025-01-31",
@@ -786,7 +763,7 @@ fn every_rule_kind_decides_hand_computed_cases() {
     e.push(ldl("r1-l1", p1, "2025-04-11", "1.8", "mmol/L"));
     // coded response on day 25: improved
     e.push(assessment("r1-s1", p1, "2025-01-26", "268910001"));
-    post_bundle(&s, &c, &transaction(e));
+    post_bundle(&s, &c, &transaction_bundle(e));
     let r = result_of(&s, &c, k, p1, "").expect("r1");
     assert_eq!(outcome(&r, "ldl-drop").0, "met", "{r}");
     assert_eq!(outcome(&r, "pdc").0, "met");
@@ -805,8 +782,8 @@ fn every_rule_kind_decides_hand_computed_cases() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![
-            put("Patient", p2, json!({"birthDate": "1960-01-01"})),
+        &transaction_bundle(vec![
+            put_entry("Patient", p2, json!({"birthDate": "1960-01-01"})),
             fill("r2-f0", p2, "2025-01-01", 30),
             fill("r2-f1", p2, "2025-01-21", 30),
             fill("r2-f2", p2, "2025-05-01", 30),
@@ -828,14 +805,14 @@ fn every_rule_kind_decides_hand_computed_cases() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![mi_stay("r2-mi-on", p2, "2025-05-11")]),
+        &transaction_bundle(vec![mi_stay("r2-mi-on", p2, "2025-05-11")]),
     );
     let r = result_of(&s, &c, k, p2, "").expect("r2");
     let (st, reason) = outcome(&r, "no-mi");
     assert_eq!(st, "not-met", "{reason}");
     // r3: died on day 200: survival to day 365 not met; PDC window closed before death stands
     let p3 = "r3";
-    let mut e = vec![put(
+    let mut e = vec![put_entry(
         "Patient",
         p3,
         json!({"birthDate": "1960-01-01", "deceasedDateTime": "2025-07-20"}),
@@ -853,7 +830,7 @@ fn every_rule_kind_decides_hand_computed_cases() {
     {
         e.push(fill(&format!("r3-f{i}"), p3, d, 30));
     }
-    post_bundle(&s, &c, &transaction(e));
+    post_bundle(&s, &c, &transaction_bundle(e));
     let r = result_of(&s, &c, k, p3, "").expect("r3");
     assert_eq!(outcome(&r, "alive").0, "not-met");
     assert_eq!(outcome(&r, "pdc").0, "met");
@@ -997,8 +974,8 @@ fn a_loaded_version_is_immutable_and_published_as_fhir() {
         .post(s.url("/"))
         .header("Content-Type", "application/fhir+json")
         .body(
-            transaction(vec![
-                put(
+            transaction_bundle(vec![
+                put_entry(
                     "Patient",
                     "bystander",
                     json!({"resourceType": "Patient", "id": "bystander"}),
@@ -1063,7 +1040,7 @@ fn the_cohort_is_published_as_a_group_and_kept_current() {
     // the second member's fill is entered in error: it leaves the cohort
     let mut d = dispense("gm2-d1", "gm2", "2025-02-03");
     d["resource"]["status"] = json!("entered-in-error");
-    post_bundle(&s, &c, &transaction(vec![d]));
+    post_bundle(&s, &c, &transaction_bundle(vec![d]));
     let g = wait_for(1);
     assert_eq!(g["member"][0]["entity"]["reference"], "Patient/gm1");
 }
@@ -1074,7 +1051,7 @@ fn a_result_without_a_value_is_stored_and_cited_by_the_missing_data_decision() {
     let c = client();
     // index 2025-01-10: window 2025-06-09 .. 2025-08-08, closed today; the only HbA1c in it was
     // attempted without a result (specimen unsatisfactory), sent in the member's transaction
-    let absent = put(
+    let absent = put_entry(
         "Observation",
         "jdar-a",
         json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},

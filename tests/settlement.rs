@@ -11,19 +11,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use vbc_server::engine::days;
 
-fn put(rtype: &str, id: &str, resource: Value) -> Value {
-    let mut r = resource;
-    r["resourceType"] = json!(rtype);
-    r["id"] = json!(id);
-    json!({"resource": r, "request": {"method": "PUT", "url": format!("{rtype}/{id}")}})
-}
-
-fn transaction(entries: Vec<Value>) -> Value {
-    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-}
-
 fn dispense(id: &str, p: &str, rxnorm: &str, day: &str, quantity: u32) -> Value {
-    put(
+    put_entry(
         "MedicationDispense",
         id,
         json!({"status": "completed", "subject": {"reference": format!("Patient/{p}")},
@@ -35,7 +24,7 @@ fn dispense(id: &str, p: &str, rxnorm: &str, day: &str, quantity: u32) -> Value 
 
 fn lab(id: &str, p: &str, loinc: &str, day: &str, value: &str, unit: &str) -> Value {
     let v: serde_json::Number = value.parse().expect("number");
-    put(
+    put_entry(
         "Observation",
         id,
         json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
@@ -97,13 +86,13 @@ fn result_of(
 /// index, a baseline HbA1c of 8.0 % and 7.0 % on day 180 (-12.5 %: a response), and one eGFR
 /// result 9 days before index as given.
 fn dapagliflozin_patient(p: &str, egfr_value: &str, egfr_unit: &str) -> Value {
-    transaction(vec![
-        put(
+    transaction_bundle(vec![
+        put_entry(
             "Patient",
             p,
             json!({"birthDate": "1965-04-02", "gender": "male"}),
         ),
-        put(
+        put_entry(
             "Condition",
             &format!("{p}-t2d"),
             json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
@@ -199,11 +188,11 @@ tiers = [{ min_rate = "0", share = "20 %" }, { min_rate = "0.5", share = "10 %" 
 
 fn rates_member(p: &str, index: &str, stay: Option<&str>) -> Value {
     let mut e = vec![
-        put("Patient", p, json!({"birthDate": "1960-01-01"})),
+        put_entry("Patient", p, json!({"birthDate": "1960-01-01"})),
         dispense(&format!("{p}-d"), p, "1656339", index, 30),
     ];
     if let Some(day) = stay {
-        e.push(put(
+        e.push(put_entry(
             "Encounter",
             &format!("{p}-stay"),
             json!({"status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
@@ -212,7 +201,7 @@ fn rates_member(p: &str, index: &str, stay: Option<&str>) -> Value {
                    "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I50.9"}]}]}),
         ));
     }
-    transaction(e)
+    transaction_bundle(e)
 }
 
 fn d(s: &str) -> Decimal {
@@ -223,12 +212,7 @@ fn d(s: &str) -> Decimal {
 fn cohort_rate_rebates_are_at_stake_before_any_decision_and_one_patient_shares_the_period_rate() {
     let s = Server::start();
     let c = client();
-    let resp = c
-        .post(s.url("/$load-contract"))
-        .header("Content-Type", "application/toml")
-        .body(RATES)
-        .send()
-        .expect("load");
+    let resp = load_contract(&s, &c, RATES);
     assert_eq!(resp.status(), 201, "{}", resp.text().unwrap_or_default());
     let m = "test-rates-1";
     // a: index 2025-01-10, no stay in days 0..89: met; b: same index, a stay on day 22: not
@@ -424,8 +408,8 @@ fn policy_member(p: &str, index: &str, died: Option<&str>) -> Value {
     if let Some(d) = died {
         patient["deceasedDateTime"] = json!(d);
     }
-    transaction(vec![
-        put("Patient", p, patient),
+    transaction_bundle(vec![
+        put_entry("Patient", p, patient),
         dispense(&format!("{p}-d"), p, "1656339", index, 30),
     ])
 }
@@ -441,12 +425,7 @@ fn missing_data_and_death_are_settled_as_each_outcome_says() {
             "missing_data = \"met-after 3\"\non_death = \"until-death\"",
         )
         .replace("test-policies", "test-bad");
-    let r = c
-        .post(s.url("/$load-contract"))
-        .header("Content-Type", "application/toml")
-        .body(bad)
-        .send()
-        .expect("load");
+    let r = load_contract(&s, &c, &bad);
     assert_eq!(r.status(), 400);
     let oo = body_json(r);
     let at = error_expressions(&oo);
@@ -454,12 +433,7 @@ fn missing_data_and_death_are_settled_as_each_outcome_says() {
         assert!(at.iter().any(|a| a == expected), "{expected}: {oo}");
     }
 
-    let r = c
-        .post(s.url("/$load-contract"))
-        .header("Content-Type", "application/toml")
-        .body(POLICIES)
-        .send()
-        .expect("load");
+    let r = load_contract(&s, &c, POLICIES);
     assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
     let m = "test-policies-1";
     let today = days::today();
@@ -488,7 +462,7 @@ fn missing_data_and_death_are_settled_as_each_outcome_says() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![put(
+        &transaction_bundle(vec![put_entry(
             "Encounter",
             "stayed-stay",
             json!({"status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
@@ -615,7 +589,7 @@ share_of_drug_cost = "100 %"
 "#;
 
 fn infusion(id: &str, p: &str, day: &str, mg: u32, status: &str) -> Value {
-    put(
+    put_entry(
         "MedicationAdministration",
         id,
         json!({"status": status, "subject": {"reference": format!("Patient/{p}")},
@@ -639,12 +613,7 @@ fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
                 "",
             ),
     ] {
-        let r = c
-            .post(s.url("/$load-contract"))
-            .header("Content-Type", "application/toml")
-            .body(text)
-            .send()
-            .expect("load");
+        let r = load_contract(&s, &c, &text);
         assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
     }
     // matched: the pharmacy dispenses 5 vials on 2025-01-10, the 500 mg infusion is given on
@@ -652,13 +621,13 @@ fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![
-            put(
+        &transaction_bundle(vec![
+            put_entry(
                 "Patient",
                 "matched",
                 json!({"birthDate": "1955-01-01", "deceasedDateTime": "2025-01-20"}),
             ),
-            put(
+            put_entry(
                 "MedicationDispense",
                 "matched-md",
                 json!({"status": "completed", "subject": {"reference": "Patient/matched"},
@@ -666,7 +635,7 @@ fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
                        "quantity": {"value": 5}, "whenHandedOver": "2025-01-10T10:00:00Z"}),
             ),
             infusion("matched-ma", "matched", "2025-01-12", 500, "completed"),
-            put(
+            put_entry(
                 "Procedure",
                 "matched-pr",
                 json!({"status": "completed", "subject": {"reference": "Patient/matched"},
@@ -680,8 +649,8 @@ fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
     post_bundle(
         &s,
         &c,
-        &transaction(vec![
-            put(
+        &transaction_bundle(vec![
+            put_entry(
                 "Patient",
                 "dosed",
                 json!({"birthDate": "1955-01-01", "deceasedDateTime": "2025-01-20"}),
@@ -745,31 +714,26 @@ fn a_contract_loaded_earlier_keeps_its_rules_beside_its_new_version() {
         .filter(|l| !l.starts_with("on_death"))
         .collect::<Vec<_>>()
         .join("\n");
-    let r = c
-        .post(s.url("/$load-contract"))
-        .header("Content-Type", "application/toml")
-        .body(v100)
-        .send()
-        .expect("load");
+    let r = load_contract(&s, &c, &v100);
     assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
     // infused 2025-03-03 (a Procedure), died on day 10, before the day 23..37 window
     post_bundle(
         &s,
         &c,
-        &transaction(vec![
-            put(
+        &transaction_bundle(vec![
+            put_entry(
                 "Patient",
                 "cart",
                 json!({"birthDate": "1990-01-01", "deceasedDateTime": "2025-03-13"}),
             ),
-            put(
+            put_entry(
                 "Condition",
                 "cart-dx",
                 json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
                        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C83.30"}]},
                        "subject": {"reference": "Patient/cart"}, "onsetDateTime": "2024-11-01"}),
             ),
-            put(
+            put_entry(
                 "Procedure",
                 "cart-infusion",
                 json!({"status": "completed", "subject": {"reference": "Patient/cart"},

@@ -375,14 +375,19 @@ fn line(
     })
 }
 
-/// The base amount of a line (fixed amount, or a share of the drug cost) and its words.
-fn base(rules: &RuleSet, term: &PaymentTerm, cost: Decimal, unpriced: u32) -> (Decimal, String) {
-    let cur = &rules.contract.currency;
-    let missing = if unpriced > 0 {
+/// What a line says of the exposures it could not price (nothing when every one was priced).
+fn unpriced_words(unpriced: u32) -> String {
+    if unpriced > 0 {
         format!(" ({unpriced} exposure(s) without a quantity not priced)")
     } else {
         String::new()
-    };
+    }
+}
+
+/// The base amount of a line (fixed amount, or a share of the drug cost) and its words.
+fn base(rules: &RuleSet, term: &PaymentTerm, cost: Decimal, unpriced: u32) -> (Decimal, String) {
+    let cur = &rules.contract.currency;
+    let missing = unpriced_words(unpriced);
     match (&term.amount, &term.share_of_drug_cost) {
         (Some(a), _) => (dec(a), format!("{a} {cur}")),
         (None, Some(s)) => (
@@ -408,11 +413,7 @@ fn term_lines(
         let share = term.share.as_deref().map(pct).unwrap_or_default();
         let (cost, priced, unpriced) = term_cost(rules, term, r, (r.index, today), paid);
         let (a, note) = bounded(rules, term, share * cost, cost);
-        let extra = if unpriced > 0 {
-            format!(" ({unpriced} exposure(s) without a quantity not priced)")
-        } else {
-            String::new()
-        };
+        let extra = unpriced_words(unpriced);
         out.extend(line(
             (r, i, term),
             if a.is_zero() {
@@ -517,11 +518,7 @@ fn term_lines(
             };
             let (cost, priced, unpriced) = term_cost(rules, term, r, (from, today), paid);
             let (a, note) = bounded(rules, term, cost, cost);
-            let extra = if unpriced > 0 {
-                format!(" ({unpriced} exposure(s) without a quantity not priced)")
-            } else {
-                String::new()
-            };
+            let extra = unpriced_words(unpriced);
             out.extend(line(
                 (r, i, term),
                 state,

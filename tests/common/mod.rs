@@ -349,3 +349,29 @@ pub fn individual_money(
     }
     out
 }
+
+/// A transaction entry that PUTs `resource` as `rtype/id`.
+pub fn put_entry(rtype: &str, id: &str, resource: serde_json::Value) -> serde_json::Value {
+    let mut r = resource;
+    r["resourceType"] = serde_json::json!(rtype);
+    r["id"] = serde_json::json!(id);
+    serde_json::json!({"resource": r, "request": {"method": "PUT", "url": format!("{rtype}/{id}")}})
+}
+
+/// A transaction Bundle of the entries.
+pub fn transaction_bundle(entries: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// `POST /$load-contract` with a contract's TOML text.
+pub fn load_contract(
+    s: &Server,
+    c: &reqwest::blocking::Client,
+    text: &str,
+) -> reqwest::blocking::Response {
+    c.post(s.url("/$load-contract"))
+        .header("Content-Type", "application/toml")
+        .body(text.to_string())
+        .send()
+        .expect("load")
+}
