@@ -424,12 +424,17 @@ fn missing_data_and_death_are_settled_as_each_outcome_says() {
             "missing_data = \"met-after-days 0\"",
             "missing_data = \"met-after 3\"\non_death = \"until-death\"",
         )
-        .replace("test-policies", "test-bad");
+        .replace("test-policies", "test-bad")
+        + "[[outcome]]\nid = \"alive\"\ntitle = \"Alive\"\nkind = \"survival\"\nday = 30\non_death = \"not-met\"\n";
     let r = load_contract(&s, &c, &bad);
     assert_eq!(r.status(), 400);
     let oo = body_json(r);
     let at = error_expressions(&oo);
-    for expected in ["outcome[1].missing_data", "outcome[1].on_death"] {
+    for expected in [
+        "outcome[1].missing_data",
+        "outcome[1].on_death",
+        "outcome[5].on_death",
+    ] {
         assert!(at.iter().any(|a| a == expected), "{expected}: {oo}");
     }
 
@@ -576,6 +581,7 @@ codes = ["rxnorm|318341|cetuximab", "cpt|96413|Chemotherapy IV infusion"]
 [cohort]
 intake = "2024-07-01..2026-12-31"
 sources = ["MedicationDispense", "MedicationAdministration", "Procedure"]
+washout_days = 180
 [[outcome]]
 id = "alive"
 title = "Alive at 30 days"
@@ -656,6 +662,14 @@ fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
                 json!({"birthDate": "1955-01-01", "deceasedDateTime": "2025-01-20"}),
             ),
             infusion("dosed-1", "dosed", "2025-01-10", 450, "completed"),
+            // 5 vials dispensed the day before the stopped infusion: one exposure with it
+            put_entry(
+                "MedicationDispense",
+                "dosed-md",
+                json!({"status": "completed", "subject": {"reference": "Patient/dosed"},
+                       "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "318341"}]},
+                       "quantity": {"value": 5}, "whenHandedOver": "2025-01-14T10:00:00Z"}),
+            ),
             infusion("dosed-2", "dosed", "2025-01-15", 200, "stopped"),
         ]),
     );
@@ -690,15 +704,17 @@ fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
             .unwrap_or_default()
             .to_string()
     };
-    // with the options: one exposure, the administration's day and its 5 vials
+    // with the options: one exposure, the administration's day and its 5 vials (the dispense
+    // two days before is the same exposure, not a prior use in the washout)
     assert_eq!(index("test-exposures-1", "matched"), "2025-01-12");
     assert_eq!(owed("test-exposures-1", "matched"), d("5000.00"));
-    // 5 vials + 2 vials of the stopped infusion
+    // 5 vials + the stopped infusion's 2 vials, which stands for the dispense matched with it
     assert_eq!(owed("test-exposures-1", "dosed"), d("7000.00"));
     // without: the dispense is the index; 5 dispensed + 1 administration, the Procedure unpriced
     assert_eq!(index("test-records-1", "matched"), "2025-01-10");
     assert_eq!(owed("test-records-1", "matched"), d("6000.00"));
-    assert_eq!(owed("test-records-1", "dosed"), d("1000.00"));
+    // 1 administration + 5 dispensed; the stopped infusion is not priced
+    assert_eq!(owed("test-records-1", "dosed"), d("6000.00"));
 }
 
 #[test]

@@ -1461,6 +1461,19 @@ fn outcomes(cx: &mut Cx, doc: &Table, names: &Names<'_>, exposure: &str) -> Vec<
         };
         let missing_data = missing_data_policy(cx, t, &here);
         let on_death = on_death(cx, t, &here, kind.as_deref());
+        // a survival outcome is decided by the death itself, a combination by its parts
+        if matches!(kind.as_deref(), Some("survival" | "all" | "any")) {
+            for key in ["missing_data", "on_death"] {
+                if t.contains_key(key) {
+                    let why = if kind.as_deref() == Some("survival") {
+                        "does not apply to survival outcomes (the death decides them)"
+                    } else {
+                        "does not apply to all/any outcomes (set it on their parts)"
+                    };
+                    cx.err(&join(&here, key), why);
+                }
+            }
+        }
         let Some(kind) = kind else { continue };
         let Some(rule) = rule(cx, t, &here, &kind, names, exposure) else {
             continue;

@@ -263,6 +263,14 @@ fn one_per_exposure<'v, 'a>(
     out
 }
 
+/// True when `e` is another source's record of the exposure `of` stands for (dated within
+/// `[drug] same_exposure_days` of it): it is not an earlier exposure.
+fn same_exposure(plan: &Plan, e: &Item<'_, ExposureFact>, of: &Item<'_, ExposureFact>) -> bool {
+    plan.rules.contract.same_exposure_days.is_some_and(|n| {
+        e.fact.source != of.fact.source && (of.fact.day - e.fact.day).abs() <= n as Day
+    })
+}
+
 /// The units a record is priced as: with `[drug] unit` the stated dose or quantity converted to
 /// the unit and divided by its size, rounded up (a dispense's quantity without a convertible unit
 /// is a count of units; an administration without a dose is not priced); without it a
@@ -277,7 +285,7 @@ fn priced_units(plan: &Plan, e: &ExposureFact) -> Option<Decimal> {
         .as_ref()
         .and_then(|(v, u)| units::convert(None, u, *v, unit));
     match (converted, e.source) {
-        (Some(x), _) => Some((x / size).ceil()),
+        (Some(x), _) => x.checked_div(size).map(|u| u.ceil()),
         (None, Source::MedicationDispense) => e.quantity,
         (None, _) => None,
     }
@@ -344,7 +352,11 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
             plan.washout_sources.as_deref(),
         )
         .into_iter()
-        .find(|e| e.fact.day < index && e.fact.day >= index - w as i32);
+        .find(|e| {
+            e.fact.day < index
+                && e.fact.day >= index - w as i32
+                && !same_exposure(plan, e, index_exp)
+        });
         if let Some(e) = earlier {
             result.membership = Membership::NotNewUser;
             result.reason = format!(
@@ -364,14 +376,12 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
         result.reason = failures.join("; ");
         return Some(result);
     }
-    let mut priced = one_per_exposure(
-        plan,
-        exposures_in(view, plan, &rules.contract.drug, Some(&plan.sources)),
-    );
+    let mut records = exposures_in(view, plan, &rules.contract.drug, Some(&plan.sources));
     if rules.contract.price_stopped {
-        // stopped administrations that state a dose: the drug was used, so it is paid for
+        // stopped administrations that state a dose: the drug was used, so it is paid for (once:
+        // they are matched with the other records of their exposure like any record)
         let set = plan.set(&rules.contract.drug);
-        priced.extend(
+        records.extend(
             view.exposures
                 .iter()
                 .filter(|(e, codes)| {
@@ -383,9 +393,9 @@ pub fn evaluate(plan: &Plan, view: &View<'_>, today: Day) -> Option<PersonResult
                 })
                 .map(|(e, _)| e),
         );
-        priced.sort_by_key(|e| (e.fact.day, e.fact.instant));
+        records.sort_by_key(|e| (e.fact.day, e.fact.instant));
     }
-    result.drug = priced
+    result.drug = one_per_exposure(plan, records)
         .into_iter()
         .filter(|e| e.fact.day >= index && e.fact.day <= today)
         .map(|e| DrugUse {
@@ -511,7 +521,10 @@ fn eligibility(
             .into_iter()
             .rev()
             .find(|e| {
-                let supplied_to = e.fact.day + e.fact.days_supply.max(1) as i32 - 1;
+                let supplied_to = e
+                    .fact
+                    .day
+                    .saturating_add(e.fact.days_supply.clamp(1, 36_600) as i32 - 1);
                 e.fact.day <= index
                     && (e.fact.day >= from || (t.supply_counts && supplied_to >= from))
             });
