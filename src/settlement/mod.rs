@@ -121,16 +121,6 @@ fn pct(s: &str) -> Decimal {
     dec(s) / Decimal::from(100)
 }
 
-/// The drug cost of a patient's exposures dated in `[from, to]`, and the exposures priced.
-pub fn drug_cost(
-    rules: &RuleSet,
-    r: &PersonResult,
-    from: Day,
-    to: Day,
-) -> (Decimal, Vec<Evidence>, u32) {
-    priced_cost(rules, r, (from, to), &[])
-}
-
 /// A term's drug cost of a patient over `[from, to]`, narrowed to the term's `cost_days` and
 /// leaving out the exposures in `paid` (priced by the owed lines of the streams the term's
 /// `cost_excludes` names).
