@@ -447,20 +447,26 @@ fn latest_resources(bundles: &[Value]) -> HashMap<(String, String), Value> {
     out
 }
 
-/// The drug cost of one person, computed here from the posted resources and the contract's
-/// prices (FORMAT.md "Settlement semantics"): counting exposures of the drug's codes from the
-/// cohort's sources, dated (local date) from the index date to today; unit price x quantity
-/// (an administration is one unit), or the pack price per exposure.
+/// The drug cost of one person under one term, computed here from the posted resources and the
+/// contract's prices (FORMAT.md "Settlement semantics" and `[drug]`): exposures of the drug's
+/// codes from the cohort's sources (a stopped administration stating a dose too under
+/// `price_stopped`), records of different sources within `same_exposure_days` counted once
+/// (the first source of the order stands), dated (local date) from the index date to today and
+/// within the term's `cost_days`; unit price x units (a dispense's quantity, an administration
+/// one unit, or under `[drug] unit` the dose over the unit size rounded up), or the pack price
+/// per exposure.
 fn drug_cost(
     rules: &vbc_server::contracts::rules::RuleSet,
+    term: &vbc_server::contracts::rules::PaymentTerm,
     bundles: &[Value],
     index: &str,
     today: &str,
 ) -> rust_decimal::Decimal {
     use rust_decimal::Decimal;
     use std::str::FromStr;
+    let drug = &rules.contract;
     let resources = latest_resources(bundles);
-    let codes: Vec<(String, String)> = rules.valuesets[&rules.contract.drug]
+    let codes: Vec<(String, String)> = rules.valuesets[&drug.drug]
         .codes
         .iter()
         .map(|c| (c.system.clone(), c.code.clone()))
@@ -472,17 +478,14 @@ fn drug_cost(
                 .any(|(s, k)| c["system"] == s.as_str() && c["code"] == k.as_str())
         })
     };
-    let unit = rules
-        .contract
-        .unit_price
-        .as_deref()
-        .map(|p| Decimal::from_str(p).unwrap_or_default());
-    let pack = rules
-        .contract
-        .pack_price
-        .as_deref()
-        .map(|p| Decimal::from_str(p).unwrap_or_default());
-    let mut cost = Decimal::ZERO;
+    let price = |p: &Option<String>| {
+        p.as_deref()
+            .map(|p| Decimal::from_str(p).unwrap_or_default())
+    };
+    let (unit, pack) = (price(&drug.unit_price), price(&drug.pack_price));
+    let dec = |v: &Value| Decimal::from_str(&v.to_string()).ok();
+    // (source, timestamp, units priced)
+    let mut records: Vec<(String, String, Option<Decimal>)> = Vec::new();
     for ((t, _), r) in &resources {
         if !rules.cohort.sources.contains(t) {
             continue;
@@ -494,7 +497,12 @@ fn drug_cost(
             "MedicationRequest" => &["entered-in-error", "cancelled", "stopped", "draft"],
             _ => &["entered-in-error", "not-done", "stopped", "preparation"],
         };
-        if void.contains(&status) {
+        let dose = &r["dosage"]["dose"];
+        let used = drug.price_stopped
+            && t == "MedicationAdministration"
+            && status == "stopped"
+            && dose.is_object();
+        if void.contains(&status) && !used {
             continue;
         }
         let concept = if t == "Procedure" {
@@ -524,20 +532,82 @@ fn drug_cost(
         ]
         .iter()
         .find_map(|k| r[*k].as_str())
-        .unwrap_or("");
-        let day = when.get(..10).unwrap_or("");
-        if day < index || day > today {
-            continue;
-        }
-        let quantity = match t.as_str() {
-            "MedicationDispense" => r["quantity"]["value"]
-                .as_f64()
-                .map(|q| Decimal::from_str(&q.to_string()).unwrap_or_default()),
-            "MedicationAdministration" => Some(Decimal::ONE),
+        .unwrap_or("")
+        .to_string();
+        let units = match (&drug.unit_size, t.as_str()) {
+            (Some((size, u)), "MedicationAdministration") => {
+                // the generator states doses in the unit's own unit or, for mg, in grams
+                let factor = match (dose["code"].as_str(), u.as_str()) {
+                    (Some(a), b) if a == b => Some(Decimal::ONE),
+                    (Some("g"), "mg") => Some(Decimal::from(1000)),
+                    _ => None,
+                };
+                dec(&dose["value"])
+                    .zip(factor)
+                    .map(|(v, f)| (v * f / Decimal::from_str(size).unwrap_or(Decimal::ONE)).ceil())
+            }
+            (_, "MedicationDispense") => dec(&r["quantity"]["value"]),
+            (None, "MedicationAdministration") => Some(Decimal::ONE),
             _ => None,
         };
+        records.push((t.clone(), when, units));
+    }
+    if let Some(n) = drug.same_exposure_days {
+        let order: Vec<String> = drug
+            .source_order
+            .iter()
+            .cloned()
+            .chain(
+                [
+                    "MedicationAdministration",
+                    "Procedure",
+                    "MedicationDispense",
+                    "MedicationRequest",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let day = |w: &str| days::parse_full(w.get(..10).unwrap_or("")).unwrap_or(0);
+        records.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut groups: Vec<Vec<(String, String, Option<Decimal>)>> = Vec::new();
+        for r in records {
+            let at = groups.iter().position(|g| {
+                g.iter().all(|x| x.0 != r.0)
+                    && g.iter().any(|x| (day(&x.1) - day(&r.1)).abs() <= n as i32)
+            });
+            match at {
+                Some(i) => groups[i].push(r),
+                None => groups.push(vec![r]),
+            }
+        }
+        records = groups
+            .into_iter()
+            .filter_map(|g| {
+                g.into_iter().min_by_key(|x| {
+                    (
+                        order.iter().position(|s| *s == x.0).unwrap_or(usize::MAX),
+                        x.1.clone(),
+                    )
+                })
+            })
+            .collect();
+    }
+    let start = days::parse_full(index).unwrap_or(0);
+    let (from, to) = match &term.cost_days {
+        Some(w) => (
+            days::format(start + w.from).max(index.to_string()),
+            days::format(start + w.to).min(today.to_string()),
+        ),
+        None => (index.to_string(), today.to_string()),
+    };
+    let mut cost = Decimal::ZERO;
+    for (_, when, units) in records {
+        let day = when.get(..10).unwrap_or("");
+        if day < from.as_str() || day > to.as_str() {
+            continue;
+        }
         cost += match (unit, pack) {
-            (Some(u), _) => quantity.map_or(Decimal::ZERO, |q| u * q),
+            (Some(u), _) => units.map_or(Decimal::ZERO, |q| u * q),
             (None, Some(p)) => p,
             _ => Decimal::ZERO,
         };
@@ -629,6 +699,7 @@ fn check_drug_cost_money(
                     Box::new(|_: &str| false)
                 }
             }
+            "upfront-rebate" => Box::new(|_: &str| true),
             _ => continue,
         };
         let mut total = Decimal::ZERO;
@@ -636,7 +707,31 @@ fn check_drug_cost_money(
             if !applies(&status(e)) {
                 continue;
             }
-            let cost = drug_cost(rules, bundles, e.index.as_deref().unwrap_or(""), &today_s);
+            let mut cost = drug_cost(
+                rules,
+                term,
+                bundles,
+                e.index.as_deref().unwrap_or(""),
+                &today_s,
+            );
+            if !term.cost_excludes.is_empty() {
+                // the exposures an owed line of a listed stream pays back (free drug at 100 %
+                // of its cost) are not in this term's cost: no fill paid twice
+                let lines = individual_money(&get_json(
+                    s,
+                    c,
+                    &format!(
+                        "/Measure/{contract}/$evaluate-measure?periodStart=1900-01-01&periodEnd=2100-12-31&subject=Patient/{}",
+                        e.person
+                    ),
+                ));
+                for stream in &term.cost_excludes {
+                    cost -= lines
+                        .get(&(stream.clone(), "owed".to_string()))
+                        .copied()
+                        .unwrap_or_default();
+                }
+            }
             let mut amount = share * cost;
             if let Some(cap) = &term.cap_share_of_price {
                 let price = rules

@@ -719,15 +719,20 @@ fn one_exposure_is_counted_once_and_priced_by_the_dose_it_states() {
 
 #[test]
 fn a_contract_loaded_earlier_keeps_its_rules_beside_its_new_version() {
-    // the catalog's Kymriah 1.1.0 counts an early death as a non-response; 1.0.0 (the same text
-    // without on_death) excluded it. Both are loaded, as a store that held 1.0.0 keeps it.
+    // the catalog's Kymriah (1.1.0 on) counts an early death as a non-response; 1.0.0 (the same
+    // text without the later options) excluded it. Both are loaded, as a store that held 1.0.0
+    // keeps it.
     let s = Server::start_with(&["--contracts-dir", "contracts"]);
     let c = client();
-    let v110 = std::fs::read_to_string("contracts/kymriah-novartis.toml").expect("contract");
-    let v100 = v110
-        .replace("version = \"1.1.0\"", "version = \"1.0.0\"")
+    let v120 = std::fs::read_to_string("contracts/kymriah-novartis.toml").expect("contract");
+    let v100 = v120
+        .replace("version = \"1.2.0\"", "version = \"1.0.0\"")
         .lines()
-        .filter(|l| !l.starts_with("on_death"))
+        .filter(|l| {
+            !["on_death", "same_exposure_days", "cost_days"]
+                .iter()
+                .any(|o| l.starts_with(o))
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let r = load_contract(&s, &c, &v100);
@@ -759,7 +764,7 @@ fn a_contract_loaded_earlier_keeps_its_rules_beside_its_new_version() {
         ]),
     );
     let (_, _, old) = result_of(&s, &c, "kymriah-novartis-1.0.0", "cart", "response-day-30");
-    let (_, reason, new) = result_of(&s, &c, "kymriah-novartis-1.1.0", "cart", "response-day-30");
+    let (_, reason, new) = result_of(&s, &c, "kymriah-novartis-1.2.0", "cart", "response-day-30");
     assert_eq!(old, "excluded");
     assert_eq!(new, "not-met", "{reason}");
     let period = "periodStart=2025-01-01&periodEnd=2025-12-31";
@@ -773,7 +778,7 @@ fn a_contract_loaded_earlier_keeps_its_rules_beside_its_new_version() {
     assert_eq!(perf("kymriah-novartis-1.0.0"), [d("0"), d("0"), d("0")]);
     // the Procedure is priced at the pack price: the full price is refunded
     assert_eq!(
-        perf("kymriah-novartis-1.1.0"),
+        perf("kymriah-novartis-1.2.0"),
         [d("475000.00"), d("0"), d("0")]
     );
 }

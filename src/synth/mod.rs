@@ -103,15 +103,6 @@ pub fn run(cfg: &SynthConfig) -> Result<()> {
         FhirError::BadRequest(format!("cannot read {}: {e}", cfg.contract.display()))
     })?;
     let rules = crate::contracts::source::compile(&text).map_err(FhirError::Invalid)?;
-    let c = &rules.contract;
-    if c.same_exposure_days.is_some() || c.price_stopped || c.unit_size.is_some() {
-        // the generator's judge does not model them: its expected results would be wrong
-        return Err(FhirError::BadRequest(
-            "the generator does not model [drug] unit, price_stopped or same_exposure_days yet: \
-             remove them from the contract to generate data for it"
-                .into(),
-        ));
-    }
     let today = match &cfg.today {
         Some(s) => days::parse_full(s).ok_or_else(|| {
             FhirError::BadRequest(format!("--today '{s}' is not a date YYYY-MM-DD"))

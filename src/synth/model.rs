@@ -139,6 +139,8 @@ pub struct Exposure {
     pub repr: MedRepr,
     pub status: &'static str,
     pub bundle: usize,
+    /// An administration's stated dose (value, UCUM unit), written as `dosage.dose`.
+    pub dose: Option<(Decimal, String)>,
 }
 
 impl Exposure {
@@ -411,6 +413,12 @@ fn exposure(m: &Model, e: &Exposure, out: &mut Vec<Value>) {
         }
         Src::Administration => {
             r.insert("effectiveDateTime".into(), json!(datetime(e.day, e.tz)));
+            if let Some((v, u)) = &e.dose {
+                r.insert(
+                    "dosage".into(),
+                    json!({"dose": {"value": num(*v), "unit": u, "system": UCUM, "code": u}}),
+                );
+            }
         }
         Src::Request => {
             r.insert("intent".into(), json!("order"));

@@ -87,6 +87,57 @@ pub struct Val {
     pub value: Decimal,
 }
 
+/// The default order in which a source's record stands for an exposure several sources recorded,
+/// after the contract's own `source_order`.
+pub fn source_order(names: &[String]) -> Vec<model::Src> {
+    let mut out: Vec<model::Src> = names.iter().filter_map(|s| model::Src::of(s)).collect();
+    for s in [
+        model::Src::Administration,
+        model::Src::Procedure,
+        model::Src::Dispense,
+        model::Src::Request,
+    ] {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// FORMAT.md `same_exposure_days`: taken in date order, a record joins the first exposure that
+/// has no record of its source and a record within N days of it; the record of the first source
+/// in the source order (then the earliest) stands for each exposure. Without the option every
+/// record is its own exposure.
+fn once_per_exposure<'m>(
+    ctx: &Ctx,
+    mut records: Vec<&'m model::Exposure>,
+) -> Vec<&'m model::Exposure> {
+    let Some(n) = ctx.rules.contract.same_exposure_days else {
+        return records;
+    };
+    let n = n as Day;
+    records.sort_by_key(|e| (e.day, model::instant(e.day, e.tz)));
+    let mut groups: Vec<Vec<&model::Exposure>> = Vec::new();
+    for e in records {
+        let home = groups.iter().position(|g| {
+            !g.iter().any(|x| x.src == e.src) && g.iter().any(|x| (x.day - e.day).abs() <= n)
+        });
+        match home {
+            Some(i) => groups[i].push(e),
+            None => groups.push(vec![e]),
+        }
+    }
+    let order = source_order(&ctx.rules.contract.source_order);
+    let rank = |e: &model::Exposure| order.iter().position(|s| *s == e.src).unwrap_or(usize::MAX);
+    groups
+        .into_iter()
+        .filter_map(|g| {
+            g.into_iter()
+                .min_by_key(|e| (rank(e), e.day, model::instant(e.day, e.tz)))
+        })
+        .collect()
+}
+
 /// Judge a person on the evaluation day `ctx.today`.
 pub fn judge(ctx: &Ctx, m: &Model) -> R<Verdict> {
     let today = ctx.today;
@@ -95,19 +146,29 @@ pub fn judge(ctx: &Ctx, m: &Model) -> R<Verdict> {
     let c = &ctx.rules.cohort;
     let sources: Vec<model::Src> = c.sources.iter().filter_map(|s| model::Src::of(s)).collect();
     let (is, ie) = ctx.intake;
-    let index = m
+    let records: Vec<&model::Exposure> = m
         .exposures
         .iter()
         .filter(|e| e.counts() && sources.contains(&e.src) && ctx.in_set(&c.exposure, &e.code))
-        .map(|e| e.day)
-        .filter(|d| *d >= is && *d <= ie && *d <= today)
-        .min();
-    let Some(index) = index else {
+        .collect();
+    let first = once_per_exposure(ctx, records)
+        .into_iter()
+        .filter(|e| e.day >= is && e.day <= ie && e.day <= today)
+        .min_by_key(|e| (e.day, model::instant(e.day, e.tz)));
+    let Some(first) = first else {
         return Ok(Verdict {
             membership: None,
             index: None,
             outcomes: BTreeMap::new(),
         });
+    };
+    let index = first.day;
+    // under same_exposure_days another source's record near the index record is that exposure
+    let of_index = |e: &model::Exposure| {
+        ctx.rules
+            .contract
+            .same_exposure_days
+            .is_some_and(|n| e.src != first.src && (e.day - index).abs() <= n as Day)
     };
     if let Some(w) = c.washout_days {
         let w = w as Day;
@@ -121,6 +182,7 @@ pub fn judge(ctx: &Ctx, m: &Model) -> R<Verdict> {
                 && ctx.in_set(&c.exposure, &e.code)
                 && e.day >= index - w
                 && e.day < index
+                && !of_index(e)
         }) {
             return Ok(Verdict {
                 membership: Some(Membership::NotNewUser),

@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use super::model::{
     self, Coded, Cond, Cov, Deceased, Enc, Exposure, Ids, Lab, MedRepr, Model, PatientRec, Src, Tz,
 };
-use super::oracle::{self, Membership, Status};
+use super::oracle::{self, source_order, Membership, Status};
 use super::{dec, Code, Ctx, Expected, Rng};
 use crate::contracts::rules::{Change, Comparison, OnDeath, OutcomeDef, Pick, Rule};
 use crate::engine::days::{self, Day};
@@ -430,6 +430,10 @@ impl<'a> Builder<'a> {
         };
         let id = self.ids.exposure(src);
         let hour = self.rng.range(8, 17) as u8;
+        let dose = match &self.ctx.rules.contract.unit_size {
+            Some((size, unit)) if src == Src::Administration => self.dose(size, unit),
+            _ => None,
+        };
         self.m.exposures.push(Exposure {
             id,
             patient: 0,
@@ -441,8 +445,81 @@ impl<'a> Builder<'a> {
             repr,
             status,
             bundle: 0,
+            dose,
         });
         self.m.exposures.len() - 1
+    }
+
+    /// The dose an administration states under `[drug] unit`: 0.3 to 6 unit sizes in tenths (so
+    /// part-used vials are common), now and then in grams, and one in ten states none.
+    fn dose(&mut self, size: &str, unit: &str) -> Option<(Decimal, String)> {
+        if self.rng.pct(10) {
+            return None;
+        }
+        let size = dec(size);
+        let v = size * Decimal::from(self.rng.range(3, 60)) / Decimal::from(10);
+        if unit == "mg" && self.rng.pct(20) {
+            return Some(((v / Decimal::from(1000)).normalize(), "g".into()));
+        }
+        Some((v.normalize(), unit.to_string()))
+    }
+
+    /// What the contract's drug options act on, after the index exposure of someone in the
+    /// initial population: under `same_exposure_days`, another source's record of the index
+    /// exposure (a dispense before the infusion, its Procedure) that must not move the index date
+    /// or count twice; under `[drug] unit`, further cycles (priced by their doses, some beyond a
+    /// term's `cost_days`); under `price_stopped`, a stopped infusion that used the drug.
+    fn exposure_options(&mut self, index: Day) {
+        let ctx = self.ctx;
+        let drug = &ctx.rules.contract;
+        let exposure = ctx.rules.cohort.exposure.clone();
+        let srcs = self.sources();
+        if let Some(n) = drug.same_exposure_days {
+            let order = source_order(&drug.source_order);
+            let at = self
+                .m
+                .exposures
+                .iter()
+                .rposition(|e| e.day == index && e.counts() && ctx.in_set(&exposure, &e.code));
+            if let Some(at) = at.filter(|_| self.rng.pct(35)) {
+                let first = self.m.exposures[at].src;
+                let rank = |s: Src| order.iter().position(|x| *x == s).unwrap_or(usize::MAX);
+                let later: Vec<Src> = srcs
+                    .iter()
+                    .copied()
+                    .filter(|s| rank(*s) > rank(first))
+                    .collect();
+                if let Some(&src) = self.rng.pick(&later) {
+                    let day = index - self.rng.range(0, i64::from(n)) as Day;
+                    let day = day.max(self.m.patients[0].birth.unwrap_or(day));
+                    let code = self.m.exposures[at].code.clone();
+                    self.add_exposure(src, day, code, 30, Self::done_status(src));
+                    self.case.push(format!("same-exposure-from-{}", src.name()));
+                }
+            }
+        }
+        let infused = srcs.contains(&Src::Administration);
+        if drug.unit_size.is_some() && infused && !self.fill_based() {
+            let cycles = self.rng.range(0, 5);
+            for j in 1..=cycles {
+                let day = index + 21 * j as Day;
+                if day <= self.cap {
+                    let code = self.drug_code(&exposure);
+                    self.add_exposure(Src::Administration, day, code, 0, "completed");
+                }
+            }
+            if cycles > 0 {
+                self.case.push(format!("{cycles}-more-cycles"));
+            }
+        }
+        if drug.price_stopped && infused && self.rng.pct(25) {
+            let day = index + self.rng.range(1, 40) as Day;
+            if day <= self.cap {
+                let code = self.drug_code(&exposure);
+                self.add_exposure(Src::Administration, day, code, 0, "stopped");
+                self.case.push("stopped-infusion".into());
+            }
+        }
     }
 
     fn done_status(src: Src) -> &'static str {
@@ -1175,6 +1252,7 @@ impl<'a> Builder<'a> {
             }
         }
         self.index_exposure(index);
+        self.exposure_options(index);
         self.eligibility(index, None);
         self.washout_variant(index);
         if special == Special::ExclusionDx {
