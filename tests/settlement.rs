@@ -782,3 +782,104 @@ fn a_contract_loaded_earlier_keeps_its_rules_beside_its_new_version() {
         [d("475000.00"), d("0"), d("0")]
     );
 }
+
+/// An eligible dapagliflozin patient (see [`dapagliflozin_patient`]) with fills of 28 tablets
+/// (GBP 1.31 each: 36.68 a fill) on the given days and a follow-up HbA1c of `follow_up` % on
+/// 2025-08-28 (baseline 8.0 %).
+fn dapagliflozin_fills(p: &str, follow_up: &str, fills: &[&str]) -> Value {
+    let mut b = dapagliflozin_patient(p, "75", "mL/min/{1.73_m2}");
+    let entries = b["entry"].as_array_mut().expect("entries");
+    for e in entries.iter_mut() {
+        if e["resource"]["id"] == format!("{p}-a1c1").as_str() {
+            e["resource"]["valueQuantity"]["value"] =
+                json!(follow_up.parse::<f64>().expect("value"));
+        }
+    }
+    for (i, day) in fills.iter().enumerate() {
+        entries.push(dispense(&format!("{p}-fill{i}"), p, "1488564", day, 28));
+    }
+    b
+}
+
+#[test]
+fn no_fill_is_paid_twice_and_a_refund_covers_only_the_days_its_outcome_answers_for() {
+    let s = Server::start_with(&["--contracts-dir", "contracts"]);
+    let c = client();
+    // Dapagliflozin 1.1.0: index 2025-03-01 (28 tablets), refills 03-29, 04-26, 08-10 and, after
+    // the window (days 150..210, to 2025-09-27), 10-15 and 11-12: six fills of 36.68.
+    let later = [
+        "2025-03-29",
+        "2025-04-26",
+        "2025-08-10",
+        "2025-10-15",
+        "2025-11-12",
+    ];
+    // a non-responder (8.0 -> 7.6 %: -5 %): the two fills after the decision are free drug
+    // (73.36 owed), and the up-front 10 % rebate covers only the four others: 14.672 -> 14.67
+    // (22.01 if the free fills earned it too)
+    post_bundle(&s, &c, &dapagliflozin_fills("slow", "7.6", &later));
+    // a responder (8.0 -> 7.0 %): no free drug, 10 % of all six fills: 22.008 -> 22.01
+    post_bundle(&s, &c, &dapagliflozin_fills("fast", "7.0", &later));
+    let lines = |m: &str, p: &str| {
+        individual_money(&get_json(
+            &s,
+            &c,
+            &format!("/Measure/{m}/$evaluate-measure?periodStart=2025-01-01&periodEnd=2025-12-31&subject=Patient/{p}"),
+        ))
+    };
+    let owed = |l: &BTreeMap<(String, String), Decimal>, stream: &str| {
+        l.get(&(stream.to_string(), "owed".to_string()))
+            .copied()
+            .unwrap_or_default()
+    };
+    let dapa = "dapagliflozin-uk-1.1.0";
+    let slow = lines(dapa, "slow");
+    assert_eq!(owed(&slow, "free-drug"), d("73.36"), "{slow:?}");
+    assert_eq!(owed(&slow, "rebate"), d("14.67"), "{slow:?}");
+    let fast = lines(dapa, "fast");
+    assert_eq!(owed(&fast, "free-drug"), d("0"), "{fast:?}");
+    assert_eq!(owed(&fast, "rebate"), d("22.01"), "{fast:?}");
+
+    // Erbitux 1.2.0: cetuximab from 2025-03-03; no response in days 35..56 (a worsened status on
+    // 2025-04-20). Vials of 100 mg at GBP 178.10: 500 mg (5), 450 mg on day 14 (5), an infusion
+    // stopped after 200 mg on day 42 (2, priced: the vials were used), 400 mg on day 70 (4, after
+    // the assessment: not in the rebate). 12 vials: 2137.20 (16 would be 2849.60).
+    post_bundle(
+        &s,
+        &c,
+        &transaction_bundle(vec![
+            put_entry(
+                "Patient",
+                "crc",
+                json!({"birthDate": "1960-05-05", "gender": "female"}),
+            ),
+            put_entry(
+                "Condition",
+                "crc-dx",
+                json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                       "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "C18.9"}]},
+                       "subject": {"reference": "Patient/crc"}, "onsetDateTime": "2025-01-10"}),
+            ),
+            infusion("crc-1", "crc", "2025-03-03", 500, "completed"),
+            infusion("crc-2", "crc", "2025-03-17", 450, "completed"),
+            infusion("crc-3", "crc", "2025-04-14", 200, "stopped"),
+            infusion("crc-4", "crc", "2025-05-12", 400, "completed"),
+            put_entry(
+                "Observation",
+                "crc-status",
+                json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
+                       "subject": {"reference": "Patient/crc"}, "effectiveDateTime": "2025-04-20",
+                       "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "271299001"}]}}),
+            ),
+        ]),
+    );
+    let (membership, reason, status) =
+        result_of(&s, &c, "erbitux-nhs-1.2.0", "crc", "response-week-6");
+    assert_eq!(
+        (membership.as_str(), status.as_str()),
+        ("member", "not-met"),
+        "{reason}"
+    );
+    let crc = lines("erbitux-nhs-1.2.0", "crc");
+    assert_eq!(owed(&crc, "rebate"), d("2137.20"), "{crc:?}");
+}
