@@ -151,3 +151,9 @@ impl From<sled::Error> for FhirError {
         FhirError::Storage(e.to_string())
     }
 }
+
+impl From<fjall::Error> for FhirError {
+    fn from(e: fjall::Error) -> Self {
+        FhirError::Storage(e.to_string())
+    }
+}

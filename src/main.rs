@@ -33,7 +33,7 @@ enum Command {
     /// Time a contract's report set on generated patients and a payer's MeasureReport search.
     BenchReports(vbc_server::bench::reports::ReportBenchConfig),
     /// Check contract definitions, or load them into a stopped server's data directory.
-    LoadContract(vbc_server::contracts::command::LoadContractConfig),
+    LoadContract(vbc_server::load_contract_command::LoadContractConfig),
     /// Check that the search index matches the stored resources (exit status 1 if not).
     CheckIndex(vbc_server::maintenance::MaintenanceConfig),
     /// Verify the audit trail's hash chain of a stopped server (exit status 1 at a broken link).
@@ -64,7 +64,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench(cfg) => runtime.block_on(vbc_server::bench::run(cfg)),
         Command::BenchOutcomes(cfg) => vbc_server::bench::outcomes::run(&cfg),
         Command::BenchReports(cfg) => runtime.block_on(vbc_server::bench::reports::run(cfg)),
-        Command::LoadContract(cfg) => runtime.block_on(vbc_server::contracts::command::run(&cfg)),
+        Command::LoadContract(cfg) => {
+            runtime.block_on(vbc_server::load_contract_command::run(&cfg))
+        }
         Command::Synth(cfg) => vbc_server::synth::run(&cfg),
         Command::Reindex(cfg) => vbc_server::maintenance::reindex(&cfg).map(|n| {
             println!("reindexed {n} resources");

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::store::sled_store::SledStore;
+use crate::store::kv_store::KvStore;
 use crate::store::{IndexReport, Store};
 
 /// Options of the maintenance commands.
@@ -34,9 +34,9 @@ pub struct AuditVerifyConfig {
     pub base_url: Option<String>,
 }
 
-fn open(cfg: &MaintenanceConfig) -> Result<SledStore> {
+fn open(cfg: &MaintenanceConfig) -> Result<KvStore> {
     crate::search::init(cfg.base_url.as_deref())?;
-    SledStore::open(&cfg.data_dir)
+    KvStore::open(&cfg.data_dir)
 }
 
 /// Rebuild the index; returns the number of resources indexed.
@@ -59,9 +59,8 @@ pub fn check_index(cfg: &MaintenanceConfig) -> Result<IndexReport> {
 
 /// Verify the audit trail's hash chain of a stopped server's data directory.
 pub fn audit_verify(cfg: &AuditVerifyConfig) -> Result<crate::auth::audit::Verified> {
-    let store: crate::store::SharedStore = std::sync::Arc::new(SledStore::open(
-        &cfg.data_dir.join(crate::server::AUDIT_DIR),
-    )?);
+    let store: crate::store::SharedStore =
+        std::sync::Arc::new(KvStore::open(&cfg.data_dir.join(crate::server::AUDIT_DIR))?);
     let head = cfg.data_dir.join(crate::server::AUDIT_HEAD);
     let verified = crate::auth::audit::verify(&store, Some(&head))?;
     store.shutdown()?;

@@ -15,7 +15,7 @@ use crate::error::{FhirError, Result};
 use crate::fhir::validate::Validator;
 use crate::http::{self, AppState};
 use crate::interaction::Services;
-use crate::store::sled_store::SledStore;
+use crate::store::kv_store::KvStore;
 use crate::store::SharedStore;
 
 /// Install the tracing subscriber (RUST_LOG filters; default `info`). Logs go to stderr (stdout
@@ -112,7 +112,9 @@ pub async fn load_contracts(state: &AppState, cfg: &ServeConfig) {
         return;
     }
     let base = cfg.own_base();
-    for (file, result) in crate::contracts::load_dir(&state.services, dir, &base).await {
+    for (file, result) in
+        crate::interaction::load_contract::load_dir(&state.services, dir, &base).await
+    {
         match result {
             Ok(l) => tracing::info!(%file, outcome = ?l, "contract loaded"),
             Err(e) => {
@@ -198,20 +200,23 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         FhirError::Storage(format!("cannot create {}: {e}", cfg.data_dir.display()))
     })?;
-    let store: SharedStore = Arc::new(SledStore::open_with_cache(
-        &cfg.data_dir,
-        cfg.cache_mb.saturating_mul(1024 * 1024),
-    )?);
+    let main = KvStore::open_with_cache(&cfg.data_dir, cfg.cache_mb.saturating_mul(1024 * 1024))?;
+    // a new audit trail is kept on the engine of the data it audits
+    let audit_dir = cfg.data_dir.join(AUDIT_DIR);
+    if !audit_dir.exists() {
+        std::fs::create_dir_all(&audit_dir).map_err(|e| {
+            FhirError::Storage(format!("cannot create {}: {e}", audit_dir.display()))
+        })?;
+        main.engine().record(&audit_dir)?;
+    }
+    let store: SharedStore = Arc::new(main);
     cfg.check_auth().map_err(FhirError::BadRequest)?;
     http::metrics::install()?;
     if cfg.no_auth {
         tracing::warn!(listen = %cfg.listen, "AUTHENTICATION IS OFF (--no-auth): every request acts with full rights; never expose this server");
     }
-    let audit_store: SharedStore = Arc::new(SledStore::open_named(
-        &cfg.data_dir.join(AUDIT_DIR),
-        64 * 1024 * 1024,
-        "audit",
-    )?);
+    let audit_store: SharedStore =
+        Arc::new(KvStore::open_named(&audit_dir, 64 * 1024 * 1024, "audit")?);
     let audit = Audit::start(audit_store.clone(), cfg.data_dir.join(AUDIT_HEAD))?;
     let app_state = state(
         store.clone(),
@@ -224,7 +229,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         store_operation_definitions(&app_state, &cfg.own_base()).await?;
     }
     load_contracts(&app_state, &cfg).await;
-    tokio::spawn(crate::engine::cohort_group::maintain(
+    tokio::spawn(crate::interaction::cohort_groups::maintain(
         app_state.engine.clone(),
         app_state.services.clone(),
     ));

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::access::Access;
 use super::provenance::CLIENT_ID_SYSTEM;
+use crate::clock::{instant, now_ms};
 use crate::error::Result;
 use crate::interaction::write::create_in;
-use crate::interaction::{instant, now_ms};
 use crate::store::{self, SharedStore};
 
 /// The extension with an event's place in the chain (`sequence`, `previous`).

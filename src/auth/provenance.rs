@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 
 use super::access::Access;
 use super::clients::Role;
+use crate::clock::{instant, now_ms};
 use crate::interaction::write::Written;
-use crate::interaction::{instant, now_ms};
 
 /// The identifier system of request ids (the `X-Request-ID` of the HTTP request).
 pub const REQUEST_ID_SYSTEM: &str = "https://vbc-server.dev/fhir/sid/request-id";

@@ -76,7 +76,7 @@ pub fn populate(
     let mut versions: HashMap<(String, String), u64> = HashMap::new();
     let mut resources = 0usize;
     let mut members: Vec<String> = Vec::new();
-    let t0 = crate::interaction::now_ms() - 86_400_000;
+    let t0 = crate::clock::now_ms() - 86_400_000;
     let mut batch = Vec::with_capacity(4096);
     for (bundles, expected) in crate::synth::generate(&rules, patients, seed, today) {
         if expected.membership.as_deref() == Some("member") {

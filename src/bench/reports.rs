@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::outcomes::{populate, Population};
-use crate::engine::days;
+use crate::days;
 use crate::error::{FhirError, Result};
 use crate::reports::common::{in_period, Period};
 use crate::reports::performance;

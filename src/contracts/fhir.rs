@@ -8,6 +8,9 @@ use serde_json::{json, Map, Value};
 use super::rules::*;
 use super::source::lob_code;
 
+/// The `meta.tag` system marking resources of a loaded contract version.
+pub const CONTRACT_CONTENT_SYSTEM: &str = "https://vbc-server.dev/fhir/CodeSystem/contract-content";
+
 const VBPR: &str = "http://hl7.org/fhir/us/davinci-vbpr";
 const POPULATION: &str = "http://terminology.hl7.org/CodeSystem/measure-population";
 /// Local payment streams (VBPR's code system has no refund or rebate codes).
@@ -139,7 +142,7 @@ pub fn resources(rules: &RuleSet, source_text: &str) -> serde_json::Result<Vec<V
             .map(|m| m.entry("meta").or_insert_with(|| json!({})));
         if let Some(meta) = meta {
             meta["tag"] = json!([{
-                "system": crate::interaction::write::CONTRACT_CONTENT_SYSTEM,
+                "system": CONTRACT_CONTENT_SYSTEM,
                 "code": "immutable",
                 "display": "Part of a loaded contract version, which never changes"
             }]);

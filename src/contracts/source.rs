@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use toml::{Table, Value};
 
 use super::rules::*;
-use crate::engine::days;
+use crate::days;
 use crate::fhir::outcome::Issue;
 use crate::search::units;
 
@@ -740,7 +740,7 @@ fn contract_info(cx: &mut Cx, doc: &Table) -> Option<ContractInfo> {
         same_exposure_days = cx.uint(d, "same_exposure_days", "drug", false);
         source_order = cx.strings(d, "source_order", "drug");
         for (i, s) in source_order.iter().enumerate() {
-            if crate::engine::facts::Source::of(s).is_none() {
+            if crate::contracts::exposure_source::Source::of(s).is_none() {
                 cx.err(
                     &format!("drug.source_order[{i}]"),
                     format!("'{s}' is not MedicationDispense, MedicationAdministration, MedicationRequest or Procedure"),
@@ -875,7 +875,7 @@ fn cohort(cx: &mut Cx, doc: &Table, names: &Names<'_>, drug: Option<&str>) -> Op
             .enumerate(),
     );
     for (i, (key, s)) in listed {
-        if crate::engine::facts::Source::of(s).is_none() {
+        if crate::contracts::exposure_source::Source::of(s).is_none() {
             cx.err(
                 &format!("cohort.{key}[{i}]"),
                 format!("'{s}' is not MedicationDispense, MedicationAdministration, MedicationRequest or Procedure"),

@@ -1,21 +1,12 @@
 //! Each contract's cohort as a FHIR `Group` (actual, one member per person with `period.start`
-//! = the index date), rewritten by a background task whenever membership changes. The lag is
-//! bounded by the task's period (two seconds) plus one write.
-
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+//! = the index date); `interaction::cohort_groups` writes it whenever membership changes.
 
 use serde_json::{json, Value};
 
-use super::days;
 use super::{Engine, Members};
 use crate::contracts::fhir::{canonical, org_id};
 use crate::contracts::rules::CANONICAL_BASE;
-use crate::interaction::Services;
-
-/// How often membership is compared with the stored Groups.
-pub const PERIOD: Duration = Duration::from_secs(2);
+use crate::days;
 
 /// The Group resource of a contract's cohort.
 pub fn group(engine: &Engine, contract: &str) -> Option<(String, Value, Members)> {
@@ -48,30 +39,4 @@ pub fn group(engine: &Engine, contract: &str) -> Option<(String, Value, Members)
         }
     }
     Some((id, g, members))
-}
-
-/// Keep every contract's Group current (runs until the process ends).
-pub async fn maintain(engine: Arc<Engine>, services: Services) {
-    let mut written: HashMap<String, Members> = HashMap::new();
-    loop {
-        for contract in engine.contract_ids() {
-            let e = engine.clone();
-            let c = contract.clone();
-            let Ok(Some((id, g, members))) =
-                tokio::task::spawn_blocking(move || group(&e, &c)).await
-            else {
-                continue;
-            };
-            if written.get(&contract) == Some(&members) {
-                continue;
-            }
-            match services.update("Group", &id, g, None).await {
-                Ok(_) => {
-                    written.insert(contract, members);
-                }
-                Err(e) => tracing::warn!(group = %id, error = %e, "cannot write the cohort Group"),
-            }
-        }
-        tokio::time::sleep(PERIOD).await;
-    }
 }

@@ -5,44 +5,10 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::codes::{self, Code};
-use super::days::{self, Day};
+use crate::days::{self, Day};
 use crate::search::values::json_decimal;
 
-/// Where a therapy exposure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Source {
-    /// A pharmacy fill.
-    MedicationDispense,
-    /// An administration (infusion, injection).
-    MedicationAdministration,
-    /// A prescription.
-    MedicationRequest,
-    /// A procedure (for example a CAR-T infusion).
-    Procedure,
-}
-
-impl Source {
-    /// The resource type name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::MedicationDispense => "MedicationDispense",
-            Source::MedicationAdministration => "MedicationAdministration",
-            Source::MedicationRequest => "MedicationRequest",
-            Source::Procedure => "Procedure",
-        }
-    }
-
-    /// The source of a resource type name.
-    pub fn of(rtype: &str) -> Option<Source> {
-        Some(match rtype {
-            "MedicationDispense" => Source::MedicationDispense,
-            "MedicationAdministration" => Source::MedicationAdministration,
-            "MedicationRequest" => Source::MedicationRequest,
-            "Procedure" => Source::Procedure,
-            _ => return None,
-        })
-    }
-}
+pub use crate::contracts::exposure_source::Source;
 
 /// What is known of a patient's death.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,13 +8,14 @@
 
 pub mod codes;
 pub mod cohort_group;
-pub mod days;
+pub use crate::days;
 pub mod evaluate;
 pub mod facts;
 pub mod identity;
 pub mod parties;
 pub mod plan;
 pub mod result;
+pub mod rule_text;
 pub mod supply;
 pub mod timeline;
 

@@ -76,7 +76,7 @@ impl Engine {
     /// beneficiary of an active Coverage the payer pays that covers today.
     pub fn is_member(&self, payer: &str, patient: &str) -> bool {
         let st = read_lock(&self.state);
-        let today = super::days::today();
+        let today = crate::days::today();
         let patient: Arc<str> = Arc::from(patient);
         let person = st.identity.person(&patient);
         let in_cohort = st.contracts.values().any(|c| {

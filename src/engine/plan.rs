@@ -6,10 +6,10 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::codes::{self, CodeSet};
-use super::days::{self, Day};
 use super::facts::Source;
 use crate::contracts::fhir::{org_id, Ids};
 use crate::contracts::rules::{Rule, RuleSet};
+use crate::days::{self, Day};
 use crate::search::units::{self, Analyte};
 
 /// Encounter class system.
@@ -115,7 +115,7 @@ impl Plan {
             .outcomes
             .iter()
             .map(|o| {
-                let text = super::evaluate::rule_text(&o.rule);
+                let text = super::rule_text::rule_text(&o.rule);
                 (Arc::from(o.id.as_str()), Arc::from(text))
             })
             .collect();

@@ -1,7 +1,7 @@
 //! Days' supply arithmetic for adherence (proportion of days covered, PQA method) and
 //! persistence (longest gap in supply).
 
-use super::days::Day;
+use crate::days::Day;
 
 /// A fill: the day it was dispensed and its days' supply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

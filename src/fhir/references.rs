@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use crate::error::{FhirError, Result};
 use crate::fhir::resource_types::is_resource_type;
 
 /// What a `Reference.reference` string points at.
@@ -110,6 +111,17 @@ pub fn for_each_reference_mut(value: &mut Value, f: &mut dyn FnMut(&mut String))
             }
         }
         _ => {}
+    }
+}
+
+/// Check an id from a URL.
+pub fn check_id(id: &str) -> Result<()> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::BadRequest(format!(
+            "'{id}' is not a valid id (1-64 characters of A-Z, a-z, 0-9, '-' and '.')"
+        )))
     }
 }
 

@@ -28,7 +28,7 @@ use super::search::blocking;
 use super::{response, AppState};
 use crate::auth::access::{unknown_contract, Op};
 use crate::contracts::rules::Rule;
-use crate::engine::days;
+use crate::days;
 use crate::engine::parties::parties_of;
 use crate::engine::plan::Plan;
 use crate::engine::result::{PersonResult, Status};

@@ -23,7 +23,7 @@ use super::search::blocking;
 use super::AppState;
 use crate::auth::access::{unknown_contract, Op};
 use crate::auth::audit::{activity_event, Activity};
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::engine::parties::parties_of;
 use crate::engine::plan::Plan;
 use crate::engine::result::PersonResult;

@@ -9,8 +9,8 @@ use axum::response::Response;
 
 use super::guard::Caller;
 use super::response;
-use crate::contracts::{self, Loaded};
 use crate::error::{FhirError, Result};
+use crate::interaction::load_contract::{self, Loaded};
 
 /// Load a contract definition.
 pub async fn load(Caller(s): Caller, headers: HeaderMap, body: Bytes) -> Result<Response> {
@@ -33,8 +33,8 @@ pub async fn load(Caller(s): Caller, headers: HeaderMap, body: Bytes) -> Result<
     let text = std::str::from_utf8(&body)
         .map_err(|_| FhirError::BadRequest("the contract definition is not UTF-8 text".into()))?;
     let base = s.base(&headers);
-    let (loaded, compiled) = contracts::load(&s.services, text, &base).await?;
-    let ids = contracts::fhir::Ids::of(&compiled.rules);
+    let (loaded, compiled) = load_contract::load(&s.services, text, &base).await?;
+    let ids = crate::contracts::fhir::Ids::of(&compiled.rules);
     let measure = compiled
         .resources
         .iter()

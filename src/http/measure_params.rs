@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::negotiate::FhirBody;
 use super::search::pairs;
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::Issue;
 use crate::reports::common::Period;

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::guard::Caller;
 use super::response;
 use super::search::pairs;
-use crate::engine::days;
+use crate::days;
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::Issue;
 use crate::reports::common::Period;

@@ -146,7 +146,7 @@ pub async fn compartment(
             "only the Patient compartment is supported, not '{ctype}'"
         )));
     }
-    crate::interaction::write::check_id(&id)?;
+    crate::fhir::references::check_id(&id)?;
     let all = pairs(query.as_deref().unwrap_or(""));
     let base = s.base(&headers);
     if rtype == "$everything" {

@@ -15,14 +15,15 @@ use serde_json::{json, Value};
 
 use super::write::parse_criteria;
 use super::write::{
-    check_id, check_resource, conditional_delete_in, create_in, current_as_written, delete_in,
-    find, nothing_deleted, parse_patch, patch_in, update_in, Written,
+    check_resource, conditional_delete_in, create_in, current_as_written, delete_in, find,
+    nothing_deleted, parse_patch, patch_in, update_in, Written,
 };
 use super::{instant, new_bundle, Services};
 use crate::auth::access::Act;
 use crate::auth::provenance;
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::fhir::references::check_id;
 use crate::fhir::references::{classify, for_each_reference_mut, RefKind};
 use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::validate::Context;

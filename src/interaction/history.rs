@@ -141,7 +141,7 @@ impl Services {
                 self.store.history(Some(t), q)?
             }
             Scope::Instance(t, id) => {
-                crate::interaction::write::check_id(id)?;
+                crate::fhir::references::check_id(id)?;
                 self.access.allow(Act::Read, t)?;
                 // another party's resource has no history to show
                 if self.access.filters(Act::Read, t) {

@@ -2,7 +2,9 @@
 //! and Bundles do to the store. HTTP handlers and Bundle processing both call these.
 
 pub mod bundle;
+pub mod cohort_groups;
 pub mod history;
+pub mod load_contract;
 pub mod read;
 pub mod search;
 pub mod write;
@@ -14,6 +16,8 @@ use serde_json::{Map, Value};
 use crate::config::Limits;
 use crate::fhir::validate::Validator;
 use crate::store::SharedStore;
+
+pub use crate::clock::{instant, now_ms, parse_instant_ms};
 
 /// What the interactions need: the store, the validator and the limits.
 #[derive(Clone)]
@@ -40,11 +44,6 @@ impl Services {
     }
 }
 
-/// Current time in ms since the epoch.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// A Bundle of `kind` with a fresh id, `meta.lastUpdated` now, and its links and entries (empty
 /// lists are left out: FHIR allows no empty arrays).
 pub fn new_bundle(kind: &str, links: Vec<Value>, entries: Vec<Value>) -> Value {
@@ -62,16 +61,6 @@ pub fn new_bundle(kind: &str, links: Vec<Value>, entries: Vec<Value>) -> Value {
         b.insert("entry".into(), Value::Array(entries));
     }
     Value::Object(b)
-}
-
-/// Format milliseconds since the epoch as a FHIR instant (UTC, millisecond precision).
-pub fn instant(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    t.format(&fmt).unwrap_or_default()
 }
 
 /// Set `id`, `meta.versionId` and `meta.lastUpdated`, putting resourceType, id and meta first.
@@ -103,12 +92,6 @@ pub fn stamp(resource: &mut Value, id: &str, version: u64, last_updated_ms: i64)
     out.insert("meta".into(), Value::Object(new_meta));
     out.extend(rest);
     *resource = Value::Object(out);
-}
-
-/// Parse a FHIR instant / dateTime with time and zone into ms since the epoch.
-pub fn parse_instant_ms(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 #[cfg(test)]

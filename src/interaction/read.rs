@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::Services;
 use crate::auth::access::Act;
 use crate::error::{FhirError, Result};
-use crate::interaction::write::check_id;
+use crate::fhir::references::check_id;
 use crate::store::VersionRecord;
 
 /// A version read back, with its parsed resource.

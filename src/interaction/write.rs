@@ -9,7 +9,7 @@ use super::{stamp, Services};
 use crate::auth::access::{Access, Act};
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::Issue;
-use crate::fhir::references::valid_id;
+use crate::fhir::references::check_id;
 use crate::fhir::validate::{Context, Validator};
 use crate::search::{self, Criterion};
 use crate::store::{self, Current, Method, StagedWrite, WriteTxn};
@@ -29,17 +29,6 @@ pub struct Written {
     pub resource: Option<Value>,
     /// HTTP status: 201 created, 200 updated/matched, 204 deleted.
     pub status: u16,
-}
-
-/// Check an id from a URL.
-pub fn check_id(id: &str) -> Result<()> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(FhirError::BadRequest(format!(
-            "'{id}' is not a valid id (1-64 characters of A-Z, a-z, 0-9, '-' and '.')"
-        )))
-    }
 }
 
 /// Validate a resource for writing as `rtype`; errors carry every problem.
@@ -171,9 +160,6 @@ pub fn create_in(
     stage(txn, rtype, &id, version, Method::Create, resource)
 }
 
-/// The `meta.tag` system marking resources of a loaded contract version.
-pub const CONTRACT_CONTENT_SYSTEM: &str = "https://vbc-server.dev/fhir/CodeSystem/contract-content";
-
 /// The JSON of a live current version (None when absent or deleted).
 pub(crate) fn live_doc(cur: Option<&Current>) -> Result<Option<Value>> {
     match cur
@@ -198,7 +184,7 @@ fn immutable_doc(rtype: &str, cur: Option<&Current>) -> Result<Option<Value>> {
     };
     let tagged = doc["meta"]["tag"].as_array().is_some_and(|tags| {
         tags.iter().any(|t| {
-            t["system"].as_str() == Some(CONTRACT_CONTENT_SYSTEM)
+            t["system"].as_str() == Some(crate::contracts::fhir::CONTRACT_CONTENT_SYSTEM)
                 && t["code"].as_str() == Some("immutable")
         })
     });
@@ -214,7 +200,9 @@ fn content(doc: &Value) -> Value {
         meta.remove("versionId");
         meta.remove("lastUpdated");
         if let Some(tags) = meta.get_mut("tag").and_then(Value::as_array_mut) {
-            tags.retain(|t| t["system"].as_str() != Some(CONTRACT_CONTENT_SYSTEM));
+            tags.retain(|t| {
+                t["system"].as_str() != Some(crate::contracts::fhir::CONTRACT_CONTENT_SYSTEM)
+            });
             if tags.is_empty() {
                 meta.remove("tag");
             }

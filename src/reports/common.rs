@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 pub use crate::contracts::fhir::cc;
 use crate::contracts::fhir::{canonical, org_id};
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::engine::plan::Plan;
 use crate::engine::result::{Membership, PersonResult, Status};
 

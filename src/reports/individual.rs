@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::common::*;
 use super::performance::money;
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::engine::plan::Plan;
 use crate::engine::result::{Membership, PersonResult, Status};
 use crate::settlement::Settlement;

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::contracts::fhir::{canonical, Ids};
-use crate::engine::days;
+use crate::days;
 use crate::engine::result::{Evidence, Membership, OutcomeResult, PersonResult, Status};
 
 /// Which results to show.

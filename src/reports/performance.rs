@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::common::*;
 use crate::contracts::fhir::stream_system;
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::engine::plan::Plan;
 use crate::settlement::Settlement;
 

@@ -16,11 +16,11 @@ use super::common::{in_period, Period, EXT};
 use super::performance;
 use super::set::ReportSet;
 use crate::auth::audit::{activity_event, Activity};
-use crate::engine::days::{self, Day};
+use crate::contracts::fhir::CONTRACT_CONTENT_SYSTEM;
+use crate::days::{self, Day};
 use crate::engine::plan::Plan;
 use crate::engine::result::PersonResult;
 use crate::error::{FhirError, Result};
-use crate::interaction::write::CONTRACT_CONTENT_SYSTEM;
 use crate::interaction::Services;
 
 /// Identifier system of published reports.

@@ -7,7 +7,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Value};
 
 use super::common::*;
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::engine::plan::Plan;
 use crate::engine::result::{Membership, PersonResult, Status};
 

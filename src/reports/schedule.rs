@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::common::{in_period, Period};
 use super::publish::{due_periods, publish};
-use crate::engine::days;
+use crate::days;
 use crate::engine::Engine;
 use crate::interaction::Services;
 

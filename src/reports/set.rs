@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::common::Period;
 use super::{quality, subject_list};
-use crate::engine::days::Day;
+use crate::days::Day;
 use crate::engine::plan::Plan;
 use crate::engine::result::PersonResult;
 use crate::settlement::{self, Settlement};

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::common::*;
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::engine::plan::Plan;
 use crate::engine::result::{Membership, PersonResult, Status};
 

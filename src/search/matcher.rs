@@ -3,6 +3,7 @@
 //! found by scanning the index or by checking a candidate's entries.
 
 use super::values::{dec_i64, dec_quantity, dec_token, Range, TOKEN_SEP};
+use crate::store::prefix_end;
 
 /// A search prefix (`eq`, `gt`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,18 +186,6 @@ pub struct Matcher {
     pub hi: Option<Vec<u8>>,
     /// The exact test.
     pub test: Test,
-}
-
-/// The smallest byte string greater than every string starting with `p`.
-pub fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
-    let mut v = p.to_vec();
-    while let Some(last) = v.pop() {
-        if last < 0xff {
-            v.push(last + 1);
-            return Some(v);
-        }
-    }
-    None
 }
 
 impl Matcher {

@@ -460,7 +460,7 @@ impl Parser<'_> {
         };
         if p == Prefix::Ap {
             // approximately: widen by 10% of the distance from now (at least the value's own range)
-            let now = crate::interaction::now_ms();
+            let now = crate::clock::now_ms();
             let gap = ((now - s.low).abs() / 10).max(0);
             s = Range {
                 low: s.low.saturating_sub(gap),

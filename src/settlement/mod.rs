@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use crate::contracts::rules::{PaymentTerm, RuleSet};
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::engine::result::{Evidence, Membership, OutcomeResult, PersonResult, Status};
 
 /// Who owes a line.

@@ -1,13 +1,18 @@
-//! Storage: the trait every engine implements, and the records it keeps.
+//! Storage: the trait the server writes and reads through, the records it keeps, and its one
+//! implementation ([`kv_store`]) on an ordered key-value engine ([`kv`]: [`sled_kv`] or
+//! [`fjall_kv`], chosen when a data directory is created).
 //!
 //! Writes go through [`write`]: a closure runs against a [`WriteTxn`] on the engine's single
 //! writer, sees earlier writes of its commit group, and its result is returned only once the whole
 //! group is durably on disk (group commit: concurrent writers share one fsync). A closure that
 //! returns an error leaves nothing behind.
 
+pub mod fjall_kv;
+pub mod kv;
+pub mod kv_store;
 pub mod owner;
 pub mod record;
-pub mod sled_store;
+pub mod sled_kv;
 
 use std::sync::Arc;
 
@@ -222,4 +227,16 @@ where
     rx.await.map_err(|_| {
         FhirError::Storage("the write was not applied: the store writer failed it".into())
     })?
+}
+
+/// The smallest byte string greater than every string starting with `p`.
+pub fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
+    let mut v = p.to_vec();
+    while let Some(last) = v.pop() {
+        if last < 0xff {
+            v.push(last + 1);
+            return Some(v);
+        }
+    }
+    None
 }

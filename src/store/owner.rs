@@ -1,7 +1,7 @@
-//! Who has a store open: sled locks its directory for one process; once the lock is held the
+//! Who has a store open: the engine locks its directory for one process; once the lock is held the
 //! store writes the holder's process id to [`PID_FILE`], so that a second opener (a command-line
 //! tool run on a running server's data directory) is told the store is in use, and by which
-//! process, instead of sled's raw lock error.
+//! process, instead of the engine's raw lock error.
 
 use std::path::Path;
 
@@ -53,6 +53,11 @@ pub fn open_error(dir: &Path, e: sled::Error) -> FhirError {
     if !locked {
         return FhirError::from(e);
     }
+    in_use(dir)
+}
+
+/// "The store is in use by another process", naming that process when known.
+pub fn in_use(dir: &Path) -> FhirError {
     let by = holder(dir).map(|h| format!(" ({h})")).unwrap_or_default();
     FhirError::Unavailable(format!(
         "the store in {} is in use by another process{by}; stop that server first, or send the \

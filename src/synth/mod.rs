@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::contracts::fhir::org_id;
 use crate::contracts::rules::{Rule, RuleSet};
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::error::{FhirError, Result};
 use crate::search::units::{self, Analyte};
 

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
 use super::{Code, Ctx};
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 
 const MEMBER_ID: &str = "https://vbc-server.dev/fhir/sid/member-id";
 const UCUM: &str = "http://unitsofmeasure.org";

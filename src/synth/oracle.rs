@@ -19,7 +19,7 @@ use super::{dec, Code, Ctx};
 use crate::contracts::rules::{
     Change, Comparison, DayWindow, EventSource, OnDeath, OutcomeDef, Pick, Rule,
 };
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::search::units;
 
 /// An outcome status.

@@ -18,7 +18,7 @@ use super::model::{
 use super::oracle::{self, source_order, Membership, Status};
 use super::{dec, Code, Ctx, Expected, Rng};
 use crate::contracts::rules::{Change, Comparison, OnDeath, OutcomeDef, Pick, Rule};
-use crate::engine::days::{self, Day};
+use crate::days::{self, Day};
 use crate::search::units::{self, Analyte};
 
 const OTHER_PAYER: &str = "Organization/org-other-health-plan";

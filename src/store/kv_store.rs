@@ -1,6 +1,7 @@
-//! The embedded default engine: sled, one tree, one writer thread with group commit.
+//! The store on an ordered key-value engine ([`Kv`]: sled or fjall), one writer thread with
+//! group commit.
 //!
-//! Key layout (all in one tree so that a commit group is one atomic `apply_batch`):
+//! Key layout (all in one key space so that a commit group is one atomic batch):
 //! - `c\0type\0id` -> latest version (u64 BE) + deleted flag
 //! - `v\0type\0id\0<version u64 BE>` -> version record ([`super::record::encode`])
 //! - `h<seq u64 BE>` -> `type\0id\0<version u64 BE>` (system history)
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::kv::{Batch, Engine, Kv};
 use super::record::{decode, encode, IndexEntry, Method, StagedWrite, VersionRecord};
 use super::{
     CommitListener, Committed, Current, HistoryQuery, IndexReport, JobOutcome, Store, WriteJob,
@@ -31,9 +33,9 @@ const SEP: u8 = 0;
 /// A visitor of live resources: (type, id, resource JSON).
 type LiveVisitor<'a> = dyn FnMut(&str, &str, &[u8]) -> Result<()> + 'a;
 
-/// sled-backed [`Store`].
-pub struct SledStore {
-    db: sled::Db,
+/// The [`Store`] on a [`Kv`] engine.
+pub struct KvStore {
+    db: Arc<dyn Kv>,
     sender: Mutex<Option<Sender<WriteJob>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     open: Arc<AtomicBool>,
@@ -101,7 +103,7 @@ fn reverse_index_key(rtype: &str, id: &str) -> Vec<u8> {
 
 /// Visit committed index entries of (`rtype`, `param`) with keys from `lo` to `hi`.
 fn scan_index(
-    db: &sled::Db,
+    db: &dyn Kv,
     rtype: &str,
     param: &str,
     lo: &[u8],
@@ -117,7 +119,7 @@ fn scan_index(
             e.extend_from_slice(h);
             e
         }
-        None => match crate::search::matcher::prefix_end(&prefix) {
+        None => match super::prefix_end(&prefix) {
             Some(e) => e,
             None => return Ok(()),
         },
@@ -125,7 +127,7 @@ fn scan_index(
     if start >= end {
         return Ok(());
     }
-    for item in db.range(start..end) {
+    for item in db.scan(&start, Some(&end), false) {
         let (k, _) = item?;
         let rest = &k[prefix.len()..];
         let Some(split) = rest.iter().rposition(|&b| b == SEP) else {
@@ -140,17 +142,17 @@ fn scan_index(
 }
 
 /// Committed index entries of a live resource.
-fn committed_entries(db: &sled::Db, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
+fn committed_entries(db: &dyn Kv, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
     Ok(db
-        .get(reverse_index_key(rtype, id))?
+        .get(&reverse_index_key(rtype, id))?
         .map(|b| decode_entries(&b)))
 }
 
 /// Visit the ids of committed live resources of a type.
-fn live_ids(db: &sled::Db, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
+fn live_ids(db: &dyn Kv, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
     let mut prefix = key(&[b"c", rtype.as_bytes()]);
     prefix.push(SEP);
-    for item in db.scan_prefix(&prefix) {
+    for item in prefixed(db, &prefix, false) {
         let (k, c) = item?;
         if c.get(8) == Some(&1) {
             continue;
@@ -224,8 +226,13 @@ fn decode_entries(bytes: &[u8]) -> Vec<IndexEntry> {
     out
 }
 
-impl SledStore {
-    /// Open (or create) the store in `dir` with sled's default cache and start its writer.
+/// The pairs whose keys start with `prefix`.
+fn prefixed<'a>(db: &'a dyn Kv, prefix: &[u8], reverse: bool) -> super::kv::Scan<'a> {
+    db.scan(prefix, super::prefix_end(prefix).as_deref(), reverse)
+}
+
+impl KvStore {
+    /// Open (or create) the store in `dir` with a 1 GiB cache and start its writer.
     pub fn open(dir: &Path) -> Result<Self> {
         Self::open_with_cache(dir, 1024 * 1024 * 1024)
     }
@@ -239,13 +246,12 @@ impl SledStore {
     /// the label `store="<name>"` (the server's data is `main`, the audit trail `audit`).
     /// A directory another process has open is refused as "in use", naming that process.
     pub fn open_named(dir: &Path, cache_bytes: u64, name: &'static str) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| super::owner::open_error(dir, e))?;
+        let engine = Engine::for_dir(dir)?;
+        let db: Arc<dyn Kv> = match engine {
+            Engine::Sled => Arc::new(super::sled_kv::SledKv::open(dir, cache_bytes)?),
+            Engine::Fjall => Arc::new(super::fjall_kv::FjallKv::open(dir, cache_bytes)?),
+        };
+        engine.record(dir)?;
         super::owner::record(dir);
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let open = Arc::new(AtomicBool::new(true));
@@ -256,7 +262,7 @@ impl SledStore {
             .name("store-writer".into())
             .spawn(move || writer_loop(writer_db, receiver, writer_listener, name))
             .map_err(|e| FhirError::Storage(format!("cannot start writer: {e}")))?;
-        Ok(SledStore {
+        Ok(KvStore {
             db,
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
@@ -266,10 +272,15 @@ impl SledStore {
         })
     }
 
+    /// The engine the store runs on.
+    pub fn engine(&self) -> Engine {
+        self.db.engine()
+    }
+
     /// Visit every live resource as (type, id, resource JSON), one at a time (the store may be
     /// larger than memory).
     fn for_each_live(&self, visit: &mut LiveVisitor) -> Result<()> {
-        for item in self.db.scan_prefix(b"c\0") {
+        for item in prefixed(&*self.db, b"c\0", false) {
             let (k, c) = item?;
             if c.get(8) == Some(&1) {
                 continue;
@@ -293,16 +304,16 @@ impl SledStore {
     }
 
     fn read_version(&self, rtype: &str, id: &str, version: u64) -> Result<Option<VersionRecord>> {
-        match self.db.get(version_key(rtype, id, version))? {
+        match self.db.get(&version_key(rtype, id, version))? {
             Some(bytes) => Ok(Some(decode(rtype, id, &bytes)?)),
             None => Ok(None),
         }
     }
 }
 
-impl Store for SledStore {
+impl Store for KvStore {
     fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>> {
-        match self.db.get(current_key(rtype, id))? {
+        match self.db.get(&current_key(rtype, id))? {
             Some(c) => match u64_from(&c) {
                 Some(v) => self.read_version(rtype, id, v),
                 None => Err(FhirError::Storage("corrupt current pointer".into())),
@@ -324,7 +335,7 @@ impl Store for SledStore {
         let mut prefix = key(&[b"v", rtype.as_bytes(), id.as_bytes()]);
         prefix.push(SEP);
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(&prefix).rev() {
+        for item in prefixed(&*self.db, &prefix, true) {
             let (_, bytes) = item?;
             let rec = decode(rtype, id, &bytes)?;
             if !q.admit(rec, &mut out) {
@@ -346,7 +357,7 @@ impl Store for SledStore {
         let mut end = prefix.clone();
         end.extend_from_slice(&q.before_seq.unwrap_or(u64::MAX).to_be_bytes());
         let mut out = Vec::new();
-        for item in self.db.range(prefix.clone()..end).rev() {
+        for item in self.db.scan(&prefix, Some(&end), true) {
             let (k, v) = item?;
             // value: [type\0]id\0<version>
             let (t, id, version) = match rtype {
@@ -390,15 +401,15 @@ impl Store for SledStore {
         hi: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &str) -> bool,
     ) -> Result<()> {
-        scan_index(&self.db, rtype, param, lo, hi, visit)
+        scan_index(&*self.db, rtype, param, lo, hi, visit)
     }
 
     fn index_of(&self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        committed_entries(&self.db, rtype, id)
+        committed_entries(&*self.db, rtype, id)
     }
 
     fn live_ids(&self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
-        live_ids(&self.db, rtype, visit)
+        live_ids(&*self.db, rtype, visit)
     }
 
     fn list(&self, rtype: &str, after: Option<&str>, limit: usize) -> Result<Vec<VersionRecord>> {
@@ -413,7 +424,7 @@ impl Store for SledStore {
             None => prefix.clone(),
         };
         let mut out = Vec::new();
-        for item in self.db.range(start..) {
+        for item in self.db.scan(&start, None, false) {
             let (k, c) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -436,20 +447,20 @@ impl Store for SledStore {
 
     fn reindex(&self, extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<usize> {
         // drop every index key, then write the entries of each live resource again
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut pending = 0usize;
         for prefix in [&b"i"[..], &b"x\0"[..]] {
-            for item in self.db.scan_prefix(prefix) {
+            for item in prefixed(&*self.db, prefix, false) {
                 let (k, _) = item?;
                 batch.remove(k);
                 pending += 1;
                 if pending >= 10_000 {
-                    self.db.apply_batch(std::mem::take(&mut batch))?;
+                    self.db.apply(std::mem::take(&mut batch), false)?;
                     pending = 0;
                 }
             }
         }
-        self.db.apply_batch(std::mem::take(&mut batch))?;
+        self.db.apply(std::mem::take(&mut batch), false)?;
         pending = 0;
         let mut count = 0usize;
         self.for_each_live(&mut |rtype, id, rec| {
@@ -463,12 +474,12 @@ impl Store for SledStore {
             pending += entries.len() + 1;
             count += 1;
             if pending >= 10_000 {
-                self.db.apply_batch(std::mem::take(&mut batch))?;
+                self.db.apply(std::mem::take(&mut batch), false)?;
                 pending = 0;
             }
             Ok(())
         })?;
-        self.db.apply_batch(batch)?;
+        self.db.apply(batch, false)?;
         self.db.flush()?;
         Ok(count)
     }
@@ -481,7 +492,7 @@ impl Store for SledStore {
             let mut entries = extract(rtype, rec);
             entries.sort();
             entries.dedup();
-            let stored = committed_entries(&self.db, rtype, id)?.unwrap_or_default();
+            let stored = committed_entries(&*self.db, rtype, id)?.unwrap_or_default();
             if stored != entries {
                 report.missing += 1;
             }
@@ -494,14 +505,14 @@ impl Store for SledStore {
             }
             Ok(())
         })?;
-        for item in self.db.scan_prefix(b"i") {
+        for item in prefixed(&*self.db, b"i", false) {
             let (k, _) = item?;
             report.keys += 1;
-            if !expected.contains(k.as_ref()) {
+            if !expected.contains(&k) {
                 report.orphaned += 1;
             }
         }
-        for item in self.db.scan_prefix(b"x\0") {
+        for item in prefixed(&*self.db, b"x\0", false) {
             let (k, _) = item?;
             let parts: Vec<&[u8]> = k.splitn(3, |&b| b == SEP).collect();
             if let [_, t, id] = parts.as_slice() {
@@ -517,7 +528,7 @@ impl Store for SledStore {
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        self.db.size_on_disk()
     }
 
     fn for_each_version(
@@ -527,7 +538,7 @@ impl Store for SledStore {
     ) -> Result<()> {
         let mut prefix = key(&[b"v", rtype.as_bytes()]);
         prefix.push(SEP);
-        for item in self.db.scan_prefix(&prefix) {
+        for item in prefixed(&*self.db, &prefix, false) {
             let (k, bytes) = item?;
             let rest = &k[prefix.len()..];
             if rest.len() < 10 || rest[rest.len() - 9] != SEP {
@@ -613,23 +624,23 @@ impl Overlay {
 }
 
 struct Group<'a> {
-    db: &'a sled::Db,
+    db: &'a dyn Kv,
     overlay: Overlay,
-    batch: sled::Batch,
+    batch: Batch,
     now_ms: i64,
     seq: u64,
 }
 
 impl Group<'_> {
     fn committed_current(&self, rtype: &str, id: &str) -> Result<Option<Current>> {
-        let Some(c) = self.db.get(current_key(rtype, id))? else {
+        let Some(c) = self.db.get(&current_key(rtype, id))? else {
             return Ok(None);
         };
         let version =
             u64_from(&c).ok_or_else(|| FhirError::Storage("corrupt current pointer".into()))?;
         let rec = self
             .db
-            .get(version_key(rtype, id, version))?
+            .get(&version_key(rtype, id, version))?
             .ok_or_else(|| FhirError::Storage("dangling current pointer".into()))?;
         let rec = decode(rtype, id, &rec)?;
         Ok(Some(Current {
@@ -805,7 +816,7 @@ fn now_ms() -> i64 {
     (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn last_seq(db: &sled::Db) -> u64 {
+fn last_seq(db: &dyn Kv) -> u64 {
     db.get(b"m\0seq")
         .ok()
         .flatten()
@@ -841,8 +852,13 @@ fn notify(listener: &SharedListener, overlay: &Overlay) {
     }
 }
 
-fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener, name: &'static str) {
-    let mut seq = last_seq(&db);
+fn writer_loop(
+    db: Arc<dyn Kv>,
+    rx: Receiver<WriteJob>,
+    listener: SharedListener,
+    name: &'static str,
+) {
+    let mut seq = last_seq(&*db);
     let mut last_ms = i64::MIN;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -855,9 +871,9 @@ fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener, n
         let ts = now_ms().max(last_ms + 1);
         last_ms = ts;
         let mut group = Group {
-            db: &db,
+            db: &*db,
             overlay: Overlay::default(),
-            batch: sled::Batch::default(),
+            batch: Batch::default(),
             now_ms: ts,
             seq,
         };
@@ -903,13 +919,10 @@ fn writer_loop(db: sled::Db, rx: Receiver<WriteJob>, listener: SharedListener, n
                     overlay,
                     ..
                 } = group;
-                let durable = db.apply_batch(batch).and_then(|_| {
-                    let fsync = Instant::now();
-                    let flushed = db.flush();
-                    metrics::histogram!("vbc_store_fsync_seconds", "store" => name)
-                        .record(fsync.elapsed().as_secs_f64());
-                    flushed.map(|_| ())
-                });
+                let fsync = Instant::now();
+                let durable = db.apply(batch, true);
+                metrics::histogram!("vbc_store_fsync_seconds", "store" => name)
+                    .record(fsync.elapsed().as_secs_f64());
                 match durable {
                     Ok(()) => {
                         seq = new_seq;
@@ -954,7 +967,14 @@ mod tests {
         }
     }
 
-    fn lookup(store: &SledStore, value: &str) -> Vec<String> {
+    /// The store in `dir` on `engine` (recorded before the first open, as a new data directory
+    /// created with `VBC_STORE_ENGINE` is).
+    fn open_as(dir: &std::path::Path, engine: Engine) -> Result<KvStore> {
+        engine.record(dir)?;
+        KvStore::open(dir)
+    }
+
+    fn lookup(store: &KvStore, value: &str) -> Vec<String> {
         let mut ids = Vec::new();
         store
             .scan_index(
@@ -971,11 +991,10 @@ mod tests {
         ids
     }
 
-    #[tokio::test]
-    async fn writes_are_versioned_indexed_and_reopenable() {
+    async fn writes_are_versioned_indexed_and_reopenable(engine: Engine) {
         let dir = tempfile::tempdir().expect("tmp");
         {
-            let store = SledStore::open(dir.path()).expect("open");
+            let store = open_as(dir.path(), engine).expect("open");
             write(&store, |t| t.put(staged("a", 1, "x")))
                 .await
                 .expect("w1");
@@ -1002,7 +1021,7 @@ mod tests {
             assert!(hist[0].seq > hist[1].seq && hist[0].last_updated_ms > hist[1].last_updated_ms);
             store.shutdown().expect("shutdown");
         }
-        let store = SledStore::open(dir.path()).expect("reopen");
+        let store = open_as(dir.path(), engine).expect("reopen");
         assert_eq!(
             store.current("Patient", "a").expect("r").map(|r| r.version),
             Some(2)
@@ -1026,10 +1045,9 @@ mod tests {
         assert!(hist[0].seq > hist[1].seq);
     }
 
-    #[tokio::test]
-    async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
+    async fn a_panicking_job_fails_alone_and_the_writer_goes_on(engine: Engine) {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = SledStore::open(dir.path()).expect("open");
+        let store = open_as(dir.path(), engine).expect("open");
         let r: Result<()> = write(&store, |t| {
             t.put(staged("a", 1, "x"))?;
             panic!("bug in a job");
@@ -1043,10 +1061,9 @@ mod tests {
         assert!(store.current("Patient", "b").expect("r").is_some());
     }
 
-    #[tokio::test]
-    async fn failed_job_leaves_nothing_and_jobs_see_group_writes() {
+    async fn failed_job_leaves_nothing_and_jobs_see_group_writes(engine: Engine) {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = SledStore::open(dir.path()).expect("open");
+        let store = open_as(dir.path(), engine).expect("open");
         let r: Result<()> = write(&store, |t| {
             t.put(staged("a", 1, "x"))?;
             Err(FhirError::BadRequest("no".into()))
@@ -1074,10 +1091,9 @@ mod tests {
         assert_eq!(seen, (Some(1), vec!["a".to_string()]));
     }
 
-    #[tokio::test]
-    async fn index_check_finds_orphans_and_gaps_and_reindex_repairs_them() {
+    async fn index_check_finds_orphans_and_gaps_and_reindex_repairs_them(engine: Engine) {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = SledStore::open(dir.path()).expect("open");
+        let store = open_as(dir.path(), engine).expect("open");
         write(&store, |t| t.put(staged("a", 1, "x")))
             .await
             .expect("w");
@@ -1096,33 +1112,80 @@ mod tests {
         // an orphan key and a missing one
         store
             .db
-            .insert(
-                index_key(
-                    "Patient",
-                    &IndexEntry {
-                        param: "identifier".into(),
-                        value: b"z".to_vec(),
-                    },
-                    "gone",
-                ),
-                &[][..],
-            )
-            .expect("i");
-        store
-            .db
-            .remove(index_key(
-                "Patient",
-                &IndexEntry {
-                    param: "identifier".into(),
-                    value: b"y".to_vec(),
+            .apply(
+                Batch {
+                    ops: vec![
+                        (
+                            index_key(
+                                "Patient",
+                                &IndexEntry {
+                                    param: "identifier".into(),
+                                    value: b"z".to_vec(),
+                                },
+                                "gone",
+                            ),
+                            Some(Vec::new()),
+                        ),
+                        (
+                            index_key(
+                                "Patient",
+                                &IndexEntry {
+                                    param: "identifier".into(),
+                                    value: b"y".to_vec(),
+                                },
+                                "b",
+                            ),
+                            None,
+                        ),
+                    ],
                 },
-                "b",
-            ))
-            .expect("r");
+                true,
+            )
+            .expect("damage");
         let r = store.check_index(&extract).expect("check");
         assert_eq!((r.missing, r.orphaned), (1, 1), "{r:?}");
         assert_eq!(store.reindex(&extract).expect("reindex"), 2);
         assert!(store.check_index(&extract).expect("check").consistent());
         assert_eq!(lookup(&store, "y"), vec!["b".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn writes_are_versioned_indexed_and_reopenable_on_sled() {
+        writes_are_versioned_indexed_and_reopenable(Engine::Sled).await
+    }
+
+    #[tokio::test]
+    async fn writes_are_versioned_indexed_and_reopenable_on_fjall() {
+        writes_are_versioned_indexed_and_reopenable(Engine::Fjall).await
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_writer_goes_on_on_sled() {
+        a_panicking_job_fails_alone_and_the_writer_goes_on(Engine::Sled).await
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_writer_goes_on_on_fjall() {
+        a_panicking_job_fails_alone_and_the_writer_goes_on(Engine::Fjall).await
+    }
+
+    #[tokio::test]
+    async fn failed_job_leaves_nothing_and_jobs_see_group_writes_on_sled() {
+        failed_job_leaves_nothing_and_jobs_see_group_writes(Engine::Sled).await
+    }
+
+    #[tokio::test]
+    async fn failed_job_leaves_nothing_and_jobs_see_group_writes_on_fjall() {
+        failed_job_leaves_nothing_and_jobs_see_group_writes(Engine::Fjall).await
+    }
+
+    #[tokio::test]
+    async fn index_check_finds_orphans_and_gaps_and_reindex_repairs_them_on_sled() {
+        index_check_finds_orphans_and_gaps_and_reindex_repairs_them(Engine::Sled).await
+    }
+
+    #[tokio::test]
+    async fn index_check_finds_orphans_and_gaps_and_reindex_repairs_them_on_fjall() {
+        index_check_finds_orphans_and_gaps_and_reindex_repairs_them(Engine::Fjall).await
     }
 }

@@ -114,7 +114,7 @@ pub fn age_on(birth: Day, on: Day) -> Option<i32> {
 
 /// Today (UTC).
 pub fn today() -> Day {
-    day_of_ms(crate::interaction::now_ms())
+    day_of_ms(crate::clock::now_ms())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::config::Limits;
 use crate::error::{FhirError, Result};
 use crate::fhir::validate::Validator;
 use crate::interaction::Services;
-use crate::store::sled_store::SledStore;
+use crate::store::kv_store::KvStore;
 use crate::store::Store;
 
 /// Options of `load-contract`.
@@ -46,7 +46,7 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
     let store: Option<Arc<dyn Store>> = if cfg.check {
         None
     } else {
-        let opened = SledStore::open(&cfg.data_dir).map_err(|e| match e {
+        let opened = KvStore::open(&cfg.data_dir).map_err(|e| match e {
             FhirError::Unavailable(m) => FhirError::Unavailable(format!(
                 "{m} (a running server loads contracts at POST [base]/$load-contract)"
             )),
@@ -59,7 +59,7 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
     for f in &cfg.files {
         let name = f.display().to_string();
         match std::fs::read_to_string(f) {
-            Ok(t) => match super::compile(&t) {
+            Ok(t) => match crate::contracts::compile(&t) {
                 Ok(c) => {
                     println!(
                         "{name}: ok ({} {}, {} outcomes, {} resources)",
@@ -95,7 +95,7 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
             .clone()
             .unwrap_or_else(|| "http://localhost".into());
         for (name, text) in &texts {
-            match super::load(&services, text, &base).await {
+            match crate::interaction::load_contract::load(&services, text, &base).await {
                 Ok((l, _)) => println!("{name}: {l:?}"),
                 Err(e) => {
                     report(name, &e);

@@ -1,0 +1,85 @@
+//! [`Kv`] on fjall 3: a log-structured merge tree (LZ4 on the lower levels) in the `fjall`
+//! folder of the data directory, one keyspace; a batch is one journal write, synced with
+//! `SyncAll` when it must be durable.
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::kv::{Batch, Engine, Kv, Scan};
+use crate::error::{FhirError, Result};
+
+/// The folder, inside a data directory, that holds fjall's files.
+pub const FOLDER: &str = "fjall";
+
+/// fjall behind [`Kv`].
+pub struct FjallKv {
+    db: Database,
+    data: Keyspace,
+}
+
+impl FjallKv {
+    /// Open (or create) fjall in `dir/fjall` with a block cache of `cache_bytes`. A directory
+    /// another process has open is refused as "in use", naming that process when known.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<FjallKv> {
+        let db = Database::builder(dir.join(FOLDER))
+            .cache_size(cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => super::owner::in_use(dir),
+                e => FhirError::from(e),
+            })?;
+        let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
+        Ok(FjallKv { db, data })
+    }
+}
+
+impl Kv for FjallKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.data.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, lo: &[u8], hi: Option<&[u8]>, reverse: bool) -> Scan<'_> {
+        let iter = match hi {
+            Some(h) if h <= lo => return Box::new(std::iter::empty()),
+            Some(h) => self.data.range(lo.to_vec()..h.to_vec()),
+            None => self.data.range(lo.to_vec()..),
+        };
+        let pairs = |g: fjall::Guard| {
+            g.into_inner()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(FhirError::from)
+        };
+        if reverse {
+            Box::new(iter.rev().map(pairs))
+        } else {
+            Box::new(iter.map(pairs))
+        }
+    }
+
+    fn apply(&self, batch: Batch, sync: bool) -> Result<()> {
+        let mut b = self.db.batch();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(&self.data, k, v),
+                None => b.remove(&self.data, k),
+            }
+        }
+        b.durability(sync.then_some(PersistMode::SyncAll))
+            .commit()?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.disk_space()?)
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Fjall
+    }
+}
