@@ -63,7 +63,7 @@ pub struct ServeConfig {
     /// Largest `_count` honoured.
     #[arg(long, env = "VBC_MAX_PAGE_SIZE", default_value_t = Limits::default().max_page_size)]
     pub max_page_size: usize,
-    /// Page cache of the embedded store, in MiB (sled's default is 1024).
+    /// Block cache of the embedded store, in MiB.
     #[arg(long, env = "VBC_CACHE_MB", default_value_t = 512)]
     pub cache_mb: u64,
     /// Log format.

@@ -930,26 +930,27 @@ fn the_audit_chain_records_every_access_and_detects_a_modified_event() {
     );
     // modify one stored event in place (same length, same version): the chain breaks there
     {
-        let db = sled::open(data.join("audit")).expect("open audit store");
+        // through the store's own key-value layer, whichever engine the directory records
+        let db = vbc_server::store::kv::open(&data.join("audit"), 8 << 20).expect("open audit");
         let target = b"\"id\":\"ae-000000000002\"";
         let mut done = false;
-        for item in db.iter() {
-            let (k, v) = item.expect("item");
-            if v.windows(target.len()).any(|w| w == target) {
-                let text = v.to_vec();
-                let from = b"\"action\":\"";
-                if let Some(pos) = text.windows(from.len()).position(|w| w == from) {
-                    let mut t = text.clone();
-                    let i = pos + from.len();
-                    t[i] = if t[i] == b'R' { b'E' } else { b'R' };
-                    db.insert(k, t).expect("insert");
-                    done = true;
-                    break;
-                }
+        let found = db
+            .scan(b"", None, false)
+            .map(|item| item.expect("item"))
+            .find(|(_, v)| v.windows(target.len()).any(|w| w == target));
+        if let Some((k, v)) = found {
+            let from = b"\"action\":\"";
+            if let Some(pos) = v.windows(from.len()).position(|w| w == from) {
+                let mut t = v.clone();
+                let i = pos + from.len();
+                t[i] = if t[i] == b'R' { b'E' } else { b'R' };
+                let mut batch = vbc_server::store::kv::Batch::default();
+                batch.insert(k, t);
+                db.apply(batch, true).expect("tamper");
+                done = true;
             }
         }
         assert!(done, "the event was found and modified");
-        db.flush().expect("flush");
     }
     let out = verify();
     let text = String::from_utf8_lossy(&out.stdout).to_string();

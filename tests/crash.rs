@@ -74,13 +74,13 @@ fn count(c: &reqwest::blocking::Client, base: &str, rtype: &str, value: &str) ->
 }
 
 #[test]
-fn acknowledged_transactions_survive_kill_9() {
-    survive_kill_9(None);
+fn acknowledged_transactions_survive_kill_9_on_fjall() {
+    survive_kill_9(Some("fjall"));
 }
 
 #[test]
-fn acknowledged_transactions_survive_kill_9_on_fjall() {
-    survive_kill_9(Some("fjall"));
+fn acknowledged_transactions_survive_kill_9_on_sled() {
+    survive_kill_9(Some("sled"));
 }
 
 /// Writers post transactions and updates while the server is killed with SIGKILL, cycle after

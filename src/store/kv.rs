@@ -5,6 +5,7 @@
 //! side by side with the project's own `bench`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{FhirError, Result};
 
@@ -63,9 +64,10 @@ pub trait Kv: Send + Sync + 'static {
 /// The embedded engines a data directory can be created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// sled 0.34: a B-tree of pages (the engine of every directory created before fjall).
+    /// sled 0.34: a B-tree of pages (the engine of every directory created before fjall was the
+    /// default; still opened and written as such).
     Sled,
-    /// fjall 3: a log-structured merge tree with LZ4-compressed blocks.
+    /// fjall 3: a log-structured merge tree with LZ4-compressed blocks (the default).
     Fjall,
 }
 
@@ -92,7 +94,7 @@ impl Engine {
 
     /// The engine for a directory: the one it records, else sled's when sled files are there
     /// (directories created before the choice existed), else the one `VBC_STORE_ENGINE` names
-    /// (sled when unset). A name that is no engine is refused.
+    /// (fjall when unset). A name that is no engine is refused.
     pub fn for_dir(dir: &Path) -> Result<Engine> {
         if let Ok(text) = std::fs::read_to_string(dir.join(ENGINE_FILE)) {
             return Engine::of(&text).ok_or_else(|| {
@@ -112,7 +114,7 @@ impl Engine {
                     "VBC_STORE_ENGINE='{name}' is no store engine (sled or fjall)"
                 ))
             }),
-            _ => Ok(Engine::Sled),
+            _ => Ok(Engine::Fjall),
         }
     }
 
@@ -125,4 +127,16 @@ impl Engine {
         std::fs::write(&path, format!("{}\n", self.name()))
             .map_err(|e| FhirError::Storage(format!("cannot write {}: {e}", path.display())))
     }
+}
+
+/// Open the engine of a data directory (see [`Engine::for_dir`]) with a cache of `cache_bytes`,
+/// recording it in the directory when it is new.
+pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<dyn Kv>> {
+    let engine = Engine::for_dir(dir)?;
+    let db: Arc<dyn Kv> = match engine {
+        Engine::Sled => Arc::new(super::sled_kv::SledKv::open(dir, cache_bytes)?),
+        Engine::Fjall => Arc::new(super::fjall_kv::FjallKv::open(dir, cache_bytes)?),
+    };
+    engine.record(dir)?;
+    Ok(db)
 }

@@ -246,12 +246,7 @@ impl KvStore {
     /// the label `store="<name>"` (the server's data is `main`, the audit trail `audit`).
     /// A directory another process has open is refused as "in use", naming that process.
     pub fn open_named(dir: &Path, cache_bytes: u64, name: &'static str) -> Result<Self> {
-        let engine = Engine::for_dir(dir)?;
-        let db: Arc<dyn Kv> = match engine {
-            Engine::Sled => Arc::new(super::sled_kv::SledKv::open(dir, cache_bytes)?),
-            Engine::Fjall => Arc::new(super::fjall_kv::FjallKv::open(dir, cache_bytes)?),
-        };
-        engine.record(dir)?;
+        let db = super::kv::open(dir, cache_bytes)?;
         super::owner::record(dir);
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let open = Arc::new(AtomicBool::new(true));
