@@ -931,7 +931,8 @@ fn the_audit_chain_records_every_access_and_detects_a_modified_event() {
     // modify one stored event in place (same length, same version): the chain breaks there
     {
         // through the store's own key-value layer, whichever engine the directory records
-        let db = vbc_server::store::kv::open(&data.join("audit"), 8 << 20).expect("open audit");
+        let db =
+            vbc_server::store::kv_store::open_kv(&data.join("audit"), 8 << 20).expect("open audit");
         let target = b"\"id\":\"ae-000000000002\"";
         let mut done = false;
         let found = db

@@ -33,6 +33,17 @@ fn lab(id: &str, p: &str, loinc: &str, day: &str, value: &str, unit: &str) -> Va
     )
 }
 
+/// An active Condition of `p` coded `system|code`, with its onset date.
+fn active_condition(id: &str, p: &str, system: &str, code: &str, onset: &str) -> Value {
+    put_entry(
+        "Condition",
+        id,
+        json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+               "code": {"coding": [{"system": system, "code": code}]},
+               "subject": {"reference": format!("Patient/{p}")}, "onsetDateTime": onset}),
+    )
+}
+
 fn part<'a>(v: &'a Value, name: &str) -> Vec<&'a Value> {
     v["part"]
         .as_array()
@@ -92,12 +103,12 @@ fn dapagliflozin_patient(p: &str, egfr_value: &str, egfr_unit: &str) -> Value {
             p,
             json!({"birthDate": "1965-04-02", "gender": "male"}),
         ),
-        put_entry(
-            "Condition",
+        active_condition(
             &format!("{p}-t2d"),
-            json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-                   "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
-                   "subject": {"reference": format!("Patient/{p}")}, "onsetDateTime": "2020-03-01"}),
+            p,
+            "http://snomed.info/sct",
+            "44054006",
+            "2020-03-01",
         ),
         dispense(&format!("{p}-met"), p, "6809", "2025-02-01", 60),
         dispense(&format!("{p}-dapa"), p, "1488564", "2025-03-01", 28),
@@ -747,12 +758,12 @@ fn a_contract_loaded_earlier_keeps_its_rules_beside_its_new_version() {
                 "cart",
                 json!({"birthDate": "1990-01-01", "deceasedDateTime": "2025-03-13"}),
             ),
-            put_entry(
-                "Condition",
+            active_condition(
                 "cart-dx",
-                json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-                       "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C83.30"}]},
-                       "subject": {"reference": "Patient/cart"}, "onsetDateTime": "2024-11-01"}),
+                "cart",
+                "http://hl7.org/fhir/sid/icd-10-cm",
+                "C83.30",
+                "2024-11-01",
             ),
             put_entry(
                 "Procedure",
@@ -853,12 +864,12 @@ fn no_fill_is_paid_twice_and_a_refund_covers_only_the_days_its_outcome_answers_f
                 "crc",
                 json!({"birthDate": "1960-05-05", "gender": "female"}),
             ),
-            put_entry(
-                "Condition",
+            active_condition(
                 "crc-dx",
-                json!({"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-                       "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "C18.9"}]},
-                       "subject": {"reference": "Patient/crc"}, "onsetDateTime": "2025-01-10"}),
+                "crc",
+                "http://hl7.org/fhir/sid/icd-10",
+                "C18.9",
+                "2025-01-10",
             ),
             infusion("crc-1", "crc", "2025-03-03", 500, "completed"),
             infusion("crc-2", "crc", "2025-03-17", 450, "completed"),

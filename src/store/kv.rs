@@ -5,7 +5,6 @@
 //! side by side with the project's own `bench`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::error::{FhirError, Result};
 
@@ -127,16 +126,4 @@ impl Engine {
         std::fs::write(&path, format!("{}\n", self.name()))
             .map_err(|e| FhirError::Storage(format!("cannot write {}: {e}", path.display())))
     }
-}
-
-/// Open the engine of a data directory (see [`Engine::for_dir`]) with a cache of `cache_bytes`,
-/// recording it in the directory when it is new.
-pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<dyn Kv>> {
-    let engine = Engine::for_dir(dir)?;
-    let db: Arc<dyn Kv> = match engine {
-        Engine::Sled => Arc::new(super::sled_kv::SledKv::open(dir, cache_bytes)?),
-        Engine::Fjall => Arc::new(super::fjall_kv::FjallKv::open(dir, cache_bytes)?),
-    };
-    engine.record(dir)?;
-    Ok(db)
 }

@@ -231,6 +231,18 @@ fn prefixed<'a>(db: &'a dyn Kv, prefix: &[u8], reverse: bool) -> super::kv::Scan
     db.scan(prefix, super::prefix_end(prefix).as_deref(), reverse)
 }
 
+/// Open the engine of a data directory (see [`Engine::for_dir`]) with a cache of `cache_bytes`,
+/// recording it in the directory when it is new.
+pub fn open_kv(dir: &Path, cache_bytes: u64) -> Result<Arc<dyn Kv>> {
+    let engine = Engine::for_dir(dir)?;
+    let db: Arc<dyn Kv> = match engine {
+        Engine::Sled => Arc::new(super::sled_kv::SledKv::open(dir, cache_bytes)?),
+        Engine::Fjall => Arc::new(super::fjall_kv::FjallKv::open(dir, cache_bytes)?),
+    };
+    engine.record(dir)?;
+    Ok(db)
+}
+
 impl KvStore {
     /// Open (or create) the store in `dir` with a 1 GiB cache and start its writer.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -246,7 +258,7 @@ impl KvStore {
     /// the label `store="<name>"` (the server's data is `main`, the audit trail `audit`).
     /// A directory another process has open is refused as "in use", naming that process.
     pub fn open_named(dir: &Path, cache_bytes: u64, name: &'static str) -> Result<Self> {
-        let db = super::kv::open(dir, cache_bytes)?;
+        let db = open_kv(dir, cache_bytes)?;
         super::owner::record(dir);
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let open = Arc::new(AtomicBool::new(true));
@@ -1144,43 +1156,28 @@ mod tests {
         assert_eq!(lookup(&store, "y"), vec!["b".to_string()]);
     }
 
-    #[tokio::test]
-    async fn writes_are_versioned_indexed_and_reopenable_on_sled() {
-        writes_are_versioned_indexed_and_reopenable(Engine::Sled).await
+    /// Each store test once per engine.
+    macro_rules! on_every_engine {
+        ($($test:ident),* $(,)?) => {
+            mod sled {
+                $(#[tokio::test]
+                async fn $test() {
+                    super::$test(super::Engine::Sled).await
+                })*
+            }
+            mod fjall {
+                $(#[tokio::test]
+                async fn $test() {
+                    super::$test(super::Engine::Fjall).await
+                })*
+            }
+        };
     }
 
-    #[tokio::test]
-    async fn writes_are_versioned_indexed_and_reopenable_on_fjall() {
-        writes_are_versioned_indexed_and_reopenable(Engine::Fjall).await
-    }
-
-    #[tokio::test]
-    async fn a_panicking_job_fails_alone_and_the_writer_goes_on_on_sled() {
-        a_panicking_job_fails_alone_and_the_writer_goes_on(Engine::Sled).await
-    }
-
-    #[tokio::test]
-    async fn a_panicking_job_fails_alone_and_the_writer_goes_on_on_fjall() {
-        a_panicking_job_fails_alone_and_the_writer_goes_on(Engine::Fjall).await
-    }
-
-    #[tokio::test]
-    async fn failed_job_leaves_nothing_and_jobs_see_group_writes_on_sled() {
-        failed_job_leaves_nothing_and_jobs_see_group_writes(Engine::Sled).await
-    }
-
-    #[tokio::test]
-    async fn failed_job_leaves_nothing_and_jobs_see_group_writes_on_fjall() {
-        failed_job_leaves_nothing_and_jobs_see_group_writes(Engine::Fjall).await
-    }
-
-    #[tokio::test]
-    async fn index_check_finds_orphans_and_gaps_and_reindex_repairs_them_on_sled() {
-        index_check_finds_orphans_and_gaps_and_reindex_repairs_them(Engine::Sled).await
-    }
-
-    #[tokio::test]
-    async fn index_check_finds_orphans_and_gaps_and_reindex_repairs_them_on_fjall() {
-        index_check_finds_orphans_and_gaps_and_reindex_repairs_them(Engine::Fjall).await
-    }
+    on_every_engine!(
+        writes_are_versioned_indexed_and_reopenable,
+        a_panicking_job_fails_alone_and_the_writer_goes_on,
+        failed_job_leaves_nothing_and_jobs_see_group_writes,
+        index_check_finds_orphans_and_gaps_and_reindex_repairs_them,
+    );
 }
