@@ -238,7 +238,7 @@ impl Audit {
                     }
                     let written = store::write(store.as_ref(), move |txn| {
                         for (id, ev) in staged {
-                            create_in(txn, "AuditEvent", ev, Some(id), None)?;
+                            create_in(txn, "AuditEvent", ev, Some(id), None, None)?;
                         }
                         Ok(())
                     })

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use super::write::parse_criteria;
 use super::write::{
-    check_resource, conditional_delete_in, create_in, current_as_written, delete_in, find,
-    nothing_deleted, parse_patch, patch_in, update_in, Written,
+    check_resource, conditional_delete_in, create_in, current_as_written, delete_in, extract_index,
+    find, nothing_deleted, parse_patch, patch_in, update_in, Written,
 };
 use super::{instant, new_bundle, Services};
 use crate::auth::access::Act;
@@ -28,7 +28,7 @@ use crate::fhir::references::{classify, for_each_reference_mut, RefKind};
 use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::validate::Context;
 use crate::search::Criterion;
-use crate::store::{self, WriteTxn};
+use crate::store::{self, IndexEntry, WriteTxn};
 
 /// HTTP verb of a Bundle entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,8 @@ struct Planned {
     if_none_exist: Option<Vec<Criterion>>,
     if_match: Option<u64>,
     full_url: Option<String>,
+    /// Index entries extracted before submission (see [`super::write::extract_index`]).
+    index: Option<Vec<IndexEntry>>,
 }
 
 /// Parse `W/"3"` (or `3`) into a version number.
@@ -233,6 +235,7 @@ fn plan_entry(
         if_none_exist,
         if_match,
         full_url: entry["fullUrl"].as_str().map(String::from),
+        index: None,
     })
 }
 
@@ -380,12 +383,45 @@ fn at_entry_refusal(i: usize, e: FhirError) -> FhirError {
     }
 }
 
-/// Resolve ids, rewrite references and apply the entries in order, inside one write job.
-fn run_transaction(
-    txn: &mut dyn WriteTxn,
+/// For each entry of a transaction, the id of the resource its conditional create matched.
+type Matched = Vec<Option<String>>;
+
+/// True when resolving a transaction's ids and references needs the store: a conditional create,
+/// update or delete, or a conditional reference. Otherwise it is resolved before submission.
+fn needs_store(plan: &mut [Planned]) -> bool {
+    let mut conditional = false;
+    for p in plan.iter_mut() {
+        if p.if_none_exist.is_some() || (p.verb != Verb::Get && p.criteria.is_some()) {
+            return true;
+        }
+        if let Some(r) = p.resource.as_mut() {
+            for_each_reference_mut(r, &mut |r: &mut String| {
+                conditional |= matches!(classify(r), RefKind::Conditional { .. });
+            });
+        }
+    }
+    conditional
+}
+
+/// The writer's view when resolution needs it (see [`needs_store`]).
+fn store_view<'t>(txn: &'t mut Option<&mut dyn WriteTxn>) -> Result<&'t mut (dyn WriteTxn + 't)> {
+    match txn {
+        Some(t) => Ok(&mut **t),
+        None => Err(FhirError::Storage(
+            "a conditional entry was resolved without the store".into(),
+        )),
+    }
+}
+
+/// Decide the id every created or updated resource will have and rewrite references to
+/// fullUrls, urn:uuid/urn:oid and conditional references. Returns the existing id each
+/// conditional create matched. `txn` is None before submission (only when [`needs_store`] is
+/// false).
+fn resolve(
+    mut txn: Option<&mut dyn WriteTxn>,
     svc: &Services,
-    mut plan: Vec<Planned>,
-) -> Result<Vec<Written>> {
+    plan: &mut [Planned],
+) -> Result<Matched> {
     let mut idmap: HashMap<String, String> = HashMap::new();
     let mut matched: Vec<Option<String>> = vec![None; plan.len()];
     // 1. decide the id every created or updated resource will have
@@ -393,7 +429,8 @@ fn run_transaction(
         match p.verb {
             Verb::Post => {
                 if let Some(c) = &p.if_none_exist {
-                    let found = find(txn, &p.rtype, c).map_err(|e| at_entry(i, e))?;
+                    let found =
+                        find(store_view(&mut txn)?, &p.rtype, c).map_err(|e| at_entry(i, e))?;
                     match found.as_slice() {
                         [] => {}
                         [one] => matched[i] = Some(one.clone()),
@@ -415,8 +452,12 @@ fn run_transaction(
                 p.id = Some(id);
             }
             Verb::Put if p.criteria.is_some() => {
-                let found = find(txn, &p.rtype, p.criteria.as_deref().unwrap_or_default())
-                    .map_err(|e| at_entry(i, e))?;
+                let found = find(
+                    store_view(&mut txn)?,
+                    &p.rtype,
+                    p.criteria.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| at_entry(i, e))?;
                 let body_id = p
                     .resource
                     .as_ref()
@@ -442,8 +483,12 @@ fn run_transaction(
                 p.id = Some(id);
             }
             Verb::Delete if p.criteria.is_some() => {
-                let found = find(txn, &p.rtype, p.criteria.as_deref().unwrap_or_default())
-                    .map_err(|e| at_entry(i, e))?;
+                let found = find(
+                    store_view(&mut txn)?,
+                    &p.rtype,
+                    p.criteria.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| at_entry(i, e))?;
                 match found.as_slice() {
                     [] => {}
                     [one] => p.id = Some(one.clone()),
@@ -496,8 +541,11 @@ fn run_transaction(
                         .access
                         .allow(Act::Search, rtype)
                         .and_then(|_| svc.caller_criteria(rtype, query))
-                        .and_then(|c| find(txn, rtype, &c))
-                        .and_then(|ids| visible_ids(txn, svc, rtype, ids));
+                        .and_then(|c| {
+                            let txn = store_view(&mut txn)?;
+                            let ids = find(txn, rtype, &c)?;
+                            visible_ids(txn, svc, rtype, ids)
+                        });
                     match resolved.as_deref() {
                         Ok([one]) => {
                             let t = format!("{rtype}/{one}");
@@ -529,12 +577,44 @@ fn run_transaction(
             return Err(at_entry(i, e));
         }
     }
+    Ok(matched)
+}
+
+/// Extract the index entries of every resource the plan writes, before submission.
+fn extract_plan(plan: &mut [Planned]) -> Result<()> {
+    for p in plan.iter_mut() {
+        if let (Verb::Post | Verb::Put, Some(r)) = (p.verb, p.resource.as_ref()) {
+            p.index = Some(extract_index(&p.rtype, r)?);
+        }
+    }
+    Ok(())
+}
+
+/// A batch entry's resource with its index entries, extracted on a blocking thread.
+async fn with_index(rtype: &str, resource: Value) -> Result<(Value, Vec<IndexEntry>)> {
+    let rtype = rtype.to_string();
+    tokio::task::spawn_blocking(move || {
+        let index = extract_index(&rtype, &resource)?;
+        Ok((resource, index))
+    })
+    .await
+    .map_err(|e| FhirError::Storage(format!("index extraction failed: {e}")))?
+}
+
+/// Apply a resolved plan's entries in the spec's order, inside one write job.
+fn apply_plan(
+    txn: &mut dyn WriteTxn,
+    svc: &Services,
+    mut plan: Vec<Planned>,
+    matched: Matched,
+) -> Result<Vec<Written>> {
     // 3. apply in the spec's order
     let mut order: Vec<usize> = (0..plan.len()).collect();
     order.sort_by_key(|&i| plan[i].verb.order());
     let mut results: Vec<Option<Written>> = vec![None; plan.len()];
     for i in order {
         let resource = plan[i].resource.take().unwrap_or_default();
+        let index = plan[i].index.take();
         let p = &plan[i];
         let id = p.id.clone().unwrap_or_default();
         let w = match p.verb {
@@ -553,9 +633,9 @@ fn run_transaction(
                     w.status = 200;
                     w
                 }),
-                None => create_in(txn, &p.rtype, resource, Some(id), None),
+                None => create_in(txn, &p.rtype, resource, Some(id), None, index),
             },
-            Verb::Put => update_in(txn, &svc.access, &p.rtype, &id, resource, p.if_match),
+            Verb::Put => update_in(txn, &svc.access, &p.rtype, &id, resource, p.if_match, index),
             Verb::Patch => match &p.patch {
                 Some(patch) => patch_in(
                     txn,
@@ -614,14 +694,14 @@ impl Services {
         }
     }
 
-    async fn transaction(
+    /// Plan and validate every entry of a transaction (every problem reported together); when
+    /// nothing in it needs the store to resolve, also assign ids, rewrite references and
+    /// extract index entries, returning the matches of conditional creates (all None) as well.
+    fn plan_transaction(
         &self,
-        bundle: Value,
+        list: Vec<Value>,
         base: &str,
-        return_resources: bool,
-    ) -> Result<Value> {
-        let bundle_id = bundle["id"].as_str().map(String::from);
-        let list = entries(bundle, self.limits.max_bundle_entries)?;
+    ) -> Result<(Vec<Planned>, Option<Matched>)> {
         let mut refusals: Vec<FhirError> = Vec::new();
         // the type behind every fullUrl, so references to them are checked like literal ones
         let full_urls: HashMap<String, String> = list
@@ -681,12 +761,40 @@ impl Services {
         if !issues.is_empty() {
             return Err(FhirError::Invalid(issues));
         }
+        if needs_store(&mut plan) {
+            return Ok((plan, None));
+        }
+        let matched = resolve(None, self, &mut plan)?;
+        extract_plan(&mut plan)?;
+        Ok((plan, Some(matched)))
+    }
+
+    async fn transaction(
+        &self,
+        bundle: Value,
+        base: &str,
+        return_resources: bool,
+    ) -> Result<Value> {
+        let bundle_id = bundle["id"].as_str().map(String::from);
+        let list = entries(bundle, self.limits.max_bundle_entries)?;
+        // planning, validation, resolution and index extraction are CPU work: a blocking thread
+        let planner = self.clone();
+        let base_url = base.to_string();
+        let (plan, resolved) =
+            tokio::task::spawn_blocking(move || planner.plan_transaction(list, &base_url))
+                .await
+                .map_err(|e| FhirError::Storage(format!("transaction planning failed: {e}")))??;
         let svc = self.clone();
         let reads: Vec<bool> = plan.iter().map(|p| p.verb == Verb::Get).collect();
         let written_by: Vec<bool> = reads.iter().map(|r| !r).collect();
         let bundle_id = bundle_id.clone();
         let results = store::write(self.store.as_ref(), move |txn| {
-            let results = run_transaction(txn, &svc, plan)?;
+            let mut plan = plan;
+            let matched = match resolved {
+                Some(m) => m,
+                None => resolve(Some(&mut *txn), &svc, &mut plan)?,
+            };
+            let results = apply_plan(txn, &svc, plan, matched)?;
             // the Provenance commits with what it describes
             if let Some(p) = provenance::of_bundle(
                 &svc.access,
@@ -698,7 +806,7 @@ impl Services {
                     .filter(|(_, w)| **w)
                     .map(|(r, _)| r),
             ) {
-                create_in(txn, "Provenance", p, None, None)?;
+                create_in(txn, "Provenance", p, None, None, None)?;
             }
             Ok(results)
         })
@@ -758,7 +866,7 @@ impl Services {
             provenance::of_bundle(&self.access, "batch", bundle_id.as_deref(), written.iter())
         {
             store::write(self.store.as_ref(), move |txn| {
-                create_in(txn, "Provenance", p, None, None)
+                create_in(txn, "Provenance", p, None, None, None)
             })
             .await?;
         }
@@ -795,25 +903,32 @@ impl Services {
                 })
             }
             Verb::Post => {
-                let resource = p.resource.unwrap_or_default();
+                let (resource, index) =
+                    with_index(&p.rtype, p.resource.unwrap_or_default()).await?;
                 let crit = p.if_none_exist;
                 let rtype = p.rtype.clone();
                 store::write(self.store.as_ref(), move |txn| {
-                    create_in(txn, &rtype, resource, None, crit.as_deref())
+                    create_in(txn, &rtype, resource, None, crit.as_deref(), Some(index))
                 })
                 .await
             }
             Verb::Put => {
-                let resource = p.resource.unwrap_or_default();
+                let (resource, index) =
+                    with_index(&p.rtype, p.resource.unwrap_or_default()).await?;
                 let rtype = p.rtype.clone();
                 let crit = p.criteria;
                 let if_match = p.if_match;
                 let access = self.access.clone();
                 store::write(self.store.as_ref(), move |txn| match crit {
-                    Some(c) => {
-                        super::write::conditional_update_in(txn, &access, &rtype, &c, resource)
-                    }
-                    None => update_in(txn, &access, &rtype, &id, resource, if_match),
+                    Some(c) => super::write::conditional_update_in(
+                        txn,
+                        &access,
+                        &rtype,
+                        &c,
+                        resource,
+                        Some(index),
+                    ),
+                    None => update_in(txn, &access, &rtype, &id, resource, if_match, Some(index)),
                 })
                 .await
             }

@@ -12,7 +12,7 @@ use crate::fhir::outcome::Issue;
 use crate::fhir::references::check_id;
 use crate::fhir::validate::{Context, Validator};
 use crate::search::{self, Criterion};
-use crate::store::{self, Current, Method, StagedWrite, WriteTxn};
+use crate::store::{self, Current, IndexEntry, Method, StagedWrite, WriteTxn};
 
 /// The result of a write interaction.
 #[derive(Debug, Clone)]
@@ -51,6 +51,39 @@ pub fn check_resource(
     Ok(issues)
 }
 
+/// Search parameters whose values the writer sets when it stamps a version (`id` and
+/// `meta.lastUpdated`): entries extracted before submission lack them, and the writer adds them.
+const STAMPED_PARAMS: [&str; 2] = ["_id", "_lastUpdated"];
+
+/// The search-index entries of a resource about to be written, extracted before it is submitted
+/// (off the store's single writer, so that extraction runs on every core): all but those of the
+/// parameters the writer stamps (see [`stage`]).
+pub fn extract_index(rtype: &str, resource: &Value) -> Result<Vec<IndexEntry>> {
+    let mut entries = search::engine()?.index_entries(rtype, resource);
+    entries.retain(|e| !STAMPED_PARAMS.contains(&e.param.as_str()));
+    Ok(entries)
+}
+
+/// Validate a resource and extract its index entries on a blocking thread (both are CPU work
+/// that should neither hold an async worker nor the store's writer).
+pub async fn prepare(
+    validator: Arc<Validator>,
+    rtype: &str,
+    resource: Value,
+) -> Result<(Value, Vec<IndexEntry>)> {
+    let rtype = rtype.to_string();
+    tokio::task::spawn_blocking(move || {
+        check_resource(&validator, &rtype, &resource, Context::default())?;
+        let index = extract_index(&rtype, &resource)?;
+        Ok((resource, index))
+    })
+    .await
+    .map_err(|e| FhirError::Storage(format!("resource preparation failed: {e}")))?
+}
+
+/// Stamp a new version and stage it. `index` holds the entries [`extract_index`] gave for this
+/// content before submission (None: extract them here, for content only the writer knows, such
+/// as a patched resource).
 fn stage(
     txn: &mut dyn WriteTxn,
     rtype: &str,
@@ -58,16 +91,26 @@ fn stage(
     version: u64,
     method: Method,
     mut resource: Value,
+    index: Option<Vec<IndexEntry>>,
 ) -> Result<Written> {
     let now = txn.now_ms();
     stamp(&mut resource, id, version, now);
     let bytes = serde_json::to_vec(&resource).map_err(|e| FhirError::Storage(e.to_string()))?;
+    let engine = search::engine()?;
+    let index = match index {
+        Some(mut entries) => {
+            let stamped: Vec<String> = STAMPED_PARAMS.iter().map(|p| p.to_string()).collect();
+            entries.extend(engine.entries_of_params(rtype, &resource, &stamped));
+            entries
+        }
+        None => engine.index_entries(rtype, &resource),
+    };
     txn.put(StagedWrite {
         rtype: rtype.to_string(),
         id: id.to_string(),
         version,
         method,
-        index: search::engine()?.index_entries(rtype, &resource),
+        index,
         resource: Some(bytes),
     })?;
     Ok(Written {
@@ -130,13 +173,15 @@ pub fn nothing_deleted(txn: &dyn WriteTxn, rtype: &str, id: &str) -> Written {
 }
 
 /// Create with a new id (or `id` when the caller already assigned one), unless `if_none_exist`
-/// matches: one match returns it (200), several fail (412).
+/// matches: one match returns it (200), several fail (412). `index`: the entries
+/// [`extract_index`] gave before submission, if it ran.
 pub fn create_in(
     txn: &mut dyn WriteTxn,
     rtype: &str,
     resource: Value,
     id: Option<String>,
     if_none_exist: Option<&[Criterion]>,
+    index: Option<Vec<IndexEntry>>,
 ) -> Result<Written> {
     if let Some(criteria) = if_none_exist {
         let found = find(txn, rtype, criteria)?;
@@ -157,7 +202,7 @@ pub fn create_in(
         Some(_) => return Err(FhirError::Conflict(format!("{rtype}/{id} already exists"))),
         None => 1,
     };
-    stage(txn, rtype, &id, version, Method::Create, resource)
+    stage(txn, rtype, &id, version, Method::Create, resource, index)
 }
 
 /// The JSON of a live current version (None when absent or deleted).
@@ -250,7 +295,8 @@ fn guard_existing(
     }
 }
 
-/// Update (or create with the client's id). `if_match` demands the current version.
+/// Update (or create with the client's id). `if_match` demands the current version; `index` as
+/// for [`create_in`].
 pub fn update_in(
     txn: &mut dyn WriteTxn,
     access: &Access,
@@ -258,6 +304,7 @@ pub fn update_in(
     id: &str,
     resource: Value,
     if_match: Option<u64>,
+    index: Option<Vec<IndexEntry>>,
 ) -> Result<Written> {
     let cur = txn.current(rtype, id)?;
     guard_existing(access, Act::Update, rtype, id, cur.as_ref())?;
@@ -278,34 +325,51 @@ pub fn update_in(
         }
     }
     match cur {
-        Some(c) if !c.deleted => stage(txn, rtype, id, c.version + 1, Method::Update, resource),
+        Some(c) if !c.deleted => stage(
+            txn,
+            rtype,
+            id,
+            c.version + 1,
+            Method::Update,
+            resource,
+            index,
+        ),
         Some(c) => {
-            let mut w = stage(txn, rtype, id, c.version + 1, Method::Update, resource)?;
+            let mut w = stage(
+                txn,
+                rtype,
+                id,
+                c.version + 1,
+                Method::Update,
+                resource,
+                index,
+            )?;
             w.status = 201;
             Ok(w)
         }
         None => {
-            let mut w = stage(txn, rtype, id, 1, Method::Update, resource)?;
+            let mut w = stage(txn, rtype, id, 1, Method::Update, resource, index)?;
             w.status = 201;
             Ok(w)
         }
     }
 }
 
-/// Conditional update (`PUT [type]?criteria`).
+/// Conditional update (`PUT [type]?criteria`); `index` as for [`create_in`].
 pub fn conditional_update_in(
     txn: &mut dyn WriteTxn,
     access: &Access,
     rtype: &str,
     criteria: &[Criterion],
     resource: Value,
+    index: Option<Vec<IndexEntry>>,
 ) -> Result<Written> {
     let body_id = resource["id"].as_str().map(String::from);
     let found = find(txn, rtype, criteria)?;
     match found.as_slice() {
         [] => match body_id {
-            Some(id) => update_in(txn, access, rtype, &id, resource, None),
-            None => create_in(txn, rtype, resource, None, None),
+            Some(id) => update_in(txn, access, rtype, &id, resource, None, index),
+            None => create_in(txn, rtype, resource, None, None, index),
         },
         [one] => {
             if body_id.as_deref().is_some_and(|b| b != one) {
@@ -314,7 +378,7 @@ pub fn conditional_update_in(
                 )));
             }
             let one = one.clone();
-            update_in(txn, access, rtype, &one, resource, None)
+            update_in(txn, access, rtype, &one, resource, None, index)
         }
         many => Err(FhirError::PreconditionFailed(format!(
             "conditional update matched {} {rtype} resources",
@@ -424,7 +488,7 @@ pub fn patch_in(
         ));
     }
     check_resource(validator, rtype, &doc, Context::default())?;
-    stage(txn, rtype, id, cur.version + 1, Method::Patch, doc)
+    stage(txn, rtype, id, cur.version + 1, Method::Patch, doc, None)
 }
 
 /// Parse a JSON Patch document.
@@ -475,13 +539,20 @@ impl Services {
         self.access.allow(Act::Create, rtype)?;
         self.access.admit(rtype, &mut resource)?;
         self.check_written(Act::Create, rtype, &resource)?;
-        check_resource(&self.validator, rtype, &resource, Context::default())?;
+        let (resource, index) = prepare(self.validator.clone(), rtype, resource).await?;
         let criteria = if_none_exist
             .map(|q| self.caller_criteria(rtype, q))
             .transpose()?;
         let rtype = rtype.to_string();
         store::write(self.store.as_ref(), move |txn| {
-            create_in(txn, &rtype, resource, None, criteria.as_deref())
+            create_in(
+                txn,
+                &rtype,
+                resource,
+                None,
+                criteria.as_deref(),
+                Some(index),
+            )
         })
         .await
     }
@@ -511,11 +582,11 @@ impl Services {
         }
         self.access.admit(rtype, &mut resource)?;
         self.check_written(Act::Update, rtype, &resource)?;
-        check_resource(&self.validator, rtype, &resource, Context::default())?;
+        let (resource, index) = prepare(self.validator.clone(), rtype, resource).await?;
         let (rtype, id) = (rtype.to_string(), id.to_string());
         let access = self.access.clone();
         store::write(self.store.as_ref(), move |txn| {
-            update_in(txn, &access, &rtype, &id, resource, if_match)
+            update_in(txn, &access, &rtype, &id, resource, if_match, Some(index))
         })
         .await
     }
@@ -531,11 +602,11 @@ impl Services {
         let criteria = self.caller_criteria(rtype, query)?;
         self.access.admit(rtype, &mut resource)?;
         self.check_written(Act::Update, rtype, &resource)?;
-        check_resource(&self.validator, rtype, &resource, Context::default())?;
+        let (resource, index) = prepare(self.validator.clone(), rtype, resource).await?;
         let rtype = rtype.to_string();
         let access = self.access.clone();
         store::write(self.store.as_ref(), move |txn| {
-            conditional_update_in(txn, &access, &rtype, &criteria, resource)
+            conditional_update_in(txn, &access, &rtype, &criteria, resource, Some(index))
         })
         .await
     }
