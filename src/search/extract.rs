@@ -47,11 +47,12 @@ struct Out<'r> {
 }
 
 impl Out<'_> {
-    fn push(&mut self, param: &str, value: Vec<u8>) {
-        self.entries.push(IndexEntry {
-            param: param.to_string(),
-            value,
-        });
+    /// Add an entry of parameter `code` + `suffix`.
+    fn push(&mut self, code: &str, suffix: &str, value: Vec<u8>) {
+        let mut param = String::with_capacity(code.len() + suffix.len());
+        param.push_str(code);
+        param.push_str(suffix);
+        self.entries.push(IndexEntry { param, value });
     }
 }
 
@@ -350,70 +351,74 @@ impl Out<'_> {
             match p.kind {
                 ParamType::Composite => self.composite(ev, defs, rtype, n, p),
                 _ => {
-                    for (param, value) in self.simple(defs, n, p.kind, code) {
-                        self.push(&param, value);
+                    for (suffix, value) in self.simple(defs, n, p.kind, code, false) {
+                        self.push(code, suffix, value);
                     }
                 }
             }
         }
     }
 
-    /// Entries (param, value) of one node for a non-composite parameter.
+    /// Entries of one node for a non-composite parameter, as (suffix of the parameter code:
+    /// empty for its main values, [`TEXT`], [`EXACT`], ...; value). `main_only` leaves the
+    /// suffixed ones out (a composite's components use only main values).
     fn simple(
         &self,
         defs: &Definitions,
         n: &Node,
         kind: ParamType,
         code: &str,
-    ) -> Vec<(String, Vec<u8>)> {
+        main_only: bool,
+    ) -> Vec<(&'static str, Vec<u8>)> {
         let mut out = Vec::new();
         match kind {
             ParamType::Token => {
-                let (codes, texts, of_type) = token_values(n, defs, n.binding.as_deref());
+                let (codes, texts, of_type) = token_values(n, defs, n.binding);
                 for (sys, c) in codes {
-                    out.push((code.to_string(), enc_token(&sys, &c)));
+                    out.push(("", enc_token(&sys, &c)));
                 }
-                for t in texts {
-                    out.push((format!("{code}{TEXT}"), fold(&t).into_bytes()));
-                }
-                for (ts, tc, v) in of_type {
-                    out.push((
-                        format!("{code}{OF_TYPE}"),
-                        enc_token(&format!("{ts}|{tc}"), &v),
-                    ));
+                if !main_only {
+                    for t in texts {
+                        out.push((TEXT, fold(&t).into_bytes()));
+                    }
+                    for (ts, tc, v) in of_type {
+                        out.push((OF_TYPE, enc_token(&format!("{ts}|{tc}"), &v)));
+                    }
                 }
             }
             ParamType::String => {
                 for v in string_values(n) {
-                    out.push((code.to_string(), values::clean(&fold(&v))));
-                    out.push((format!("{code}{EXACT}"), values::clean(&v)));
+                    out.push(("", values::clean(&fold(&v))));
+                    if !main_only {
+                        out.push((EXACT, values::clean(&v)));
+                    }
                 }
             }
             ParamType::Date => {
                 if let Some(r) = date_range(n) {
-                    out.push((code.to_string(), enc_range_low(r)));
+                    out.push(("", enc_range_low(r)));
                     // ranges up to a day are found by the by-start entry alone (queries scan
                     // it from a day before); wider ones also get a by-end entry
-                    if r.high.saturating_sub(r.low) > DAY_MS {
-                        out.push((format!("{code}{HI}"), enc_range_high(r)));
+                    if r.high.saturating_sub(r.low) > DAY_MS && !main_only {
+                        out.push((HI, enc_range_high(r)));
                     }
                 }
             }
             ParamType::Number => {
                 if let Some(v) = values::json_decimal(n.value) {
-                    out.push((code.to_string(), enc_quantity("", v)));
+                    out.push(("", enc_quantity("", v)));
                 }
             }
             ParamType::Quantity => {
                 for (k, v) in quantity_values(n, self.analyte) {
-                    out.push((code.to_string(), enc_quantity(&k, v)));
+                    out.push(("", enc_quantity(&k, v)));
                 }
             }
             ParamType::Reference => {
                 for v in reference_values(n, &self.reg.base_url) {
-                    out.push((code.to_string(), values::clean(&v)));
+                    out.push(("", values::clean(&v)));
                 }
-                if let Some(ident) = n.value.get("identifier") {
+                if let (Some(ident), false) = (n.value.get("identifier"), main_only) {
                     let inode = Node {
                         value: ident,
                         fhir_type: Some("Identifier".into()),
@@ -421,17 +426,17 @@ impl Out<'_> {
                     };
                     let (codes, _, _) = token_values(&inode, defs, None);
                     for (sys, c) in codes {
-                        out.push((format!("{code}{IDENTIFIER}"), enc_token(&sys, &c)));
+                        out.push((IDENTIFIER, enc_token(&sys, &c)));
                     }
                 }
             }
             ParamType::Uri => {
                 if let Value::String(u) = n.value {
-                    out.push((code.to_string(), values::clean(u)));
+                    out.push(("", values::clean(u)));
                     // a canonical resource's url is also found as `url|version`
                     if code == "url" {
                         if let Some(v) = self.version.as_deref() {
-                            out.push((code.to_string(), values::clean(&format!("{u}|{v}"))));
+                            out.push(("", values::clean(&format!("{u}|{v}"))));
                         }
                     }
                 }
@@ -456,8 +461,8 @@ impl Out<'_> {
         let part = |c: &super::params::Component| -> Vec<Vec<u8>> {
             ev.eval_from(&c.expr, rtype, n)
                 .iter()
-                .flat_map(|cn| self.simple(defs, cn, c.kind, ""))
-                .filter(|(param, _)| param.is_empty())
+                .flat_map(|cn| self.simple(defs, cn, c.kind, "", true))
+                .filter(|(suffix, _)| suffix.is_empty())
                 .map(|(_, v)| v)
                 .collect()
         };
@@ -468,7 +473,7 @@ impl Out<'_> {
                 let mut v = a.clone();
                 v.push(0);
                 v.extend_from_slice(b);
-                self.push(&p.code, v);
+                self.push(&p.code, "", v);
             }
         }
     }

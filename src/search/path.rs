@@ -7,6 +7,8 @@
 //! offered (the registry logs it), rather than indexed wrongly. A general FHIRPath engine would
 //! evaluate these too, but slower, on every write; the compiled subset costs a few map lookups.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::fhir::definitions::{Definitions, ElementDef};
@@ -42,19 +44,20 @@ pub enum Expr {
     ExistsNotFalse(PathExpr),
 }
 
-/// A value found by an expression, with its FHIR type when the definitions know it.
+/// A value found by an expression, with its FHIR type when the definitions know it. Names are
+/// borrowed from the definitions wherever they can be (evaluation runs on every write).
 #[derive(Debug, Clone)]
 pub struct Node<'a> {
     /// The JSON value.
     pub value: &'a Value,
     /// Its FHIR type (`Quantity`, `dateTime`, `CodeableConcept`, ...).
-    pub fhir_type: Option<String>,
+    pub fhir_type: Option<Cow<'a, str>>,
     /// The element-table key for its children: (type, parent path).
-    pub(crate) table: Option<(String, String)>,
+    pub(crate) table: Option<(Cow<'a, str>, Cow<'a, str>)>,
     /// Computed boolean result (for `ExistsNotFalse`).
     pub computed: Option<bool>,
     /// The element's required ValueSet binding (gives codes their system).
-    pub binding: Option<String>,
+    pub binding: Option<&'a str>,
 }
 
 fn split_top(s: &str, sep: char) -> Vec<&str> {
@@ -187,11 +190,13 @@ pub fn compile(expr: &str) -> Option<Expr> {
     Some(Expr::Union(paths))
 }
 
-fn capitalize(t: &str) -> String {
-    let mut c = t.chars();
-    match c.next() {
-        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-        None => String::new(),
+/// True when `suffix` is the type name `t` with its first letter capitalized (`valueQuantity`
+/// holds a `Quantity`, `valueString` a `string`).
+fn is_capitalized(suffix: &str, t: &str) -> bool {
+    let (mut a, mut b) = (suffix.chars(), t.chars());
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) => x == y.to_ascii_uppercase() && a.as_str() == b.as_str(),
+        _ => false,
     }
 }
 
@@ -217,11 +222,11 @@ impl<'d> Evaluator<'d> {
     }
 
     /// The root node of a resource.
-    pub fn root<'a>(&self, rtype: &str, resource: &'a Value) -> Node<'a> {
+    pub fn root<'a>(&self, rtype: &'a str, resource: &'a Value) -> Node<'a> {
         Node {
             value: resource,
-            fhir_type: Some(rtype.to_string()),
-            table: Some((rtype.to_string(), rtype.to_string())),
+            fhir_type: Some(Cow::Borrowed(rtype)),
+            table: Some((Cow::Borrowed(rtype), Cow::Borrowed(rtype))),
             computed: None,
             binding: None,
         }
@@ -229,13 +234,19 @@ impl<'d> Evaluator<'d> {
 
     /// Evaluate `expr` from the resource root (absolute paths whose root type is not `rtype`,
     /// `Resource` or `DomainResource` contribute nothing).
-    pub fn eval<'a>(&self, expr: &Expr, rtype: &str, resource: &'a Value) -> Vec<Node<'a>> {
+    pub fn eval<'a>(&self, expr: &Expr, rtype: &'a str, resource: &'a Value) -> Vec<Node<'a>>
+    where
+        'd: 'a,
+    {
         let root = self.root(rtype, resource);
         self.eval_from(expr, rtype, &root)
     }
 
     /// Evaluate `expr` from a node (relative paths start at the node).
-    pub fn eval_from<'a>(&self, expr: &Expr, rtype: &str, node: &Node<'a>) -> Vec<Node<'a>> {
+    pub fn eval_from<'a>(&self, expr: &Expr, rtype: &str, node: &Node<'a>) -> Vec<Node<'a>>
+    where
+        'd: 'a,
+    {
         match expr {
             Expr::Union(paths) => {
                 let mut out = Vec::new();
@@ -250,7 +261,7 @@ impl<'d> Evaluator<'d> {
                     !found.is_empty() && !found.iter().all(|n| n.value == &Value::Bool(false));
                 vec![Node {
                     value: node.value,
-                    fhir_type: Some("boolean".into()),
+                    fhir_type: Some(Cow::Borrowed("boolean")),
                     table: None,
                     computed: Some(value),
                     binding: None,
@@ -259,7 +270,10 @@ impl<'d> Evaluator<'d> {
         }
     }
 
-    fn eval_path<'a>(&self, p: &PathExpr, rtype: &str, start: &Node<'a>) -> Vec<Node<'a>> {
+    fn eval_path<'a>(&self, p: &PathExpr, rtype: &str, start: &Node<'a>) -> Vec<Node<'a>>
+    where
+        'd: 'a,
+    {
         if let Some(root) = &p.root {
             if root != rtype && root != "Resource" && root != "DomainResource" {
                 return Vec::new();
@@ -279,51 +293,53 @@ impl<'d> Evaluator<'d> {
         nodes
     }
 
-    fn element(&self, table: &(String, String), name: &str) -> Option<&'d ElementDef> {
+    fn element(&self, table: &(Cow<'_, str>, Cow<'_, str>), name: &str) -> Option<&'d ElementDef> {
         self.defs
             .get_type(&table.0)?
             .children
-            .get(&table.1)?
+            .get(&*table.1)?
             .iter()
             .find(|e| e.name == name)
     }
 
     fn child_node<'a>(
         &self,
-        def: Option<&ElementDef>,
-        ty: Option<&str>,
-        table: &(String, String),
+        def: Option<&'d ElementDef>,
+        ty: Option<Cow<'a, str>>,
+        table: &(Cow<'a, str>, Cow<'a, str>),
         v: &'a Value,
-    ) -> Node<'a> {
+    ) -> Node<'a>
+    where
+        'd: 'a,
+    {
         let Some(def) = def else {
             return Node {
                 value: v,
-                fhir_type: ty.map(str::to_string),
-                table: ty.map(|t| (t.to_string(), t.to_string())),
+                table: ty.clone().map(|t| (t.clone(), t)),
+                fhir_type: ty,
                 computed: None,
                 binding: None,
             };
         };
         if let Some(target) = &def.content_ref {
-            let path = target.trim_start_matches('#').to_string();
+            let path = target.trim_start_matches('#');
             return Node {
                 value: v,
-                fhir_type: Some("BackboneElement".into()),
-                table: Some((table.0.clone(), path)),
+                fhir_type: Some(Cow::Borrowed("BackboneElement")),
+                table: Some((table.0.clone(), Cow::Borrowed(path))),
                 computed: None,
                 binding: None,
             };
         }
-        let t = ty
-            .map(str::to_string)
-            .or_else(|| def.types.first().cloned());
+        let t: Option<Cow<'a, str>> =
+            ty.or_else(|| def.types.first().map(|t| Cow::Borrowed(t.as_str())));
         match t.as_deref() {
             Some("BackboneElement") | Some("Element") if def.types.len() == 1 => Node {
                 value: v,
                 fhir_type: t.clone(),
                 table: Some((
                     table.0.clone(),
-                    def.path.trim_end_matches("[x]").to_string(),
+                    Cow::Borrowed(def.path.trim_end_matches("[x]")),
                 )),
                 computed: None,
                 binding: None,
@@ -333,7 +349,7 @@ impl<'d> Evaluator<'d> {
                 table: t.clone().map(|t| (t.clone(), t)),
                 fhir_type: t,
                 computed: None,
-                binding: def.binding.clone(),
+                binding: def.binding.as_deref(),
             },
         }
     }
@@ -341,15 +357,17 @@ impl<'d> Evaluator<'d> {
     fn push_values<'a>(
         &self,
         v: &'a Value,
-        def: Option<&ElementDef>,
-        ty: Option<&str>,
-        table: &(String, String),
+        def: Option<&'d ElementDef>,
+        ty: Option<Cow<'a, str>>,
+        table: &(Cow<'a, str>, Cow<'a, str>),
         out: &mut Vec<Node<'a>>,
-    ) {
+    ) where
+        'd: 'a,
+    {
         match v {
             Value::Array(items) => {
                 for item in items {
-                    out.push(self.child_node(def, ty, table, item));
+                    out.push(self.child_node(def, ty.clone(), table, item));
                 }
             }
             Value::Null => {}
@@ -357,7 +375,10 @@ impl<'d> Evaluator<'d> {
         }
     }
 
-    fn apply<'a>(&self, step: &Step, n: &Node<'a>, out: &mut Vec<Node<'a>>) {
+    fn apply<'a>(&self, step: &Step, n: &Node<'a>, out: &mut Vec<Node<'a>>)
+    where
+        'd: 'a,
+    {
         let Value::Object(obj) = n.value else {
             // primitives have no children; `as` still applies
             if let Step::As(t) = step {
@@ -370,16 +391,27 @@ impl<'d> Evaluator<'d> {
             }
             return;
         };
-        let fallback = (String::new(), String::new());
+        let fallback = (Cow::Borrowed(""), Cow::Borrowed(""));
         let table = n.table.as_ref().unwrap_or(&fallback);
         match step {
             Step::Child(name) => {
                 let def = n.table.as_ref().and_then(|t| self.element(t, name));
                 match def {
                     Some(d) if d.choice => {
+                        // the element's keys (`valueQuantity`, ...) in the order of its types
                         for t in &d.types {
-                            if let Some(v) = obj.get(&format!("{name}{}", capitalize(t))) {
-                                self.push_values(v, Some(d), Some(t), table, out);
+                            let found = obj.iter().find(|(k, _)| {
+                                k.strip_prefix(name.as_str())
+                                    .is_some_and(|suffix| is_capitalized(suffix, t))
+                            });
+                            if let Some((_, v)) = found {
+                                self.push_values(
+                                    v,
+                                    Some(d),
+                                    Some(Cow::Borrowed(t.as_str())),
+                                    table,
+                                    out,
+                                );
                             }
                         }
                     }
@@ -397,11 +429,11 @@ impl<'d> Evaluator<'d> {
                                 if let Some(suffix) = k.strip_prefix(name.as_str()) {
                                     if suffix.starts_with(|c: char| c.is_ascii_uppercase()) {
                                         let t = if self.defs.get_type(suffix).is_some() {
-                                            suffix.to_string()
+                                            Cow::Borrowed(suffix)
                                         } else {
-                                            lower_first(suffix)
+                                            Cow::Owned(lower_first(suffix))
                                         };
-                                        self.push_values(v, None, Some(&t), table, out);
+                                        self.push_values(v, None, Some(t), table, out);
                                     }
                                 }
                             }
@@ -437,8 +469,11 @@ impl<'d> Evaluator<'d> {
                         if e.get("url").and_then(Value::as_str) == Some(url.as_str()) {
                             out.push(Node {
                                 value: e,
-                                fhir_type: Some("Extension".into()),
-                                table: Some(("Extension".into(), "Extension".into())),
+                                fhir_type: Some(Cow::Borrowed("Extension")),
+                                table: Some((
+                                    Cow::Borrowed("Extension"),
+                                    Cow::Borrowed("Extension"),
+                                )),
                                 computed: None,
                                 binding: None,
                             });
