@@ -20,6 +20,7 @@ pub mod http;
 pub mod interaction;
 pub mod load_contract_command;
 pub mod maintenance;
+pub mod migrate_command;
 pub mod reports;
 pub mod search;
 pub mod server;

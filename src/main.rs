@@ -38,6 +38,9 @@ enum Command {
     CheckIndex(vbc_server::maintenance::MaintenanceConfig),
     /// Verify the audit trail's hash chain of a stopped server (exit status 1 at a broken link).
     AuditVerify(vbc_server::maintenance::AuditVerifyConfig),
+    /// Copy a stopped server's data directory onto another store engine (every version, the
+    /// index and the audit trail), then check the copy.
+    Migrate(vbc_server::migrate_command::MigrateConfig),
     /// Time authenticated reads and searches against the same without auth.
     BenchAuth(vbc_server::bench::auth::AuthBenchConfig),
     /// Write a synthetic population for a contract with the expected per-patient results.
@@ -68,6 +71,30 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(vbc_server::load_contract_command::run(&cfg))
         }
         Command::Synth(cfg) => vbc_server::synth::run(&cfg),
+        Command::Migrate(cfg) => vbc_server::migrate_command::migrate(&cfg).and_then(|m| {
+            let audit = m.audit.map_or(0, |a| a.pairs);
+            println!(
+                "migrated {} to {}: {} key-value pairs ({} bytes), audit trail {} pairs ({} events verified), {} other files; index: resources {} keys {} missing {} orphaned {}",
+                m.data.from.name(),
+                m.data.to.name(),
+                m.data.pairs,
+                m.data.bytes,
+                audit,
+                m.audit_events,
+                m.files,
+                m.index.resources,
+                m.index.keys,
+                m.index.missing,
+                m.index.orphaned
+            );
+            if m.index.consistent() {
+                Ok(())
+            } else {
+                Err(vbc_server::error::FhirError::Storage(
+                    "the copy's index does not match its resources".into(),
+                ))
+            }
+        }),
         Command::Reindex(cfg) => vbc_server::maintenance::reindex(&cfg).map(|n| {
             println!("reindexed {n} resources");
         }),

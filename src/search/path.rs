@@ -509,7 +509,12 @@ mod tests {
         Evaluator::new(defs())
             .eval(&e, rtype, r)
             .into_iter()
-            .map(|n| (n.fhir_type.unwrap_or_default(), n.value.clone()))
+            .map(|n| {
+                (
+                    n.fhir_type.unwrap_or_default().into_owned(),
+                    n.value.clone(),
+                )
+            })
             .collect()
     }
 

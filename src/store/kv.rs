@@ -117,6 +117,20 @@ impl Engine {
         }
     }
 
+    /// True when a directory entry of that name is one of this engine's own files (sled: `conf`,
+    /// `db`, `blobs`, `snap.*`; fjall: `fjall`), as opposed to the server's files beside them.
+    pub fn owns(self, name: &str) -> bool {
+        match self {
+            Engine::Sled => matches!(name, "conf" | "db" | "blobs") || name.starts_with("snap."),
+            Engine::Fjall => name == "fjall",
+        }
+    }
+
+    /// True when a directory holds a store (it records its engine, or has sled's files).
+    pub fn holds_store(dir: &Path) -> bool {
+        dir.join(ENGINE_FILE).exists() || (dir.join("conf").exists() && dir.join("db").exists())
+    }
+
     /// Record the engine in a directory (once, when it is created).
     pub fn record(self, dir: &Path) -> Result<()> {
         let path = dir.join(ENGINE_FILE);

@@ -235,12 +235,17 @@ fn prefixed<'a>(db: &'a dyn Kv, prefix: &[u8], reverse: bool) -> super::kv::Scan
 /// recording it in the directory when it is new.
 pub fn open_kv(dir: &Path, cache_bytes: u64) -> Result<Arc<dyn Kv>> {
     let engine = Engine::for_dir(dir)?;
-    let db: Arc<dyn Kv> = match engine {
-        Engine::Sled => Arc::new(super::sled_kv::SledKv::open(dir, cache_bytes)?),
-        Engine::Fjall => Arc::new(super::fjall_kv::FjallKv::open(dir, cache_bytes)?),
-    };
+    let db = open_engine(dir, engine, cache_bytes)?;
     engine.record(dir)?;
     Ok(db)
+}
+
+/// Open (or create) `engine` in `dir`, recording nothing.
+pub fn open_engine(dir: &Path, engine: Engine, cache_bytes: u64) -> Result<Arc<dyn Kv>> {
+    Ok(match engine {
+        Engine::Sled => Arc::new(super::sled_kv::SledKv::open(dir, cache_bytes)?),
+        Engine::Fjall => Arc::new(super::fjall_kv::FjallKv::open(dir, cache_bytes)?),
+    })
 }
 
 impl KvStore {

@@ -10,9 +10,13 @@
 pub mod fjall_kv;
 pub mod kv;
 pub mod kv_store;
+pub mod migrate;
 pub mod owner;
 pub mod record;
 pub mod sled_kv;
+
+#[cfg(test)]
+mod model_test;
 
 use std::sync::Arc;
 
