@@ -1,5 +1,5 @@
 //! Search benchmark: after the load, time the searches payers, dashboards and the contract engine
-//! run (first page, default total), at 1 and at 32 concurrent clients, and print p50/p99 and
+//! run (first page, default total), at 1, 8 and 32 concurrent clients, and print p50/p99 and
 //! throughput per query kind.
 
 use std::sync::Arc;
@@ -21,6 +21,9 @@ pub const KINDS: &[&str] = &[
     "chained patient.identifier",
     "_summary=count patient",
     "_summary=count code (all patients)",
+    "broad date+code (all patients)",
+    "Patient?identifier",
+    "MedicationDispense?patient",
 ];
 
 fn query(kind: usize, pid: &str, n: u64, rng: &mut Rng) -> String {
@@ -35,10 +38,13 @@ fn query(kind: usize, pid: &str, n: u64, rng: &mut Rng) -> String {
             "Observation?patient.identifier=urn:oid:2.16.840.1.113883.4.3.25|MBR{n:09}&code=http://loinc.org|13457-7"
         ),
         6 => format!("Observation?patient={pid}&_summary=count"),
-        _ => {
+        7 => {
             let _ = rng.next_u64();
             "Observation?code=http://loinc.org|4548-4&_summary=count".to_string()
         }
+        8 => "Observation?date=ge2024-01-01&code=http://loinc.org|4548-4".to_string(),
+        9 => format!("Patient?identifier=urn:oid:2.16.840.1.113883.4.3.25|MBR{n:09}"),
+        _ => format!("MedicationDispense?patient={pid}"),
     }
 }
 
@@ -82,7 +88,7 @@ pub async fn run(
 ) -> Result<Value> {
     let sample = Arc::new(sample_patients(client, base, patients, 200).await?);
     let mut rows = Vec::new();
-    for &clients in &[1usize, 32] {
+    for &clients in &[1usize, 8, 32] {
         for (kind, name) in KINDS.iter().enumerate() {
             let per_client = (requests / clients).max(1);
             let started = Instant::now();

@@ -343,8 +343,13 @@ impl Services {
                     None => continue,
                 }
             }
+            let filtered = self.access.filters(Act::Search, t);
+            if counting && !filtered {
+                count += exec.count(t, &criteria)?;
+                continue;
+            }
             let mut ids = exec.matching(t, &criteria)?;
-            if self.access.filters(Act::Search, t) {
+            if filtered {
                 let mut kept = Vec::with_capacity(ids.len());
                 for id in ids {
                     if self.match_visible(t, &id)? {

@@ -9,6 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+/// A set of resource ids (foldhash: several times faster than SipHash on short strings, and
+/// seeded per process, so stored ids cannot be chosen to collide).
+type IdSet = foldhash::HashSet<String>;
+
 use super::matcher::{Matcher, Test};
 use super::query::Criterion;
 use super::values::{clean, enc_token};
@@ -80,13 +84,17 @@ pub trait IndexReader {
 const PROBE_CAP: usize = 4096;
 /// Most entries a probe visits.
 const PROBE_VISITS: usize = 16_384;
+/// Index entries scanned per candidate before testing candidates one by one is cheaper (reading
+/// one candidate's entries costs a random read and a decode; a scanned entry, a step through a
+/// sorted block).
+const SCAN_PER_CANDIDATE: usize = 16;
 
 /// A criterion in executable form (chains, `_has` and ValueSets resolved).
 #[derive(Debug, Clone)]
 enum Resolved {
     Any(Vec<Matcher>),
     NoneOf(Vec<Matcher>),
-    Ids(HashSet<String>, bool),
+    Ids(IdSet, bool),
 }
 
 fn passes(r: &Resolved, id: &str, entries: &[IndexEntry]) -> bool {
@@ -110,7 +118,7 @@ pub struct Executor<'a> {
 }
 
 enum Probe {
-    Done(HashSet<String>),
+    Done(IdSet),
     TooMany,
 }
 
@@ -185,7 +193,7 @@ impl<'a> Executor<'a> {
                 inner,
             } => {
                 let prefix = format!("{rtype}/");
-                let mut ids = HashSet::new();
+                let mut ids = IdSet::default();
                 for sid in self.matching(source, inner)? {
                     for e in self.entries(source, &sid)?.unwrap_or_default() {
                         if &e.param == param {
@@ -203,30 +211,40 @@ impl<'a> Executor<'a> {
         })
     }
 
-    fn probe(&mut self, rtype: &str, r: &Resolved, cap: Option<usize>) -> Result<Probe> {
+    /// Collect the ids a positive criterion matches, kept only when in `within` (an earlier
+    /// criterion's exact set). Gives up (`TooMany`) past `max_ids` kept ids or `max_visits`
+    /// visited entries.
+    fn probe(
+        &mut self,
+        rtype: &str,
+        r: &Resolved,
+        limits: Option<(usize, usize)>,
+        within: Option<&IdSet>,
+    ) -> Result<Probe> {
+        let kept = |id: &str| within.is_none_or(|w| w.contains(id));
         match r {
             Resolved::Ids(set, false) => {
-                let mut live = HashSet::new();
+                let mut live = IdSet::default();
                 for id in set {
-                    if self.entries(rtype, id)?.is_some() {
+                    if kept(id) && self.entries(rtype, id)?.is_some() {
                         live.insert(id.clone());
                     }
                 }
                 Ok(Probe::Done(live))
             }
             Resolved::Any(ms) => {
-                let mut ids = HashSet::new();
+                let mut ids = IdSet::default();
                 let mut visits = 0usize;
                 let mut too_many = false;
                 for m in ms {
                     self.reader
                         .scan(rtype, &m.param, &m.lo, m.hi.as_deref(), &mut |v, id| {
                             visits += 1;
-                            if m.test.accepts(v) {
+                            if m.test.accepts(v) && kept(id) && !ids.contains(id) {
                                 ids.insert(id.to_string());
                             }
-                            if let Some(c) = cap {
-                                if ids.len() > c || visits > PROBE_VISITS.max(c * 4) {
+                            if let Some((max_ids, max_visits)) = limits {
+                                if ids.len() > max_ids || visits > max_visits {
                                     too_many = true;
                                     return false;
                                 }
@@ -243,13 +261,37 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// How many live `rtype` resources match all criteria. A lone one-value exact criterion
+    /// (`code=system|code`, `patient=Patient/1`) is counted from its index keys without
+    /// collecting ids: each key is one resource's, and a deleted resource has none.
+    pub fn count(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<usize> {
+        if let [Criterion::Any(ms)] = criteria {
+            if let [m @ Matcher {
+                test: Test::Exact(_),
+                ..
+            }] = ms.as_slice()
+            {
+                if self.reader.pending(rtype).is_empty() {
+                    let mut n = 0usize;
+                    self.reader
+                        .scan(rtype, &m.param, &m.lo, m.hi.as_deref(), &mut |v, _| {
+                            n += usize::from(m.test.accepts(v));
+                            true
+                        })?;
+                    return Ok(n);
+                }
+            }
+        }
+        Ok(self.matching(rtype, criteria)?.len())
+    }
+
     /// Ids of live `rtype` resources matching all criteria, sorted.
     pub fn matching(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<Vec<String>> {
         let mut resolved = Vec::with_capacity(criteria.len());
         for c in criteria {
             resolved.push(self.resolve(rtype, c)?);
         }
-        let mut exact: Option<HashSet<String>> = None;
+        let mut exact: Option<IdSet> = None;
         let mut filters: Vec<&Resolved> = Vec::new();
         let mut pending_positive: Vec<&Resolved> = Vec::new();
         for r in &resolved {
@@ -258,30 +300,30 @@ impl<'a> Executor<'a> {
                 filters.push(r);
                 continue;
             }
-            let cap = exact.as_ref().map_or(PROBE_CAP, |s| s.len().max(64) * 4);
-            match self.probe(rtype, r, Some(cap))? {
-                Probe::Done(set) => {
-                    exact = Some(match exact {
-                        None => set,
-                        Some(prev) => prev.intersection(&set).cloned().collect(),
-                    });
-                }
+            // before any exact set: a bounded look; after one: a scan while it stays cheaper
+            // than testing the set's members one by one
+            let limits = match &exact {
+                None => (PROBE_CAP, PROBE_VISITS),
+                Some(s) => (usize::MAX, s.len().max(1) * SCAN_PER_CANDIDATE),
+            };
+            match self.probe(rtype, r, Some(limits), exact.as_ref())? {
+                Probe::Done(set) => exact = Some(set),
                 Probe::TooMany => pending_positive.push(r),
             }
         }
-        let candidates: HashSet<String> = match exact {
+        let mut candidates: IdSet = match exact {
             Some(s) => s,
             None => match pending_positive.first() {
                 Some(first) => {
                     let first = (*first).clone();
                     pending_positive.remove(0);
-                    match self.probe(rtype, &first, None)? {
+                    match self.probe(rtype, &first, None, None)? {
                         Probe::Done(s) => s,
-                        Probe::TooMany => HashSet::new(),
+                        Probe::TooMany => IdSet::default(),
                     }
                 }
                 None => {
-                    let mut all = HashSet::new();
+                    let mut all = IdSet::default();
                     self.reader.ids(rtype, &mut |id| {
                         all.insert(id.to_string());
                         true
@@ -290,6 +332,17 @@ impl<'a> Executor<'a> {
                 }
             },
         };
+        // a large criterion is cheaper to scan (and intersect) than to test on each candidate's
+        // own entries while its entries are at most SCAN_PER_CANDIDATE times the candidates
+        let mut untested = Vec::new();
+        for r in pending_positive {
+            let visits = candidates.len().max(64) * SCAN_PER_CANDIDATE;
+            match self.probe(rtype, r, Some((usize::MAX, visits)), Some(&candidates))? {
+                Probe::Done(set) => candidates = set,
+                Probe::TooMany => untested.push(r),
+            }
+        }
+        let pending_positive = untested;
         filters.extend(pending_positive);
         let mut out = Vec::with_capacity(candidates.len());
         if filters.is_empty() {
@@ -320,5 +373,200 @@ impl<'a> Executor<'a> {
         out.sort_unstable();
         out.dedup();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+
+    use super::*;
+
+    /// An index held in memory: (param, value, id) in key order, and each id's entries.
+    #[derive(Default)]
+    struct MemIndex {
+        keys: BTreeSet<(String, Vec<u8>, String)>,
+        by_id: HashMap<String, Vec<IndexEntry>>,
+    }
+
+    impl MemIndex {
+        fn add(&mut self, id: &str, param: &str, value: &str) {
+            let value = value.as_bytes().to_vec();
+            self.keys
+                .insert((param.to_string(), value.clone(), id.to_string()));
+            self.by_id
+                .entry(id.to_string())
+                .or_default()
+                .push(IndexEntry {
+                    param: param.to_string(),
+                    value,
+                });
+        }
+    }
+
+    impl IndexReader for MemIndex {
+        fn scan(
+            &mut self,
+            _rtype: &str,
+            param: &str,
+            lo: &[u8],
+            hi: Option<&[u8]>,
+            visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        ) -> Result<()> {
+            for (p, v, id) in &self.keys {
+                // keys are `value \0 id` in the store: compare the same way
+                let mut k = v.clone();
+                k.push(0);
+                k.extend_from_slice(id.as_bytes());
+                if p != param || k.as_slice() < lo || hi.is_some_and(|h| k.as_slice() >= h) {
+                    continue;
+                }
+                if !visit(v, id) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        fn entries(&mut self, _rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
+            Ok(self.by_id.get(id).cloned())
+        }
+        fn ids(&mut self, _rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
+            for id in self.by_id.keys() {
+                if !visit(id) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        fn pending(&self, _rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)> {
+            Vec::new()
+        }
+        fn resource(&mut self, _rtype: &str, _id: &str) -> Result<Option<serde_json::Value>> {
+            Ok(None)
+        }
+    }
+
+    fn exact(param: &str, value: &str) -> Criterion {
+        Criterion::Any(vec![Matcher::new(
+            param,
+            Test::Exact(value.as_bytes().to_vec()),
+        )])
+    }
+
+    fn prefix(param: &str, value: &str) -> Criterion {
+        Criterion::Any(vec![Matcher::new(
+            param,
+            Test::Prefix(value.as_bytes().to_vec()),
+        )])
+    }
+
+    /// 20,000 resources: `code` c0..c2 (id mod 3), `month` m00..m11 (id mod 12, some with two
+    /// months), `patient` p0..p999 (id mod 1000), every 7th without a patient.
+    /// (n, code, patient, months) of each resource.
+    type Truth = Vec<(usize, u32, Option<u32>, Vec<u32>)>;
+
+    fn index() -> (MemIndex, Truth) {
+        let mut idx = MemIndex::default();
+        let mut truth = Vec::new();
+        for n in 0..20_000usize {
+            let id = format!("r{n:05}");
+            let code = (n % 3) as u32;
+            idx.add(&id, "code", &format!("c{code}"));
+            let mut months = vec![(n % 12) as u32];
+            if n % 5 == 0 {
+                months.push(((n / 5) % 12) as u32);
+            }
+            for m in &months {
+                idx.add(&id, "month", &format!("m{m:02}"));
+            }
+            let patient = (n % 7 != 0).then_some((n % 1000) as u32);
+            if let Some(p) = patient {
+                idx.add(&id, "patient", &format!("p{p}"));
+            }
+            truth.push((n, code, patient, months));
+        }
+        (idx, truth)
+    }
+
+    fn expect(truth: &Truth, keep: impl Fn(u32, Option<u32>, &[u32]) -> bool) -> Vec<String> {
+        truth
+            .iter()
+            .filter(|(_, c, p, m)| keep(*c, *p, m))
+            .map(|(n, ..)| format!("r{n:05}"))
+            .collect()
+    }
+
+    #[test]
+    fn large_and_small_criteria_intersect_exactly_whichever_plan_runs() {
+        let defs = crate::search::engine().expect("definitions");
+        let (mut idx, truth) = index();
+        let mut exec = Executor::new(&defs.defs, &mut idx);
+        // two large criteria (6,667 and ~3,000 matches): both beyond a probe's cap
+        let got = exec
+            .matching("Observation", &[exact("code", "c1"), prefix("month", "m0")])
+            .expect("runs");
+        let want = expect(&truth, |c, _, m| c == 1 && m.iter().any(|m| *m < 10));
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got, want);
+        // the same, in the other order
+        let got = exec
+            .matching("Observation", &[prefix("month", "m0"), exact("code", "c1")])
+            .expect("runs");
+        assert_eq!(got, want);
+        // a small exact set first, then a large criterion, then a negation
+        let got = exec
+            .matching(
+                "Observation",
+                &[
+                    exact("patient", "p17"),
+                    prefix("code", "c"),
+                    Criterion::NoneOf(vec![Matcher::new("month", Test::Exact(b"m05".to_vec()))]),
+                ],
+            )
+            .expect("runs");
+        let want = expect(&truth, |_, p, m| p == Some(17) && !m.contains(&5));
+        assert!(!want.is_empty() && want.len() < expect(&truth, |_, p, _| p == Some(17)).len());
+        assert_eq!(got, want);
+        // three large criteria, one matching nothing in the others' intersection
+        let got = exec
+            .matching(
+                "Observation",
+                &[
+                    exact("code", "c0"),
+                    prefix("month", "m1"),
+                    prefix("patient", "p9"),
+                ],
+            )
+            .expect("runs");
+        let want = expect(&truth, |c, p, m| {
+            c == 0
+                && m.iter().any(|m| *m >= 10)
+                && p.is_some_and(|p| p.to_string().starts_with('9'))
+        });
+        assert_eq!(got, want);
+        // a criterion alone: every match, sorted, and counted alike without collecting them
+        let got = exec
+            .matching("Observation", &[exact("code", "c0")])
+            .expect("runs");
+        assert_eq!(got, expect(&truth, |c, _, _| c == 0));
+        for criteria in [
+            vec![exact("code", "c0")],
+            vec![exact("month", "m03")],
+            vec![exact("patient", "p17")],
+            vec![exact("code", "c9")],
+            vec![prefix("month", "m0")],
+            vec![exact("code", "c1"), prefix("month", "m0")],
+        ] {
+            let ids = exec.matching("Observation", &criteria).expect("runs");
+            assert_eq!(
+                exec.count("Observation", &criteria).expect("counts"),
+                ids.len()
+            );
+        }
+        assert_eq!(
+            exec.count("Observation", &[exact("month", "m03")])
+                .expect("counts"),
+            expect(&truth, |_, _, m| m.contains(&3)).len()
+        );
     }
 }

@@ -57,6 +57,26 @@ impl Kv for FjallKv {
         }
     }
 
+    fn visit(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let iter = match hi {
+            Some(h) if h <= lo => return Ok(()),
+            Some(h) => self.data.range(lo..h),
+            None => self.data.range(lo..),
+        };
+        for g in iter {
+            let (k, v) = g.into_inner()?;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&self, batch: Batch, sync: bool) -> Result<()> {
         let mut b = self.db.batch();
         for (k, v) in batch.ops {

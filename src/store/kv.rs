@@ -50,6 +50,22 @@ pub trait Kv: Send + Sync + 'static {
     /// Pairs with keys from `lo` (inclusive) to `hi` (exclusive; None: to the end), in key order
     /// or, with `reverse`, from the last.
     fn scan(&self, lo: &[u8], hi: Option<&[u8]>, reverse: bool) -> Scan<'_>;
+    /// Visit pairs with keys from `lo` to `hi` (exclusive; None: to the end) in key order,
+    /// borrowing each key and value (no copy); the visitor returns false to stop.
+    fn visit(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        for item in self.scan(lo, hi, false) {
+            let (k, v) = item?;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
     /// Apply a batch atomically; with `sync` it is on disk (a crash keeps it) when this returns.
     fn apply(&self, batch: Batch, sync: bool) -> Result<()>;
     /// Make everything applied so far durable.

@@ -127,18 +127,14 @@ fn scan_index(
     if start >= end {
         return Ok(());
     }
-    for item in db.scan(&start, Some(&end), false) {
-        let (k, _) = item?;
+    db.visit(&start, Some(&end), &mut |k, _| {
         let rest = &k[prefix.len()..];
         let Some(split) = rest.iter().rposition(|&b| b == SEP) else {
-            continue;
+            return true;
         };
         let id = std::str::from_utf8(&rest[split + 1..]).unwrap_or("");
-        if !visit(&rest[..split], id) {
-            break;
-        }
-    }
-    Ok(())
+        visit(&rest[..split], id)
+    })
 }
 
 /// Committed index entries of a live resource.
@@ -152,17 +148,15 @@ fn committed_entries(db: &dyn Kv, rtype: &str, id: &str) -> Result<Option<Vec<In
 fn live_ids(db: &dyn Kv, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
     let mut prefix = key(&[b"c", rtype.as_bytes()]);
     prefix.push(SEP);
-    for item in prefixed(db, &prefix, false) {
-        let (k, c) = item?;
+    let Some(end) = super::prefix_end(&prefix) else {
+        return Ok(());
+    };
+    db.visit(&prefix, Some(&end), &mut |k, c| {
         if c.get(8) == Some(&1) {
-            continue;
+            return true;
         }
-        let id = std::str::from_utf8(&k[prefix.len()..]).unwrap_or("");
-        if !visit(id) {
-            break;
-        }
-    }
-    Ok(())
+        visit(std::str::from_utf8(&k[prefix.len()..]).unwrap_or(""))
+    })
 }
 
 fn u64_from(bytes: &[u8]) -> Option<u64> {
