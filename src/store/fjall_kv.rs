@@ -12,6 +12,12 @@ use crate::error::{FhirError, Result};
 /// The folder, inside a data directory, that holds fjall's files.
 pub const FOLDER: &str = "fjall";
 
+/// Memtable size of a new keyspace (kept with the keyspace; fjall's default is 64 MiB). Measured
+/// on this project's bench at 52k resources: 16 MiB scans a third faster (more of the data sits
+/// in sorted tables rather than the skip list), keeps a smaller journal to replay at start
+/// (17 MB against 43 MB) and a lower peak RSS (487 against 586 MiB), at the same ingest rate.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// fjall behind [`Kv`].
 pub struct FjallKv {
     db: Database,
@@ -29,7 +35,9 @@ impl FjallKv {
                 fjall::Error::Locked => super::owner::in_use(dir),
                 e => FhirError::from(e),
             })?;
-        let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
+        let data = db.keyspace("data", || {
+            KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+        })?;
         Ok(FjallKv { db, data })
     }
 }
