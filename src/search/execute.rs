@@ -293,7 +293,9 @@ impl<'a> Executor<'a> {
         }
         let mut exact: Option<IdSet> = None;
         let mut filters: Vec<&Resolved> = Vec::new();
-        let mut pending_positive: Vec<&Resolved> = Vec::new();
+        // positive criteria that gave up, with whether they were probed within an exact set
+        // (then a second scan within the candidates would give up alike)
+        let mut pending_positive: Vec<(&Resolved, bool)> = Vec::new();
         for r in &resolved {
             let positive = matches!(r, Resolved::Any(_) | Resolved::Ids(_, false));
             if !positive {
@@ -308,13 +310,13 @@ impl<'a> Executor<'a> {
             };
             match self.probe(rtype, r, Some(limits), exact.as_ref())? {
                 Probe::Done(set) => exact = Some(set),
-                Probe::TooMany => pending_positive.push(r),
+                Probe::TooMany => pending_positive.push((r, exact.is_some())),
             }
         }
         let mut candidates: IdSet = match exact {
             Some(s) => s,
             None => match pending_positive.first() {
-                Some(first) => {
+                Some((first, _)) => {
                     let first = (*first).clone();
                     pending_positive.remove(0);
                     match self.probe(rtype, &first, None, None)? {
@@ -335,8 +337,12 @@ impl<'a> Executor<'a> {
         // a large criterion is cheaper to scan (and intersect) than to test on each candidate's
         // own entries while its entries are at most SCAN_PER_CANDIDATE times the candidates
         let mut untested = Vec::new();
-        for r in pending_positive {
-            let visits = candidates.len().max(64) * SCAN_PER_CANDIDATE;
+        for (r, within_exact) in pending_positive {
+            if within_exact {
+                untested.push(r);
+                continue;
+            }
+            let visits = candidates.len().max(1) * SCAN_PER_CANDIDATE;
             match self.probe(rtype, r, Some((usize::MAX, visits)), Some(&candidates))? {
                 Probe::Done(set) => candidates = set,
                 Probe::TooMany => untested.push(r),
