@@ -61,7 +61,6 @@ pub fn migrate(cfg: &MigrateConfig) -> Result<Migrated> {
             )));
         }
     }
-    let from_engine = Engine::for_dir(&cfg.from)?;
     let data = copy_store(&cfg.from, &cfg.to, engine, &mut progress("resources"))?;
     let audit_from = cfg.from.join(AUDIT_DIR);
     let audit = if Engine::holds_store(&audit_from) {
@@ -74,7 +73,7 @@ pub fn migrate(cfg: &MigrateConfig) -> Result<Migrated> {
     } else {
         None
     };
-    let files = copy_other_files(&cfg.from, &cfg.to, from_engine)?;
+    let files = copy_other_files(&cfg.from, &cfg.to, data.from)?;
     let index = crate::maintenance::check_index(&crate::maintenance::MaintenanceConfig {
         data_dir: cfg.to.clone(),
         base_url: cfg.base_url.clone(),
@@ -116,7 +115,6 @@ fn progress(what: &'static str) -> impl FnMut(u64) {
 /// Copy what the server keeps beside its store (everything but the store's own files, its
 /// engine record, its holder's pid file and the audit store); returns the number of files.
 fn copy_other_files(from: &Path, to: &Path, engine: Engine) -> Result<usize> {
-    let io = |e: std::io::Error, p: &Path| FhirError::Storage(format!("{}: {e}", p.display()));
     let mut n = 0;
     for entry in std::fs::read_dir(from).map_err(|e| io(e, from))? {
         let entry = entry.map_err(|e| io(e, from))?;
@@ -129,9 +127,13 @@ fn copy_other_files(from: &Path, to: &Path, engine: Engine) -> Result<usize> {
     Ok(n)
 }
 
+/// A file-system error on `p`.
+fn io(e: std::io::Error, p: &Path) -> FhirError {
+    FhirError::Storage(format!("{}: {e}", p.display()))
+}
+
 /// Copy a file, or a directory with everything in it; returns the number of files.
 fn copy_tree(from: &Path, to: &Path) -> Result<usize> {
-    let io = |e: std::io::Error, p: &Path| FhirError::Storage(format!("{}: {e}", p.display()));
     if from.is_dir() {
         std::fs::create_dir_all(to).map_err(|e| io(e, to))?;
         let mut n = 0;

@@ -9,16 +9,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-/// A set of resource ids (foldhash: several times faster than SipHash on short strings, and
-/// seeded per process, so stored ids cannot be chosen to collide).
-type IdSet = foldhash::HashSet<String>;
-
 use super::matcher::{Matcher, Test};
 use super::query::Criterion;
 use super::values::{clean, enc_token};
 use crate::error::Result;
 use crate::fhir::definitions::Definitions;
 use crate::store::IndexEntry;
+
+/// A set of resource ids (foldhash: several times faster than SipHash on short strings, and
+/// seeded per process, so stored ids cannot be chosen to collide).
+type IdSet = foldhash::HashSet<String>;
 
 /// Read access to the search index.
 pub trait IndexReader {
@@ -336,20 +336,17 @@ impl<'a> Executor<'a> {
         };
         // a large criterion is cheaper to scan (and intersect) than to test on each candidate's
         // own entries while its entries are at most SCAN_PER_CANDIDATE times the candidates
-        let mut untested = Vec::new();
         for (r, within_exact) in pending_positive {
             if within_exact {
-                untested.push(r);
+                filters.push(r);
                 continue;
             }
             let visits = candidates.len().max(1) * SCAN_PER_CANDIDATE;
             match self.probe(rtype, r, Some((usize::MAX, visits)), Some(&candidates))? {
                 Probe::Done(set) => candidates = set,
-                Probe::TooMany => untested.push(r),
+                Probe::TooMany => filters.push(r),
             }
         }
-        let pending_positive = untested;
-        filters.extend(pending_positive);
         let mut out = Vec::with_capacity(candidates.len());
         if filters.is_empty() {
             out.extend(candidates);

@@ -86,6 +86,11 @@ pub enum Engine {
     Fjall,
 }
 
+/// True when a directory has sled's files (a store created before engines were recorded).
+fn has_sled_files(dir: &Path) -> bool {
+    dir.join("conf").exists() && dir.join("db").exists()
+}
+
 /// The file in a data directory naming its engine.
 pub const ENGINE_FILE: &str = "store-engine";
 
@@ -120,7 +125,7 @@ impl Engine {
                 ))
             });
         }
-        if dir.join("conf").exists() && dir.join("db").exists() {
+        if has_sled_files(dir) {
             return Ok(Engine::Sled);
         }
         match std::env::var("VBC_STORE_ENGINE") {
@@ -144,7 +149,7 @@ impl Engine {
 
     /// True when a directory holds a store (it records its engine, or has sled's files).
     pub fn holds_store(dir: &Path) -> bool {
-        dir.join(ENGINE_FILE).exists() || (dir.join("conf").exists() && dir.join("db").exists())
+        dir.join(ENGINE_FILE).exists() || has_sled_files(dir)
     }
 
     /// Record the engine in a directory (once, when it is created).
