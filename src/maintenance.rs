@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
+use crate::store::audit_log::{AuditLog, Verified};
 use crate::store::kv_store::KvStore;
 use crate::store::{IndexReport, Store};
 
@@ -58,11 +59,17 @@ pub fn check_index(cfg: &MaintenanceConfig) -> Result<IndexReport> {
 }
 
 /// Verify the audit trail's hash chain of a stopped server's data directory.
-pub fn audit_verify(cfg: &AuditVerifyConfig) -> Result<crate::auth::audit::Verified> {
-    let store: crate::store::SharedStore =
-        std::sync::Arc::new(KvStore::open(&cfg.data_dir.join(crate::server::AUDIT_DIR))?);
+/// The compact trail (`audit-log`) is verified when there is one, else a trail kept in the earlier
+/// form (`audit`) that no server has converted yet.
+pub fn audit_verify(cfg: &AuditVerifyConfig) -> Result<Verified> {
     let head = cfg.data_dir.join(crate::server::AUDIT_HEAD);
-    let verified = crate::auth::audit::verify(&store, Some(&head))?;
-    store.shutdown()?;
+    let legacy = cfg.data_dir.join(crate::server::AUDIT_DIR);
+    let log_dir = cfg.data_dir.join(crate::server::AUDIT_LOG_DIR);
+    if !log_dir.exists() && crate::store::kv::Engine::holds_store(&legacy) {
+        return crate::store::audit_legacy::verify(&legacy, &head);
+    }
+    let log = AuditLog::open_read_only(&log_dir, head)?;
+    let verified = log.verify()?;
+    log.shutdown()?;
     Ok(verified)
 }

@@ -5,16 +5,21 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::auth::audit::Audit;
+use crate::auth::audit_store::AuditStore;
 use crate::config::{LogFormat, ServeConfig};
 
-/// The audit trail's store, inside the data directory.
+/// The audit trail as kept before its compact form (converted at start), inside the data
+/// directory.
 pub const AUDIT_DIR: &str = "audit";
+/// The audit trail, inside the data directory.
+pub const AUDIT_LOG_DIR: &str = "audit-log";
 /// The file with the audit chain's last link, inside the data directory.
 pub const AUDIT_HEAD: &str = "audit.head";
 use crate::error::{FhirError, Result};
 use crate::fhir::validate::Validator;
 use crate::http::{self, AppState};
 use crate::interaction::Services;
+use crate::store::audit_log::AuditLog;
 use crate::store::kv_store::KvStore;
 use crate::store::SharedStore;
 
@@ -36,7 +41,7 @@ pub fn init_logging(format: LogFormat) {
 /// Build the application state over an open store (and the audit trail's store, when kept).
 pub fn state(
     store: SharedStore,
-    audit: Option<(SharedStore, Audit)>,
+    audit: Option<Arc<AuditLog>>,
     cfg: &ServeConfig,
 ) -> Result<AppState> {
     // absolute references to this server are indexed as relative ones: the configured base,
@@ -66,8 +71,8 @@ pub fn state(
         .as_ref()
         .map(|_| format!("{own_base}{}", http::smart::TOKEN_PATH));
     let capability = http::capabilities::build(cfg.base_url.as_deref(), token_url.as_deref())?;
-    let (audit_store, audit) = match audit {
-        Some((s, a)) => (Some(s), a),
+    let (audit_store, audit): (Option<SharedStore>, Audit) = match audit {
+        Some(log) => (Some(Arc::new(AuditStore::new(log.clone()))), Audit::on(log)),
         None => (None, Audit::off()),
     };
     let engine = crate::engine::Engine::open(&store, cfg.link_identifier_systems.clone())?;
@@ -86,7 +91,6 @@ pub fn state(
         engine,
         auth,
         audit_store,
-        audit_head: Some(cfg.data_dir.join(AUDIT_HEAD)),
         small_cell_threshold: cfg.small_cell_threshold,
         cors_origins: cfg.cors_origins.clone(),
     })
@@ -201,28 +205,19 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         FhirError::Storage(format!("cannot create {}: {e}", cfg.data_dir.display()))
     })?;
     let main = KvStore::open_with_cache(&cfg.data_dir, cfg.cache_mb.saturating_mul(1024 * 1024))?;
-    // a new audit trail is kept on the engine of the data it audits
-    let audit_dir = cfg.data_dir.join(AUDIT_DIR);
-    if !audit_dir.exists() {
-        std::fs::create_dir_all(&audit_dir).map_err(|e| {
-            FhirError::Storage(format!("cannot create {}: {e}", audit_dir.display()))
-        })?;
-        main.engine().record(&audit_dir)?;
-    }
+    // a trail in the earlier form becomes the compact trail (once)
+    let head_file = cfg.data_dir.join(AUDIT_HEAD);
+    let audit_dir = cfg.data_dir.join(AUDIT_LOG_DIR);
+    crate::store::audit_legacy::convert(&cfg.data_dir.join(AUDIT_DIR), &audit_dir, &head_file)?;
     let store: SharedStore = Arc::new(main);
     cfg.check_auth().map_err(FhirError::BadRequest)?;
     http::metrics::install()?;
     if cfg.no_auth {
         tracing::warn!(listen = %cfg.listen, "AUTHENTICATION IS OFF (--no-auth): every request acts with full rights; never expose this server");
     }
-    let audit_store: SharedStore =
-        Arc::new(KvStore::open_named(&audit_dir, 64 * 1024 * 1024, "audit")?);
-    let audit = Audit::start(audit_store.clone(), cfg.data_dir.join(AUDIT_HEAD))?;
-    let app_state = state(
-        store.clone(),
-        Some((audit_store.clone(), audit.clone())),
-        &cfg,
-    )?;
+    let audit_log = AuditLog::open(&audit_dir, head_file)?;
+    let app_state = state(store.clone(), Some(audit_log.clone()), &cfg)?;
+    let audit = app_state.services.audit.clone();
     // the catalog (contracts and the OperationDefinitions) comes with a contracts directory; an
     // empty --contracts-dir runs a bare FHIR store
     if !cfg.contracts_dir.is_empty() {
@@ -260,7 +255,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     .map_err(|e| FhirError::Storage(e.to_string()));
     audit.flush().await;
     let closed = tokio::task::spawn_blocking(move || {
-        let audit_closed = audit_store.shutdown();
+        let audit_closed = audit_log.shutdown();
         store.shutdown().and(audit_closed)
     })
     .await

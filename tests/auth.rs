@@ -928,30 +928,24 @@ fn the_audit_chain_records_every_access_and_detects_a_modified_event() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // modify one stored event in place (same length, same version): the chain breaks there
+    // modify one stored event in place (same length, still readable): the chain breaks after it
     {
-        // through the store's own key-value layer, whichever engine the directory records
-        let db =
-            vbc_server::store::kv_store::open_kv(&data.join("audit"), 8 << 20).expect("open audit");
-        let target = b"\"id\":\"ae-000000000002\"";
-        let mut done = false;
-        let found = db
-            .scan(b"", None, false)
-            .map(|item| item.expect("item"))
-            .find(|(_, v)| v.windows(target.len()).any(|w| w == target));
-        if let Some((k, v)) = found {
-            let from = b"\"action\":\"";
-            if let Some(pos) = v.windows(from.len()).position(|w| w == from) {
-                let mut t = v.clone();
-                let i = pos + from.len();
-                t[i] = if t[i] == b'R' { b'E' } else { b'R' };
-                let mut batch = vbc_server::store::kv::Batch::default();
-                batch.insert(k, t);
-                db.apply(batch, true).expect("tamper");
-                done = true;
-            }
-        }
-        assert!(done, "the event was found and modified");
+        // through the trail's own key-value layer: entry 2 is `e` + its sequence number
+        let db = vbc_server::store::kv_store::open_kv(&data.join("audit-log"), 8 << 20)
+            .expect("open audit");
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&2u64.to_be_bytes());
+        let v = db.get(&key).expect("get").expect("event 2 is stored");
+        // its method (GET or POST) becomes another word of the same length
+        let pos = v
+            .windows(3)
+            .position(|w| w == b"GET" || w == b"POS")
+            .expect("the method is in the entry");
+        let mut t = v.clone();
+        t[pos] = b'X';
+        let mut batch = vbc_server::store::kv::Batch::default();
+        batch.insert(key, t);
+        db.apply(batch, true).expect("tamper");
     }
     let out = verify();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -960,6 +954,110 @@ fn the_audit_chain_records_every_access_and_detects_a_modified_event() {
         text.contains("BROKEN at event 3") && text.contains("ae-000000000002"),
         "{text}"
     );
+}
+
+#[test]
+fn the_audit_trail_is_searched_by_who_what_when_and_outcome() {
+    let (s, _tmp) = auth_server();
+    let ehr = bearer(&s, "ehr-app", "system/*.cruds");
+    submit_member(&s, &ehr, "p-trail", "Organization/org-aetna");
+    assert_eq!(as_get(&s, &ehr, "/Patient/p-trail").status(), 200);
+    assert_eq!(as_get(&s, &ehr, "/Patient/p-none").status(), 404);
+    let auditor = bearer(&s, "auditor-app", "system/AuditEvent.rs");
+    // the events above are written once the trail has taken them
+    let _ = as_get(&s, &auditor, "/AuditEvent/$verify-chain");
+    let search = |q: &str| body_json(as_get(&s, &auditor, &format!("/AuditEvent?{q}")));
+    let resources = |b: &Value| -> Vec<Value> {
+        entries(b)
+            .into_iter()
+            .map(|e| e["resource"].clone())
+            .collect()
+    };
+    let all = search("_count=1000");
+    let everything = resources(&all);
+    assert_eq!(
+        all["total"].as_u64(),
+        Some(everything.len() as u64),
+        "{all}"
+    );
+    // who: the client's party and its client id
+    let by_client = resources(&search("altid=ehr-app&_count=1000"));
+    assert!(!by_client.is_empty());
+    assert!(by_client
+        .iter()
+        .all(|e| e["agent"][0]["altId"] == "ehr-app"));
+    let by_party = resources(&search("agent=Organization/org-auditor-none&_count=1000"));
+    assert!(by_party.is_empty());
+    // what: the resource read, and a patient's events
+    let read = resources(&search("entity=Patient/p-trail&subtype=read"));
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0]["action"], "R");
+    assert_eq!(read[0]["outcome"], "0");
+    let missing = resources(&search("patient=p-none"));
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0]["outcome"], "4");
+    let failed = search("outcome=4&_summary=count");
+    assert!(failed["total"].as_u64().is_some_and(|n| n >= 1), "{failed}");
+    assert!(failed.get("entry").is_none(), "{failed}");
+    // when: by the recorded instant, at both ends
+    let first = &everything[0];
+    let last = &everything[everything.len() - 1];
+    let recorded = |e: &Value| e["recorded"].as_str().expect("recorded").to_string();
+    let from_last = resources(&search(&format!(
+        "date=ge{}&_count=1000",
+        recorded(last).replace('+', "%2B")
+    )));
+    assert!(from_last.iter().any(|e| e["id"] == last["id"]));
+    assert!(from_last.iter().all(|e| recorded(e) >= recorded(last)));
+    let before_first = search(&format!("date=lt{}", recorded(first)));
+    assert_eq!(before_first["total"], 0, "{before_first}");
+    // (every search above is audited too: the trail only grows)
+    let years = search("date=ge2000-01-01&date=lt2999-01-01&_summary=count");
+    assert!(
+        years["total"]
+            .as_u64()
+            .is_some_and(|n| n > everything.len() as u64),
+        "{years}"
+    );
+    let future = search("date=ge2999-01-01&_summary=count");
+    assert_eq!(future["total"], 0, "{future}");
+    // newest first, paged by the next link, and every event read on its own
+    let page = search("_sort=-date&_count=2");
+    let page_events = resources(&page);
+    assert_eq!(page_events.len(), 2);
+    assert!(page_events[0]["id"].as_str() > page_events[1]["id"].as_str());
+    let next = page["link"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["relation"] == "next"))
+        .and_then(|x| x["url"].as_str())
+        .expect("a next page")
+        .to_string();
+    let path = next.strip_prefix(&s.base).expect("absolute next link");
+    let second = resources(&body_json(as_get(&s, &auditor, path)));
+    assert!(second[0]["id"].as_str() < page_events[1]["id"].as_str());
+    let id = first["id"].as_str().expect("id");
+    let one = body_json(as_get(&s, &auditor, &format!("/AuditEvent/{id}")));
+    assert_eq!(&one, first);
+    let vread = body_json(as_get(
+        &s,
+        &auditor,
+        &format!("/AuditEvent/{id}/_history/1"),
+    ));
+    assert_eq!(&vread, first);
+    assert_eq!(
+        as_get(&s, &auditor, "/AuditEvent/ae-999999999999").status(),
+        StatusCode::NOT_FOUND
+    );
+    // an unknown parameter is an error when the client asks for strict handling
+    let strict = client()
+        .get(s.url("/AuditEvent?focus=x"))
+        .bearer_auth(&auditor)
+        .header("Prefer", "handling=strict")
+        .send()
+        .expect("GET");
+    assert_eq!(strict.status(), StatusCode::BAD_REQUEST);
+    let bad = as_get(&s, &auditor, "/AuditEvent?date=yesterday");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
 // ---------------------------------------------------------------------------------------------

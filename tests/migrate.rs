@@ -132,7 +132,7 @@ fn a_sled_directory_of_the_earlier_release_moves_to_fjall_with_every_version() {
     let (ok, text) = vbc(&["audit-verify", "--data-dir", &new_s]);
     assert!(ok && text.contains("audit chain intact"), "{text}");
 
-    let server = Server::start_on(&new, &[]);
+    let mut server = Server::start_on(&new, &[]);
     let c = client();
     let reads = expected["reads"].as_array().expect("reads");
     assert!(reads.len() >= 10);
@@ -185,4 +185,42 @@ fn a_sled_directory_of_the_earlier_release_moves_to_fjall_with_every_version() {
         .json()
         .expect("JSON");
     assert_eq!(found["total"], 1);
+
+    // the copy's audit trail was converted to the compact trail at start: the release's events
+    // are served as they were written, and the chain goes on from them
+    assert!(!new.join("audit").exists(), "the earlier trail is removed");
+    assert!(new.join("audit-log").join("fjall").is_dir());
+    let trail: Value = c
+        .get(server.url("AuditEvent?_count=1000"))
+        .header("Accept", FHIR_JSON)
+        .send()
+        .expect("GET")
+        .json()
+        .expect("JSON");
+    let events = trail["entry"].as_array().expect("events");
+    let first = &events[0]["resource"];
+    assert_eq!(first["id"], "ae-000000000001", "{trail}");
+    assert!(first["entity"][0]["description"].is_string(), "{first}");
+    let released: u64 = std::fs::read_to_string(old.join("audit.head"))
+        .expect("the release's head file")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("the head names the last event");
+    assert!(
+        events.len() as u64 > released && released > 0,
+        "{} events served, {released} written by the release",
+        events.len()
+    );
+    let verified: Value = c
+        .get(server.url("AuditEvent/$verify-chain"))
+        .header("Accept", FHIR_JSON)
+        .send()
+        .expect("GET")
+        .json()
+        .expect("JSON");
+    assert_eq!(verified["parameter"][1]["valueBoolean"], true, "{verified}");
+    assert!(server.terminate(), "clean stop");
+    let (ok, text) = vbc(&["audit-verify", "--data-dir", &new_s]);
+    assert!(ok && text.contains("audit chain intact"), "{text}");
 }

@@ -1,298 +1,197 @@
-//! The tamper-evident audit trail: an `AuditEvent` (DICOM/FHIR audit codes) for every access
-//! and for every evaluation, report publication, settlement and contract load, kept in a store
-//! of its own and chained: each event carries its sequence number and the SHA-256 of the one
-//! before it, and a head file holds the hash of the last. [`verify`] walks the chain and reports
-//! the first broken link.
+//! The tamper-evident audit trail's events: an `AuditEvent` (DICOM/FHIR audit codes) for every
+//! access and for every evaluation, report publication, settlement and contract load.
 //!
-//! Events are queued by the request path and written in batches by one writer task, so the
-//! request path only builds a JSON value. Events still queued when the process is killed are
-//! lost; the chain then simply ends earlier (it never breaks).
+//! The request path builds a compact [`Event`] (who, what, when, outcome) and queues it on the
+//! trail ([`crate::store::audit_log`]), which chains and stores it; [`render`] turns a stored
+//! entry back into the `AuditEvent` resource that reads, history and search answer with, its
+//! place in the chain shown in an extension (`sequence`, `previous`).
 
-use std::path::{Path, PathBuf};
+use std::net::IpAddr;
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
 
 use super::access::Access;
 use super::provenance::CLIENT_ID_SYSTEM;
 use crate::clock::{instant, now_ms};
-use crate::error::Result;
-use crate::interaction::write::create_in;
-use crate::store::{self, SharedStore};
-
-/// The extension with an event's place in the chain (`sequence`, `previous`).
-pub const CHAIN_EXTENSION: &str = "https://vbc-server.dev/fhir/StructureDefinition/audit-chain";
-
-/// The `previous` hash of the first event.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+use crate::error::{FhirError, Result};
+use crate::store::audit_log::{hex, AuditLog, Body, Entry, Verified, CHAIN_EXTENSION};
 
 const AUDIT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-event-type";
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const RESTFUL: &str = "http://hl7.org/fhir/restful-interaction";
 const LOCAL_SUBTYPE: &str = "https://vbc-server.dev/fhir/CodeSystem/audit-subtype";
-/// Events a batch writes at most.
-const BATCH: usize = 1000;
-/// The gauge of events queued and not yet taken by the writer.
-const QUEUE_DEPTH: &str = "vbc_audit_queue_depth";
 
-enum Msg {
-    Event(Value),
-    Flush(oneshot::Sender<()>),
-}
-
-/// Where events go: a handle to the writer task (or nowhere, for tools and tests).
+/// Where events go: the trail (or nowhere, for tools and tests).
 #[derive(Clone, Default)]
 pub struct Audit {
-    tx: Option<mpsc::UnboundedSender<Msg>>,
+    log: Option<Arc<AuditLog>>,
 }
 
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Audit({})", if self.tx.is_some() { "on" } else { "off" })
-    }
-}
-
-/// The last link of the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Head {
-    seq: u64,
-    hash: String,
-}
-
-/// The id of the event with a sequence number (ids sort in chain order).
-pub fn event_id(seq: u64) -> String {
-    format!("ae-{seq:012}")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Canonical JSON: object keys sorted, no whitespace; `meta` (set by the store) left out at the
-/// top level.
-fn canonical(v: &Value, top: bool, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().filter(|k| !(top && *k == "meta")).collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                canonical(&m[*k], false, out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(x, false, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// The SHA-256 (hex) of an event's canonical JSON.
-pub fn hash(event: &Value) -> String {
-    let mut s = String::new();
-    canonical(event, true, &mut s);
-    hex(&Sha256::digest(s.as_bytes()))
-}
-
-/// An event's (sequence, previous hash), if it carries the chain extension.
-fn link_of(event: &Value) -> Option<(u64, String)> {
-    let ext = event["extension"]
-        .as_array()?
-        .iter()
-        .find(|e| e["url"] == CHAIN_EXTENSION)?;
-    let parts = ext["extension"].as_array()?;
-    let seq = parts
-        .iter()
-        .find(|p| p["url"] == "sequence")?
-        .get("valueInteger")?
-        .as_u64()?;
-    let prev = parts
-        .iter()
-        .find(|p| p["url"] == "previous")?
-        .get("valueString")?
-        .as_str()?
-        .to_string();
-    Some((seq, prev))
-}
-
-fn chain(event: &mut Value, seq: u64, previous: &str) {
-    event["id"] = json!(event_id(seq));
-    let link = json!({"url": CHAIN_EXTENSION, "extension": [
-        {"url": "sequence", "valueInteger": seq},
-        {"url": "previous", "valueString": previous}
-    ]});
-    match event.get_mut("extension").and_then(Value::as_array_mut) {
-        Some(list) => list.insert(0, link),
-        None => event["extension"] = json!([link]),
-    }
-}
-
-fn read_head(path: &Path) -> Option<Head> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let (seq, hash) = text.trim().split_once(' ')?;
-    Some(Head {
-        seq: seq.parse().ok()?,
-        hash: hash.to_string(),
-    })
-}
-
-fn write_head(path: &Path, head: &Head) {
-    let tmp = path.with_extension("tmp");
-    let ok = std::fs::write(&tmp, format!("{} {}\n", head.seq, head.hash))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = ok {
-        tracing::error!(error = %e, "cannot write the audit head file");
-    }
-}
-
-/// The last event in the store (ids sort in chain order).
-fn last_event(store: &SharedStore) -> Result<Option<Value>> {
-    let mut last: Option<String> = None;
-    store.live_ids("AuditEvent", &mut |id| {
-        last = Some(id.to_string());
-        true
-    })?;
-    let Some(id) = last else {
-        return Ok(None);
-    };
-    match store.current("AuditEvent", &id)? {
-        Some(r) if !r.deleted() => Ok(Some(crate::interaction::read::resource_of(&r)?)),
-        _ => Ok(None),
+        write!(
+            f,
+            "Audit({})",
+            if self.log.is_some() { "on" } else { "off" }
+        )
     }
 }
 
 impl Audit {
     /// No audit trail (command-line tools, unit tests).
     pub fn off() -> Audit {
-        Audit { tx: None }
+        Audit { log: None }
     }
 
-    /// Start the writer over the audit store; `head_file` records the last link.
-    pub fn start(store: SharedStore, head_file: PathBuf) -> Result<Audit> {
-        let mut head = match read_head(&head_file) {
-            Some(h) => h,
-            // no head file (a new trail, or one kept elsewhere): find the end by the ids
-            None => match last_event(&store)? {
-                Some(ev) => Head {
-                    seq: link_of(&ev).map(|(s, _)| s).unwrap_or(0),
-                    hash: hash(&ev),
-                },
-                None => Head {
-                    seq: 0,
-                    hash: GENESIS.to_string(),
-                },
-            },
-        };
-        // the head file is written after its batch commits: a batch stored just before a
-        // crash may lie beyond it
-        while let Some(rec) = store
-            .current("AuditEvent", &event_id(head.seq + 1))?
-            .filter(|r| !r.deleted())
-        {
-            let ev = crate::interaction::read::resource_of(&rec)?;
-            head = Head {
-                seq: head.seq + 1,
-                hash: hash(&ev),
-            };
-        }
-        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut events = Vec::new();
-                let mut flushes = Vec::new();
-                let mut next = Some(first);
-                while let Some(m) = next.take() {
-                    match m {
-                        Msg::Event(e) => events.push(e),
-                        Msg::Flush(f) => flushes.push(f),
-                    }
-                    if events.len() < BATCH {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                metrics::gauge!(QUEUE_DEPTH).decrement(events.len() as f64);
-                if !events.is_empty() {
-                    let mut staged = Vec::with_capacity(events.len());
-                    for mut ev in events {
-                        let seq = head.seq + 1;
-                        chain(&mut ev, seq, &head.hash);
-                        head = Head {
-                            seq,
-                            hash: hash(&ev),
-                        };
-                        staged.push((event_id(seq), ev));
-                    }
-                    let written = store::write(store.as_ref(), move |txn| {
-                        for (id, ev) in staged {
-                            create_in(txn, "AuditEvent", ev, Some(id), None, None)?;
-                        }
-                        Ok(())
-                    })
-                    .await;
-                    match written {
-                        Ok(()) => write_head(&head_file, &head),
-                        // the gap stays visible: the next event links to what was lost
-                        Err(e) => tracing::error!(error = %e, "audit events were not stored"),
-                    }
-                }
-                for f in flushes {
-                    let _ = f.send(());
-                }
-            }
-        });
-        Ok(Audit { tx: Some(tx) })
+    /// Events go to `log`.
+    pub fn on(log: Arc<AuditLog>) -> Audit {
+        Audit { log: Some(log) }
+    }
+
+    /// The trail, when one is kept.
+    pub fn log(&self) -> Option<&Arc<AuditLog>> {
+        self.log.as_ref()
     }
 
     /// Queue an event (its id and chain link are set when it is written).
-    pub fn record(&self, event: Value) {
-        if let Some(tx) = &self.tx {
-            // counted before it is sent, so the writer never takes more than was counted
-            metrics::gauge!(QUEUE_DEPTH).increment(1.0);
-            if tx.send(Msg::Event(event)).is_err() {
-                metrics::gauge!(QUEUE_DEPTH).decrement(1.0);
+    pub fn record(&self, event: Event) {
+        if let Some(log) = &self.log {
+            match postcard::to_allocvec(&event) {
+                Ok(bytes) => log.record(bytes),
+                Err(e) => tracing::error!(error = %e, "an audit event could not be encoded"),
             }
         }
     }
 
     /// Wait until every event queued so far is stored.
     pub async fn flush(&self) {
-        if let Some(tx) = &self.tx {
-            let (done, wait) = oneshot::channel();
-            if tx.send(Msg::Flush(done)).is_ok() {
-                let _ = wait.await;
-            }
+        if let Some(log) = &self.log {
+            log.flush().await;
         }
     }
 }
 
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Agent {
+    /// The server itself, or a request while auth is off.
+    Server,
+    /// A request without a valid token.
+    Anonymous,
+    /// An authenticated client of a party.
+    Client {
+        /// The party (`Organization/[id]`).
+        party: String,
+        /// The client id.
+        client_id: String,
+    },
+}
+
+impl Agent {
+    /// The agent of an access.
+    pub fn of(access: &Access) -> Agent {
+        match access {
+            Access::Client(p) => Agent::Client {
+                party: p.party.clone(),
+                client_id: p.client_id.clone(),
+            },
+            Access::System => Agent::Server,
+            Access::Anonymous => Agent::Anonymous,
+        }
+    }
+}
+
+/// A request id: a UUID in 16 bytes, anything else as given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestId {
+    /// A UUID (the server's own request ids).
+    Uuid([u8; 16]),
+    /// Another id a client sent.
+    Text(String),
+}
+
+impl RequestId {
+    fn of(s: &str) -> RequestId {
+        match uuid::Uuid::parse_str(s) {
+            Ok(u) if u.hyphenated().to_string() == s => RequestId::Uuid(*u.as_bytes()),
+            _ => RequestId::Text(s.to_string()),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            RequestId::Uuid(b) => uuid::Uuid::from_bytes(*b).hyphenated().to_string(),
+            RequestId::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum What {
+    /// An HTTP request.
+    Request {
+        /// The method.
+        method: String,
+        /// The path.
+        path: String,
+        /// The query string, when there was one.
+        query: Option<String>,
+        /// The response status.
+        status: u16,
+        /// The request id.
+        request_id: RequestId,
+        /// The peer's address.
+        peer: Option<IpAddr>,
+    },
+    /// Something the server did on its own account or for a request.
+    Activity {
+        /// What kind.
+        activity: Activity,
+        /// In words.
+        description: String,
+        /// The resources concerned (`Type/id`).
+        resources: Vec<String>,
+    },
+}
+
+/// One audited event in its compact form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When it happened (ms since the epoch).
+    pub at_ms: i64,
+    /// Who.
+    pub agent: Agent,
+    /// What.
+    pub what: What,
+}
+
+pub use crate::store::audit_log::event_id;
+
+/// The sequence number an event id names.
+pub fn seq_of_id(id: &str) -> Option<u64> {
+    let n = id.strip_prefix("ae-")?;
+    (n.len() == 12 && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
 /// Who an event's agent is.
-fn agent(access: &Access) -> Value {
-    let (who, alt, requestor) = match access {
-        Access::Client(p) => (
-            json!({"reference": p.party, "display": format!("client {}", p.client_id)}),
-            Some(p.client_id.clone()),
+fn agent(agent: &Agent) -> Value {
+    let (who, alt, requestor) = match agent {
+        Agent::Client { party, client_id } => (
+            json!({"reference": party, "display": format!("client {client_id}")}),
+            Some(client_id.clone()),
             true,
         ),
-        Access::System => (
+        Agent::Server => (
             json!({"display": "vbc-server (the server itself, or a request while auth is off)"}),
             None,
             false,
         ),
-        Access::Anonymous => (json!({"display": "anonymous (no valid token)"}), None, true),
+        Agent::Anonymous => (json!({"display": "anonymous (no valid token)"}), None, true),
     };
     let mut a = json!({
         "type": {"coding": [{
@@ -353,7 +252,7 @@ pub fn interaction(method: &str, path: &str) -> (&'static str, &'static str) {
     }
 }
 
-/// The AuditEvent of one HTTP request: who, what (the resource or the query), when, outcome.
+/// The event of one HTTP request: who, what (the resource or the query), when, outcome.
 pub fn access_event(
     access: &Access,
     method: &str,
@@ -361,50 +260,25 @@ pub fn access_event(
     query: Option<&str>,
     status: u16,
     request_id: &str,
-    peer: Option<&str>,
-) -> Value {
-    use base64::Engine as _;
-    let (code, action) = interaction(method, path);
-    let mut subtype = vec![json!({"system": RESTFUL, "code": code})];
-    if let Some(op) = path.split('/').find(|s| s.starts_with('$')) {
-        subtype.push(json!({"system": LOCAL_SUBTYPE, "code": op.trim_start_matches('$')}));
+    peer: Option<IpAddr>,
+) -> Event {
+    Event {
+        at_ms: now_ms(),
+        agent: Agent::of(access),
+        what: What::Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.filter(|q| !q.is_empty()).map(str::to_string),
+            status,
+            request_id: RequestId::of(request_id),
+            peer,
+        },
     }
-    let mut agent = agent(access);
-    if let Some(peer) = peer {
-        agent["network"] = json!({"address": peer, "type": "2"});
-    }
-    let mut entity = json!({
-        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                 "code": "2", "display": "System Object"},
-        "description": format!("{method} {path}"),
-        "detail": [{"type": "request-id", "valueString": request_id}]
-    });
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if let [t, id, ..] = segs.as_slice() {
-        if !t.starts_with('$') && !id.starts_with('$') && !id.starts_with('_') {
-            entity["what"] = json!({"reference": format!("{t}/{id}")});
-        }
-    }
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        entity["query"] = json!(base64::engine::general_purpose::STANDARD.encode(q));
-    }
-    json!({
-        "resourceType": "AuditEvent",
-        "type": {"system": AUDIT_TYPE, "code": "rest", "display": "RESTful Operation"},
-        "subtype": subtype,
-        "action": action,
-        "recorded": instant(now_ms()),
-        "outcome": outcome(status),
-        "outcomeDesc": format!("HTTP {status}"),
-        "agent": [agent],
-        "source": source(),
-        "entity": [entity]
-    })
 }
 
 /// What the server did on its own account (or for a request): a contract load, a report
 /// publication, a settlement or an evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Activity {
     /// A contract version was loaded (DICOM Import).
     ContractLoad,
@@ -416,19 +290,101 @@ pub enum Activity {
     Evaluation,
 }
 
-/// The AuditEvent of an activity on resources (`Type/id` references).
+/// The event of an activity on resources (`Type/id` references).
 pub fn activity_event(
     access: &Access,
     activity: Activity,
     description: &str,
     resources: &[String],
-) -> Value {
-    let (code, display, action, sub) = match activity {
+) -> Event {
+    Event {
+        at_ms: now_ms(),
+        agent: Agent::of(access),
+        what: What::Activity {
+            activity,
+            description: description.to_string(),
+            resources: resources.to_vec(),
+        },
+    }
+}
+
+/// The AuditEvent fields of a request.
+fn request_fields(
+    agent_of: &Agent,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    status: u16,
+    request_id: &RequestId,
+    peer: Option<IpAddr>,
+) -> Map<String, Value> {
+    use base64::Engine as _;
+    let (code, action) = interaction(method, path);
+    let mut subtype = vec![json!({"system": RESTFUL, "code": code})];
+    if let Some(op) = path.split('/').find(|s| s.starts_with('$')) {
+        subtype.push(json!({"system": LOCAL_SUBTYPE, "code": op.trim_start_matches('$')}));
+    }
+    let mut agent = agent(agent_of);
+    if let Some(peer) = peer {
+        agent["network"] = json!({"address": peer.to_string(), "type": "2"});
+    }
+    let mut entity = json!({
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                 "code": "2", "display": "System Object"},
+        "description": format!("{method} {path}"),
+        "detail": [{"type": "request-id", "valueString": request_id.text()}]
+    });
+    if let Some(what) = entity_reference(path) {
+        entity["what"] = json!({ "reference": what });
+    }
+    if let Some(q) = query {
+        entity["query"] = json!(base64::engine::general_purpose::STANDARD.encode(q));
+    }
+    let mut m = Map::new();
+    m.insert(
+        "type".into(),
+        json!({"system": AUDIT_TYPE, "code": "rest", "display": "RESTful Operation"}),
+    );
+    m.insert("subtype".into(), Value::Array(subtype));
+    m.insert("action".into(), json!(action));
+    m.insert("outcome".into(), json!(outcome(status)));
+    m.insert("outcomeDesc".into(), json!(format!("HTTP {status}")));
+    m.insert("agent".into(), json!([agent]));
+    m.insert("entity".into(), json!([entity]));
+    m
+}
+
+/// The resource a request's path names (`Type/id`), if it names one.
+pub fn entity_reference(path: &str) -> Option<String> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [t, id, ..] if !t.starts_with('$') && !id.starts_with('$') && !id.starts_with('_') => {
+            Some(format!("{t}/{id}"))
+        }
+        _ => None,
+    }
+}
+
+/// The DICOM event type, its display, the action and the local subtype of an activity.
+pub fn activity_codes(
+    activity: Activity,
+) -> (&'static str, &'static str, &'static str, &'static str) {
+    match activity {
         Activity::ContractLoad => ("110107", "Import", "C", "contract-load"),
         Activity::Publication => ("110106", "Export", "C", "report-publication"),
         Activity::Settlement => ("110106", "Export", "C", "settlement"),
         Activity::Evaluation => ("110112", "Query", "E", "evaluation"),
-    };
+    }
+}
+
+/// The AuditEvent fields of an activity.
+fn activity_fields(
+    agent_of: &Agent,
+    activity: Activity,
+    description: &str,
+    resources: &[String],
+) -> Map<String, Value> {
+    let (code, display, action, sub) = activity_codes(activity);
     let mut entities: Vec<Value> = resources
         .iter()
         .map(|r| {
@@ -440,110 +396,98 @@ pub fn activity_event(
         })
         .collect();
     if entities.is_empty() {
-        entities.push(json!({"description": description}));
+        entities.push(json!({ "description": description }));
     } else if let Some(first) = entities.first_mut() {
         first["description"] = json!(description);
     }
-    json!({
-        "resourceType": "AuditEvent",
-        "type": {"system": DCM, "code": code, "display": display},
-        "subtype": [{"system": LOCAL_SUBTYPE, "code": sub}],
-        "action": action,
-        "recorded": instant(now_ms()),
-        "outcome": "0",
-        "agent": [agent(access)],
-        "source": source(),
-        "entity": entities
-    })
+    let mut m = Map::new();
+    m.insert(
+        "type".into(),
+        json!({"system": DCM, "code": code, "display": display}),
+    );
+    m.insert(
+        "subtype".into(),
+        json!([{"system": LOCAL_SUBTYPE, "code": sub}]),
+    );
+    m.insert("action".into(), json!(action));
+    m.insert("outcome".into(), json!("0"));
+    m.insert("agent".into(), json!([agent(agent_of)]));
+    m.insert("entity".into(), Value::Array(entities));
+    m
 }
 
-/// What verification found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    /// Events checked.
-    pub events: u64,
-    /// The first broken link, if any: (sequence of the event whose link fails, why).
-    pub broken: Option<(u64, String)>,
+/// Decode a compact event.
+pub fn decode_event(bytes: &[u8]) -> Result<Event> {
+    postcard::from_bytes(bytes).map_err(|e| FhirError::Storage(format!("corrupt audit event: {e}")))
 }
 
-/// Walk the chain in the audit store and check every link (and the head file when given).
-pub fn verify(store: &SharedStore, head_file: Option<&Path>) -> Result<Verified> {
-    let mut expected_seq = 1u64;
-    let mut previous = GENESIS.to_string();
-    let mut after: Option<String> = None;
-    let mut count = 0u64;
-    loop {
-        let page = store.list("AuditEvent", after.as_deref(), 1000)?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = Some(last.id.clone());
-        for rec in &page {
-            count += 1;
-            let ev = crate::interaction::read::resource_of(rec)?;
-            let broken = |why: String| {
-                Ok(Verified {
-                    events: count,
-                    broken: Some((expected_seq, why)),
-                })
-            };
-            let Some((seq, prev)) = link_of(&ev) else {
-                return broken(format!("AuditEvent/{} carries no chain link", rec.id));
-            };
-            if seq != expected_seq || rec.id != event_id(seq) {
-                return broken(format!(
-                    "AuditEvent/{} has sequence {seq} where {expected_seq} was expected (an event was removed or inserted)",
-                    rec.id
-                ));
+/// The `AuditEvent` resource of the entry at `seq`.
+pub fn render(seq: u64, entry: &Entry) -> Result<Value> {
+    let meta = json!({"versionId": "1", "lastUpdated": instant(entry.recorded_ms)});
+    let event = match &entry.body {
+        Body::Legacy(text) => {
+            let mut v = crate::fhir::number_text::parse(text.as_bytes())
+                .map_err(|e| FhirError::Storage(format!("corrupt audit event: {e}")))?;
+            if let Some(m) = v.as_object_mut() {
+                m.insert("meta".into(), meta);
             }
-            if prev != previous {
-                return broken(format!(
-                    "AuditEvent/{} names a previous hash that does not match AuditEvent/{}: that event was modified",
-                    rec.id,
-                    event_id(seq.saturating_sub(1))
-                ));
-            }
-            if rec.version != 1 {
-                return broken(format!(
-                    "AuditEvent/{} was rewritten (version {})",
-                    rec.id, rec.version
-                ));
-            }
-            previous = hash(&ev);
-            expected_seq += 1;
+            return Ok(v);
+        }
+        Body::Compact(bytes) => decode_event(bytes)?,
+    };
+    let fields = match &event.what {
+        What::Request {
+            method,
+            path,
+            query,
+            status,
+            request_id,
+            peer,
+        } => request_fields(
+            &event.agent,
+            method,
+            path,
+            query.as_deref(),
+            *status,
+            request_id,
+            *peer,
+        ),
+        What::Activity {
+            activity,
+            description,
+            resources,
+        } => activity_fields(&event.agent, *activity, description, resources),
+    };
+    let at = instant(event.at_ms);
+    let mut m = Map::new();
+    m.insert("resourceType".into(), json!("AuditEvent"));
+    m.insert("id".into(), json!(event_id(seq)));
+    m.insert("meta".into(), meta);
+    m.insert(
+        "extension".into(),
+        json!([{"url": CHAIN_EXTENSION, "extension": [
+            {"url": "sequence", "valueInteger": seq},
+            {"url": "previous", "valueString": hex(&entry.previous)}
+        ]}]),
+    );
+    let mut fields = fields;
+    for k in ["type", "subtype", "action"] {
+        if let Some(v) = fields.remove(k) {
+            m.insert(k.into(), v);
         }
     }
-    if let Some(head) = head_file.and_then(read_head) {
-        let last_seq = expected_seq - 1;
-        if head.seq == last_seq && head.hash != previous {
-            return Ok(Verified {
-                events: count,
-                broken: Some((
-                    last_seq,
-                    format!(
-                        "AuditEvent/{} does not match the recorded head hash: it was modified",
-                        event_id(last_seq)
-                    ),
-                )),
-            });
-        }
-        if head.seq > last_seq {
-            return Ok(Verified {
-                events: count,
-                broken: Some((
-                    last_seq + 1,
-                    format!(
-                        "the head file records {} events but the chain ends at {last_seq}: events were removed",
-                        head.seq
-                    ),
-                )),
-            });
+    m.insert("period".into(), json!({"start": at, "end": at}));
+    m.insert("recorded".into(), json!(instant(entry.recorded_ms)));
+    for k in ["outcome", "outcomeDesc", "agent"] {
+        if let Some(v) = fields.remove(k) {
+            m.insert(k.into(), v);
         }
     }
-    Ok(Verified {
-        events: count,
-        broken: None,
-    })
+    m.insert("source".into(), source());
+    if let Some(v) = fields.remove("entity") {
+        m.insert("entity".into(), v);
+    }
+    Ok(Value::Object(m))
 }
 
 /// A Parameters answer of a verification.

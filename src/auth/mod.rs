@@ -6,6 +6,7 @@
 pub mod access;
 pub mod assertion;
 pub mod audit;
+pub mod audit_store;
 pub mod clients;
 pub mod keys;
 pub mod provenance;

@@ -141,18 +141,32 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn dir_size(p: &std::path::Path) -> u64 {
+/// Bytes a directory occupies on disk (allocated blocks, as `du` counts them, not file lengths:
+/// fjall's journals are sparse files of 64 MiB), leaving out the subdirectories named in `skip`.
+fn dir_size(p: &std::path::Path, skip: &[&str]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     std::fs::read_dir(p)
         .map(|rd| {
             rd.flatten()
+                .filter(|e| !skip.iter().any(|s| e.file_name() == *s))
                 .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_size(&e.path()),
-                    Ok(m) => m.len(),
+                    Ok(m) if m.is_dir() => dir_size(&e.path(), &[]),
+                    Ok(m) => m.blocks() * 512,
                     Err(_) => 0,
                 })
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// The audit trail's size on disk and its number of events (from the chain's head file).
+fn audit_size(dir: &std::path::Path) -> (u64, u64) {
+    let bytes = dir_size(&dir.join(crate::server::AUDIT_LOG_DIR), &[]);
+    let events = std::fs::read_to_string(dir.join(crate::server::AUDIT_HEAD))
+        .ok()
+        .and_then(|t| t.split(' ').next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    (bytes, events)
 }
 
 pub(crate) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -310,7 +324,8 @@ pub async fn run(cfg: BenchConfig) -> Result<()> {
     let rss = spawned.as_ref().and_then(|s| peak_rss_mib(s.child.id()));
     let disk = spawned
         .as_ref()
-        .map(|s| dir_size(&s.dir) as f64 / 1_048_576.0);
+        .map(|s| dir_size(&s.dir, &[crate::server::AUDIT_LOG_DIR]) as f64 / 1_048_576.0);
+    let audit = spawned.as_ref().map(|s| audit_size(&s.dir));
     let report: Value = json!({
         "patients": cfg.patients,
         "clients": cfg.clients,
@@ -326,6 +341,11 @@ pub async fn run(cfg: BenchConfig) -> Result<()> {
         "data_dir_mib": disk.map(|d| (d * 10.0).round() / 10.0),
         "durability": "fsync before every acknowledgement (group commit)",
         "data_dir_bytes_per_resource": disk.map(|d| (d * 1_048_576.0 / (total_resources + cfg.singles) as f64).round()),
+        "audit_trail": audit.map(|(bytes, events)| json!({
+            "events": events,
+            "bytes": bytes,
+            "bytes_per_event": (bytes as f64 / events.max(1) as f64).round(),
+        })),
         "search": search_report,
     });
     println!("{}", serde_json::to_string_pretty(&report).map_err(err)?);
@@ -343,6 +363,13 @@ pub async fn run(cfg: BenchConfig) -> Result<()> {
         ms(&read_h, 0.99),
         rss.map_or("n/a".to_string(), |r| format!("{r:.0} MiB")),
     );
+    if let (Some(d), Some((bytes, events))) = (disk, audit) {
+        println!(
+            "on disk: {:.0} bytes per resource (store, allocated blocks); audit trail {bytes} bytes for {events} events ({:.0} bytes per audited request)",
+            d * 1_048_576.0 / (total_resources + cfg.singles).max(1) as f64,
+            bytes as f64 / events.max(1) as f64
+        );
+    }
     drop(spawned);
     if failures > 0 {
         return Err(err(format!("{failures} bundles failed")));

@@ -14,13 +14,14 @@ use crate::error::{FhirError, Result};
 /// The handler.
 pub async fn verify_chain(Caller(s): Caller) -> Result<Response> {
     s.services.access.operation(Op::VerifyAudit, None)?;
-    let store = s
-        .audit_store
-        .clone()
+    let log = s
+        .services
+        .audit
+        .log()
+        .cloned()
         .ok_or_else(|| FhirError::NotFound("this server keeps no audit trail".into()))?;
     s.services.audit.flush().await;
-    let head = s.audit_head.clone();
-    let verified = tokio::task::spawn_blocking(move || audit::verify(&store, head.as_deref()))
+    let verified = tokio::task::spawn_blocking(move || log.verify())
         .await
         .map_err(|e| FhirError::Storage(e.to_string()))??;
     Ok(response::json(

@@ -120,8 +120,15 @@ pub fn build(base_url: Option<&str>, token_url: Option<&str>) -> Result<Value> {
                     }));
                 }
             }
+            if *t == "AuditEvent" {
+                // the audit trail is searched in place, by its own parameters
+                let own = crate::interaction::audit_search::PARAMS;
+                params.retain(|p| own.iter().any(|(n, _)| p["name"] == *n));
+                includes.clear();
+            }
             let revincludes: Vec<String> = crate::search::params::SEARCHABLE_TYPES
                 .iter()
+                .filter(|_| *t != "AuditEvent")
                 .flat_map(|src| {
                     reg.params(src)
                         .filter(|p| p.kind == ParamType::Reference && (p.targets.is_empty() || p.targets.iter().any(|x| x == t)))

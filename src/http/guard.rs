@@ -114,7 +114,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         .to_string();
     let method = req.method().as_str().to_string();
     let query = req.uri().query().map(str::to_string);
-    let peer = peer_addr.map(|a| a.ip().to_string());
+    let peer = peer_addr.map(|a| a.ip());
     let token = bearer(&req);
     let (access, mut resp) = match caller(&s, token, &path, &request_id).await {
         Ok(access) => {
@@ -141,7 +141,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         query.as_deref(),
         resp.status().as_u16(),
         &request_id,
-        peer.as_deref(),
+        peer,
     ));
     resp.extensions_mut().insert(access);
     resp

@@ -61,10 +61,9 @@ pub struct AppState {
     pub engine: Arc<crate::engine::Engine>,
     /// SMART backend services (None: auth is off, `--no-auth`).
     pub auth: Option<Arc<smart::Auth>>,
-    /// The audit trail's own store (None: not kept, as in tools).
+    /// The audit trail seen as a store of AuditEvents, for reads and history (None: not kept,
+    /// as in tools).
     pub audit_store: Option<crate::store::SharedStore>,
-    /// The file with the audit chain's last link.
-    pub audit_head: Option<std::path::PathBuf>,
     /// Small-cell suppression threshold for manufacturers' aggregates (0: off).
     pub small_cell_threshold: u64,
     /// Origins allowed to call the API from a browser (`*`: any).

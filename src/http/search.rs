@@ -46,6 +46,10 @@ async fn run(
     pairs: Vec<(String, String)>,
     base: String,
 ) -> Result<Response> {
+    // the audit trail is searched in place, not through the resource index
+    if scope.types == ["AuditEvent"] && scope.compartment.is_none() {
+        return blocking(move || services.search_audit(&pairs, &base, scope.strict)).await;
+    }
     blocking(move || services.search_pairs(&scope, &pairs, &base)).await
 }
 

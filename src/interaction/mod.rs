@@ -1,6 +1,7 @@
 //! The FHIR interactions, independent of HTTP: what create, read, update, delete, patch, history
 //! and Bundles do to the store. HTTP handlers and Bundle processing both call these.
 
+pub mod audit_search;
 pub mod bundle;
 pub mod cohort_groups;
 pub mod history;

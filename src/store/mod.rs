@@ -7,6 +7,8 @@
 //! group is durably on disk (group commit: concurrent writers share one fsync). A closure that
 //! returns an error leaves nothing behind.
 
+pub mod audit_legacy;
+pub mod audit_log;
 pub mod fjall_kv;
 pub mod kv;
 pub mod kv_store;
