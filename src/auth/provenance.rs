@@ -6,7 +6,6 @@ use serde_json::{json, Value};
 use super::access::Access;
 use super::clients::Role;
 use crate::clock::{instant, now_ms};
-use crate::interaction::write::Written;
 
 /// The identifier system of request ids (the `X-Request-ID` of the HTTP request).
 pub const REQUEST_ID_SYSTEM: &str = "https://vbc-server.dev/fhir/sid/request-id";
@@ -14,20 +13,32 @@ pub const REQUEST_ID_SYSTEM: &str = "https://vbc-server.dev/fhir/sid/request-id"
 /// The identifier system of client ids.
 pub const CLIENT_ID_SYSTEM: &str = "https://vbc-server.dev/fhir/sid/client-id";
 
+/// A version a Bundle wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Resource type.
+    pub rtype: &'a str,
+    /// Logical id.
+    pub id: &'a str,
+    /// The version written.
+    pub version: u64,
+    /// True when the write created the resource.
+    pub created: bool,
+}
+
 /// The Provenance of a Bundle's writes, when a submitter sent it and it wrote something.
 pub fn of_bundle<'w>(
     access: &Access,
     kind: &str,
     bundle_id: Option<&str>,
-    written: impl Iterator<Item = &'w Written>,
+    written: impl Iterator<Item = Target<'w>>,
 ) -> Option<Value> {
     let p = access.principal().filter(|p| p.role == Role::Submitter)?;
     let mut all_creates = true;
     let targets: Vec<Value> = written
-        .filter_map(|w| {
-            let v = w.version?;
-            all_creates &= w.status == 201;
-            Some(json!({"reference": format!("{}/{}/_history/{v}", w.rtype, w.id)}))
+        .map(|w| {
+            all_creates &= w.created;
+            json!({"reference": format!("{}/{}/_history/{}", w.rtype, w.id, w.version)})
         })
         .collect();
     if targets.is_empty() {

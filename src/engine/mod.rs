@@ -67,6 +67,8 @@ struct State {
 /// The outcome engine.
 pub struct Engine {
     state: RwLock<State>,
+    /// The store's commit feed position: reads wait until every acknowledged write is applied.
+    feed: Option<Arc<crate::store::feed::FeedPosition>>,
 }
 
 /// When to evaluate: the data as recorded at an instant, and the day windows are judged on.
@@ -142,6 +144,7 @@ impl Engine {
                 identity,
                 contracts: BTreeMap::new(),
             }),
+            feed: store.feed_position(),
         });
         let mut libraries = Vec::new();
         store.for_each_version("Library", &mut |rec| {
@@ -159,7 +162,7 @@ impl Engine {
                 .as_ref()
                 .and_then(rules_of_library)
             {
-                engine.register(rules);
+                engine.install(rules);
             }
         }
         store.set_listener(engine.clone());
@@ -174,7 +177,16 @@ impl Engine {
                 identity: Identity::new(link_systems),
                 contracts: BTreeMap::new(),
             }),
+            feed: None,
         })
+    }
+
+    /// The state to read, once every write acknowledged so far has been applied.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        if let Some(f) = &self.feed {
+            f.settle();
+        }
+        read_lock(&self.state)
     }
 
     /// Take resource versions as if the store had just committed them (the same path as
@@ -195,6 +207,14 @@ impl Engine {
 
     /// Register (or replace) a contract and evaluate it in full.
     pub fn register(&self, rules: RuleSet) {
+        if let Some(f) = &self.feed {
+            f.settle();
+        }
+        self.install(rules);
+    }
+
+    /// Register a contract over the state as it stands (the feed's own thread, and start-up).
+    fn install(&self, rules: RuleSet) {
         let plan = Arc::new(Plan::new(rules));
         let today = days::today();
         let results = {
@@ -221,12 +241,12 @@ impl Engine {
 
     /// The ids (contract Measure ids) of the loaded contracts.
     pub fn contract_ids(&self) -> Vec<String> {
-        read_lock(&self.state).contracts.keys().cloned().collect()
+        self.read().contracts.keys().cloned().collect()
     }
 
     /// The compiled contract whose contract Measure or outcome Measure has this id.
     pub fn plan_for_measure(&self, measure_id: &str) -> Option<(Arc<Plan>, Option<String>)> {
-        let st = read_lock(&self.state);
+        let st = self.read();
         for c in st.contracts.values() {
             if c.plan.ids.contract() == measure_id {
                 return Some((c.plan.clone(), None));
@@ -248,7 +268,7 @@ impl Engine {
     pub fn current(&self, contract: &str) -> Result<Vec<PersonResult>> {
         let today = days::today();
         let stale = {
-            let st = read_lock(&self.state);
+            let st = self.read();
             let c = st
                 .contracts
                 .get(contract)
@@ -282,7 +302,7 @@ impl Engine {
 
     /// Evaluate a contract from scratch (for the current data, or as of a past instant).
     pub fn evaluate(&self, contract: &str, at: AsOf) -> Result<Vec<PersonResult>> {
-        let st = read_lock(&self.state);
+        let st = self.read();
         let plan = st
             .contracts
             .get(contract)
@@ -293,7 +313,7 @@ impl Engine {
 
     /// The cohort members of a contract as (person, index day), in person order.
     pub fn members(&self, contract: &str) -> Option<(Arc<Plan>, Members)> {
-        let st = read_lock(&self.state);
+        let st = self.read();
         let c = st.contracts.get(contract)?;
         let members = c
             .results
@@ -397,7 +417,7 @@ impl Engine {
             }
         }
         for rules in new_contracts {
-            self.register(rules);
+            self.install(rules);
         }
     }
 }

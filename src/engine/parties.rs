@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::facts::Fact;
 use super::result::Membership;
-use super::{read_lock, Engine};
+use super::Engine;
 use crate::contracts::fhir::org_id;
 
 /// The two parties of a contract, as `Organization/[id]` references.
@@ -40,7 +40,7 @@ impl Engine {
     /// Measure, Library, ValueSet or Group compiled from a contract by its id. None for anything
     /// else (including what no loaded contract defines).
     pub fn contract_parties(&self, rtype: &str, resource: &Value) -> Option<ContractParties> {
-        let st = read_lock(&self.state);
+        let st = self.read();
         let of = parties_of;
         match rtype {
             "MeasureReport" => {
@@ -75,7 +75,7 @@ impl Engine {
     /// (`Organization/[id]`): an eligible member of one of the payer's contract cohorts, or the
     /// beneficiary of an active Coverage the payer pays that covers today.
     pub fn is_member(&self, payer: &str, patient: &str) -> bool {
-        let st = read_lock(&self.state);
+        let st = self.read();
         let today = crate::days::today();
         let patient: Arc<str> = Arc::from(patient);
         let person = st.identity.person(&patient);

@@ -804,7 +804,7 @@ impl Services {
                     .iter()
                     .zip(&written_by)
                     .filter(|(_, w)| **w)
-                    .map(|(r, _)| r),
+                    .filter_map(|(r, _)| r.target()),
             ) {
                 create_in(txn, "Provenance", p, None, None, None)?;
             }
@@ -862,9 +862,12 @@ impl Services {
             .lock()
             .map(|mut l| std::mem::take(&mut *l))
             .unwrap_or_default();
-        if let Some(p) =
-            provenance::of_bundle(&self.access, "batch", bundle_id.as_deref(), written.iter())
-        {
+        if let Some(p) = provenance::of_bundle(
+            &self.access,
+            "batch",
+            bundle_id.as_deref(),
+            written.iter().filter_map(Written::target),
+        ) {
             store::write(self.store.as_ref(), move |txn| {
                 create_in(txn, "Provenance", p, None, None, None)
             })

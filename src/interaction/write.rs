@@ -31,6 +31,18 @@ pub struct Written {
     pub status: u16,
 }
 
+impl Written {
+    /// The version written, as a Provenance names it (None when nothing was written).
+    pub fn target(&self) -> Option<crate::auth::provenance::Target<'_>> {
+        Some(crate::auth::provenance::Target {
+            rtype: &self.rtype,
+            id: &self.id,
+            version: self.version?,
+            created: self.status == 201,
+        })
+    }
+}
+
 /// Validate a resource for writing as `rtype`; errors carry every problem.
 pub fn check_resource(
     validator: &Validator,

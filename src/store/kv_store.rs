@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::feed::{Change, Feed, FeedPosition};
 use super::kv::{Batch, Engine, Kv};
 use super::record::{decode, encode, IndexEntry, Method, StagedWrite, VersionRecord};
 use super::{
-    CommitListener, Committed, Current, HistoryQuery, IndexReport, JobOutcome, Store, WriteJob,
-    WriteTxn,
+    CommitListener, Current, HistoryQuery, IndexReport, JobOutcome, Store, WriteJob, WriteTxn,
 };
 use crate::error::{FhirError, Result};
 
@@ -39,11 +39,9 @@ pub struct KvStore {
     sender: Mutex<Option<Sender<WriteJob>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     open: Arc<AtomicBool>,
-    listener: SharedListener,
+    feed: Arc<Feed>,
     dir: PathBuf,
 }
-
-type SharedListener = Arc<std::sync::RwLock<Option<Arc<dyn CommitListener>>>>;
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
@@ -262,18 +260,21 @@ impl KvStore {
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let open = Arc::new(AtomicBool::new(true));
         let writer_db = db.clone();
-        let listener: SharedListener = Arc::new(std::sync::RwLock::new(None));
-        let writer_listener = listener.clone();
+        let feed = Arc::new(
+            Feed::start(last_seq(&*db))
+                .map_err(|e| FhirError::Storage(format!("cannot start the commit feed: {e}")))?,
+        );
+        let writer_feed = feed.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_db, receiver, writer_listener, name))
+            .spawn(move || writer_loop(writer_db, receiver, &writer_feed, name))
             .map_err(|e| FhirError::Storage(format!("cannot start writer: {e}")))?;
         Ok(KvStore {
             db,
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
             open,
-            listener,
+            feed,
             dir: dir.to_path_buf(),
         })
     }
@@ -557,9 +558,11 @@ impl Store for KvStore {
     }
 
     fn set_listener(&self, listener: Arc<dyn CommitListener>) {
-        if let Ok(mut l) = self.listener.write() {
-            *l = Some(listener);
-        }
+        self.feed.set_listener(listener);
+    }
+
+    fn feed_position(&self) -> Option<Arc<FeedPosition>> {
+        Some(self.feed.position())
     }
 
     fn submit(&self, job: WriteJob) -> Result<()> {
@@ -584,6 +587,7 @@ impl Store for KvStore {
         if let Some(h) = handle {
             let _ = h.join();
         }
+        self.feed.close();
         self.db.flush()?;
         super::owner::clear(&self.dir);
         Ok(())
@@ -830,40 +834,22 @@ fn last_seq(db: &dyn Kv) -> u64 {
         .unwrap_or(0)
 }
 
-/// Tell the listener about a durable group; a panicking listener is logged, never fatal.
-fn notify(listener: &SharedListener, overlay: &Overlay) {
-    let Some(l) = listener.read().ok().and_then(|l| l.clone()) else {
-        return;
-    };
-    let mut writes: Vec<Committed<'_>> = overlay
+/// The latest version of each resource a durable group wrote, moved onto the feed.
+fn changes(overlay: Overlay) -> Vec<Change> {
+    overlay
         .current
-        .iter()
-        .map(|((t, id), c)| Committed {
-            rtype: t,
+        .into_iter()
+        .map(|((rtype, id), c)| Change {
+            rtype,
             id,
             version: c.version,
-            resource: c.resource.as_deref(),
+            resource: c.resource,
             last_updated_ms: c.last_updated_ms,
         })
-        .collect();
-    writes.sort_by(|a, b| (a.rtype, a.id).cmp(&(b.rtype, b.id)));
-    // the engine applies a group before its writers are answered: its update lag is this call
-    let started = Instant::now();
-    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.committed(&writes)));
-    metrics::histogram!("vbc_engine_update_lag_seconds").record(started.elapsed().as_secs_f64());
-    if applied.is_err() {
-        tracing::error!(
-            "the commit listener panicked; derived state may be stale until re-evaluation"
-        );
-    }
+        .collect()
 }
 
-fn writer_loop(
-    db: Arc<dyn Kv>,
-    rx: Receiver<WriteJob>,
-    listener: SharedListener,
-    name: &'static str,
-) {
+fn writer_loop(db: Arc<dyn Kv>, rx: Receiver<WriteJob>, feed: &Feed, name: &'static str) {
     let mut seq = last_seq(&*db);
     let mut last_ms = i64::MIN;
     while let Ok(first) = rx.recv() {
@@ -936,7 +922,9 @@ fn writer_loop(
                             .record(group_size as f64);
                         metrics::counter!("vbc_store_resources_written_total", "store" => name)
                             .increment(written);
-                        notify(&listener, &overlay);
+                        // the engine applies the group on the feed's thread; readers of derived
+                        // state wait for it (the group is durable before anyone is answered)
+                        feed.publish(seq, changes(overlay));
                         Ok(())
                     }
                     Err(e) => Err(e.to_string()),

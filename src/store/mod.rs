@@ -9,6 +9,7 @@
 
 pub mod audit_legacy;
 pub mod audit_log;
+pub mod feed;
 pub mod fjall_kv;
 pub mod kv;
 pub mod kv_store;
@@ -123,8 +124,9 @@ pub struct Committed<'a> {
     pub last_updated_ms: i64,
 }
 
-/// Told about every commit group once it is durable, before any writer in it is answered (so
-/// derived state such as outcome results is current when a write is acknowledged).
+/// Told about every commit group once it is durable, in commit order, on the commit feed's
+/// thread ([`feed`]); readers of derived state wait for the feed ([`Store::feed_position`]) so
+/// that they see every acknowledged write.
 pub trait CommitListener: Send + Sync {
     /// The latest version of each resource the group wrote.
     fn committed(&self, writes: &[Committed<'_>]);
@@ -178,6 +180,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Install the listener told about each durable commit group.
     fn set_listener(&self, listener: Arc<dyn CommitListener>);
+    /// How far the commit feed has come (None: this store has no feed).
+    fn feed_position(&self) -> Option<Arc<feed::FeedPosition>> {
+        None
+    }
     /// Queue a write job for the writer.
     fn submit(&self, job: WriteJob) -> Result<()>;
     /// Stop accepting writes, finish queued ones and flush everything to disk.
