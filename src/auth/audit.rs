@@ -220,7 +220,7 @@ fn source() -> Value {
 
 /// How a request went: 0 success, 4 minor failure (refused, not found, invalid), 8 serious
 /// failure (a server error).
-fn outcome(status: u16) -> &'static str {
+pub fn outcome(status: u16) -> &'static str {
     match status {
         0..=399 => "0",
         400..=499 => "4",

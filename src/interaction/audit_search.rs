@@ -10,13 +10,13 @@
 //! `_summary=count`, `_total`. Other parameters are ignored and left out of the self link (an
 //! error under `Prefer: handling=strict`).
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::{new_bundle, Services};
+use super::{new_bundle, with_total, Services};
 use crate::auth::access::Act;
 use crate::auth::audit::{
-    activity_codes, decode_event, entity_reference, event_id, interaction, render, seq_of_id,
-    Agent, Event, What,
+    activity_codes, decode_event, entity_reference, event_id, interaction, outcome, render,
+    seq_of_id, Agent, Event, What,
 };
 use crate::error::{FhirError, Result};
 use crate::search::matcher::Prefix;
@@ -69,12 +69,7 @@ fn facts_of_event(e: &Event) -> Facts {
         } => {
             let (code, action) = interaction(method, path);
             f.entities.extend(entity_reference(path));
-            f.outcome = match status {
-                0..=399 => "0",
-                400..=499 => "4",
-                _ => "8",
-            }
-            .into();
+            f.outcome = outcome(*status).into();
             f.action = action.into();
             f.subtypes.push(code.into());
             if let Some(op) = path.split('/').find(|s| s.starts_with('$')) {
@@ -268,6 +263,7 @@ fn parse(
                 .map(str::to_string)
                 .collect()
         };
+        let codes = || -> Vec<String> { vals().iter().map(|x| code(x)).collect() };
         let test = match k.as_str() {
             "date" | "_lastUpdated" => {
                 let mut t = Vec::new();
@@ -294,7 +290,7 @@ fn parse(
                     .map(|x| reference(x, base, Some("Organization")))
                     .collect(),
             )),
-            "altid" => Some(Test::AltId(vals().iter().map(|x| code(x)).collect())),
+            "altid" => Some(Test::AltId(codes())),
             "entity" => Some(Test::Entity(
                 vals().iter().map(|x| reference(x, base, None)).collect(),
             )),
@@ -304,10 +300,10 @@ fn parse(
                     .map(|x| reference(x, base, Some("Patient")))
                     .collect(),
             )),
-            "outcome" => Some(Test::Outcome(vals().iter().map(|x| code(x)).collect())),
-            "action" => Some(Test::Action(vals().iter().map(|x| code(x)).collect())),
-            "subtype" => Some(Test::Subtype(vals().iter().map(|x| code(x)).collect())),
-            "type" => Some(Test::Type(vals().iter().map(|x| code(x)).collect())),
+            "outcome" => Some(Test::Outcome(codes())),
+            "action" => Some(Test::Action(codes())),
+            "subtype" => Some(Test::Subtype(codes())),
+            "type" => Some(Test::Type(codes())),
             "address" => Some(Test::Address(vals())),
             "_count" => {
                 match v.trim().parse::<usize>() {
@@ -507,19 +503,11 @@ impl Services {
                 "search": {"mode": "match"}
             }));
         }
-        let mut bundle = new_bundle("searchset", links, entries);
-        if let (Some(total), Value::Object(b)) = (total, &mut bundle) {
-            let mut ordered = Map::new();
-            for (k, v) in std::mem::take(b) {
-                let is_type = k == "type";
-                ordered.insert(k, v);
-                if is_type {
-                    ordered.insert("total".into(), json!(total));
-                }
-            }
-            *b = ordered;
-        }
-        Ok(bundle)
+        let bundle = new_bundle("searchset", links, entries);
+        Ok(match total {
+            Some(total) => with_total(bundle, total),
+            None => bundle,
+        })
     }
 }
 

@@ -45,6 +45,22 @@ impl Services {
     }
 }
 
+/// A searchset Bundle with its `total` placed right after `type`.
+pub fn with_total(mut bundle: Value, total: u64) -> Value {
+    if let Value::Object(b) = &mut bundle {
+        let mut ordered = Map::new();
+        for (k, v) in std::mem::take(b) {
+            let is_type = k == "type";
+            ordered.insert(k, v);
+            if is_type {
+                ordered.insert("total".into(), Value::from(total));
+            }
+        }
+        *b = ordered;
+    }
+    bundle
+}
+
 /// A Bundle of `kind` with a fresh id, `meta.lastUpdated` now, and its links and entries (empty
 /// lists are left out: FHIR allows no empty arrays).
 pub fn new_bundle(kind: &str, links: Vec<Value>, entries: Vec<Value>) -> Value {

@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::read::resource_of;
-use super::{new_bundle, Services};
+use super::{new_bundle, with_total, Services};
 use crate::auth::access::Act;
 use crate::error::{FhirError, Result};
 use crate::fhir::outcome::operation_outcome;
@@ -501,19 +501,9 @@ impl Services {
                 "search": {"mode": "outcome"}
             }));
         }
-        let mut bundle = new_bundle("searchset", links, entries);
+        let bundle = new_bundle("searchset", links, entries);
         if s.total != Total::None || s.summary == Summary::Count {
-            if let Value::Object(b) = &mut bundle {
-                let mut ordered = Map::new();
-                for (k, v) in std::mem::take(b) {
-                    let is_type = k == "type";
-                    ordered.insert(k, v);
-                    if is_type {
-                        ordered.insert("total".into(), json!(total));
-                    }
-                }
-                *b = ordered;
-            }
+            return Ok(with_total(bundle, total as u64));
         }
         Ok(bundle)
     }

@@ -11,7 +11,9 @@ use std::path::Path;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::audit_log::{hex, read_head, AuditLog, Body, ChainCheck, Entry, Verified};
+use super::audit_log::{
+    hex, link_in_json, read_head, unhex, AuditLog, Body, ChainCheck, Entry, Verified,
+};
 use super::kv::Engine;
 use super::kv_store::KvStore;
 use super::Store;
@@ -61,22 +63,15 @@ pub fn hash_hex(event: &Value) -> String {
     hex(&Sha256::digest(canonical_json(event).as_bytes()))
 }
 
-fn unhex(h: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if h.len() != 64 {
-        return None;
-    }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+/// The chain link an event's JSON names (sequence, previous hash in hex).
+type Link = Option<(u64, String)>;
 
 /// Visit the events of a legacy trail in chain order as entries of the compact trail: (sequence
-/// from the id, entry, why it cannot be trusted as stored when it cannot).
+/// from the id, entry, the link its JSON names, why it cannot be trusted as stored when it
+/// cannot).
 fn entries(
     store: &KvStore,
-    visit: &mut dyn FnMut(u64, Entry, Option<String>) -> Result<bool>,
+    visit: &mut dyn FnMut(u64, Entry, Link, Option<String>) -> Result<bool>,
 ) -> Result<()> {
     let mut after: Option<String> = None;
     let mut last_ms = i64::MIN;
@@ -94,8 +89,10 @@ fn entries(
                 .unwrap_or(0);
             let event = crate::fhir::number_text::parse(rec.resource.as_deref().unwrap_or(&[]))
                 .map_err(|e| FhirError::Storage(format!("corrupt audit event: {e}")))?;
-            let previous = super::audit_log::link_in_json(&event)
-                .and_then(|(_, p)| unhex(&p))
+            let link = link_in_json(&event);
+            let previous = link
+                .as_ref()
+                .and_then(|(_, p)| unhex(p))
                 .unwrap_or([0xff; 32]);
             let recorded = event["recorded"]
                 .as_str()
@@ -113,7 +110,7 @@ fn entries(
                 recorded_ms: last_ms,
                 body: Body::Legacy(canonical_json(&event)),
             };
-            if !visit(seq, entry, doubt)? {
+            if !visit(seq, entry, link, doubt)? {
                 return Ok(());
             }
         }
@@ -124,15 +121,12 @@ fn entries(
 fn check(store: &KvStore, keep: &mut dyn FnMut(u64, Entry) -> Result<()>) -> Result<ChainCheck> {
     let mut check = ChainCheck::new();
     let mut intact = true;
-    entries(store, &mut |seq, entry, doubt| {
+    entries(store, &mut |seq, entry, link, doubt| {
         if intact {
             let Body::Legacy(json) = &entry.body else {
                 return Ok(false);
             };
             let hash: [u8; 32] = Sha256::digest(json.as_bytes()).into();
-            let link = serde_json::from_str::<Value>(json)
-                .ok()
-                .and_then(|v| super::audit_log::link_in_json(&v));
             intact = match doubt {
                 Some(why) => {
                     check.fail(why);

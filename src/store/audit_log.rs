@@ -17,6 +17,7 @@
 //! the chain then simply ends earlier (it never breaks).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -116,20 +117,25 @@ pub struct Head {
     pub hash: [u8; 32],
 }
 
+/// A hash from its lower-case hex (None unless 64 hex digits).
+pub fn unhex(h: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if h.len() != 64 {
+        return None;
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Read the head file (`seq hexhash`).
 pub fn read_head(path: &Path) -> Option<Head> {
     let text = std::fs::read_to_string(path).ok()?;
     let (seq, h) = text.trim().split_once(' ')?;
-    let mut hash = [0u8; 32];
-    if h.len() != 64 {
-        return None;
-    }
-    for (i, b) in hash.iter_mut().enumerate() {
-        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
     Some(Head {
         seq: seq.parse().ok()?,
-        hash,
+        hash: unhex(h)?,
     })
 }
 
@@ -147,6 +153,8 @@ enum Msg {
 /// The trail: reads from any thread, appends through one writer thread.
 pub struct AuditLog {
     kv: Arc<dyn Kv>,
+    /// The last entry's sequence number (moved by the writer after each batch).
+    last: Arc<AtomicU64>,
     head_file: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -167,22 +175,26 @@ fn open_kv(dir: &Path) -> Result<Arc<dyn Kv>> {
     Ok(kv)
 }
 
-/// The last entry's link in `kv`.
-fn last_link(kv: &dyn Kv) -> Result<Head> {
+/// The last entry's link in `kv` and when it was recorded (i64::MIN when empty).
+fn last_link(kv: &dyn Kv) -> Result<(Head, i64)> {
     let lo = [ENTRY];
     match kv.scan(&lo, Some(&[ENTRY + 1]), true).next() {
-        None => Ok(Head {
-            seq: 0,
-            hash: GENESIS,
-        }),
+        None => Ok((
+            Head {
+                seq: 0,
+                hash: GENESIS,
+            },
+            i64::MIN,
+        )),
         Some(item) => {
             let (k, v) = item?;
             let seq = seq_of(&k)?;
             let entry = decode(&v)?;
-            Ok(Head {
+            let head = Head {
                 seq,
                 hash: hash_of(seq, &entry, &v),
-            })
+            };
+            Ok((head, entry.recorded_ms))
         }
     }
 }
@@ -190,8 +202,11 @@ fn last_link(kv: &dyn Kv) -> Result<Head> {
 impl AuditLog {
     /// Open the trail in `dir` for reading only (a stopped server's, for verification).
     pub fn open_read_only(dir: &Path, head_file: PathBuf) -> Result<AuditLog> {
+        let kv = open_kv(dir)?;
+        let (head, _) = last_link(kv.as_ref())?;
         Ok(AuditLog {
-            kv: open_kv(dir)?,
+            kv,
+            last: Arc::new(AtomicU64::new(head.seq)),
             head_file,
             tx: Mutex::new(None),
             writer: Mutex::new(None),
@@ -202,17 +217,11 @@ impl AuditLog {
     /// link after every batch.
     pub fn open(dir: &Path, head_file: PathBuf) -> Result<Arc<AuditLog>> {
         let kv = open_kv(dir)?;
-        let mut head = last_link(kv.as_ref())?;
-        let mut last_ms = match head.seq {
-            0 => i64::MIN,
-            s => kv
-                .get(&key(s))?
-                .map(|v| decode(&v).map(|e| e.recorded_ms))
-                .transpose()?
-                .unwrap_or(i64::MIN),
-        };
+        let (mut head, mut last_ms) = last_link(kv.as_ref())?;
+        let last = Arc::new(AtomicU64::new(head.seq));
         let (tx, rx) = mpsc::channel::<Msg>();
         let writer_kv = kv.clone();
+        let writer_last = last.clone();
         let writer_head = head_file.clone();
         let writer = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -235,6 +244,7 @@ impl AuditLog {
                         let start = head;
                         match append(writer_kv.as_ref(), &mut head, &mut last_ms, events) {
                             Ok(()) => {
+                                writer_last.store(head.seq, Ordering::Release);
                                 if let Err(e) = write_head(&writer_head, &head) {
                                     tracing::error!(error = %e, "cannot write the audit head file");
                                 }
@@ -254,6 +264,7 @@ impl AuditLog {
             .map_err(|e| FhirError::Storage(format!("cannot start the audit writer: {e}")))?;
         Ok(Arc::new(AuditLog {
             kv,
+            last,
             head_file,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
@@ -307,7 +318,7 @@ impl AuditLog {
 
     /// The last entry's sequence number (0 when empty).
     pub fn last_seq(&self) -> Result<u64> {
-        Ok(last_link(self.kv.as_ref())?.seq)
+        Ok(self.last.load(Ordering::Acquire))
     }
 
     /// The first sequence number whose entry was recorded at or after `ms` (last + 1 when none).
@@ -370,7 +381,7 @@ impl AuditLog {
     /// run). Returns the new head.
     pub fn append_converted(&self, entries: &[(u64, Entry)]) -> Result<Head> {
         let mut batch = Batch::default();
-        let mut head = last_link(self.kv.as_ref())?;
+        let mut head = last_link(self.kv.as_ref())?.0;
         for (seq, entry) in entries {
             let bytes = encode(entry)?;
             head = Head {
@@ -380,6 +391,7 @@ impl AuditLog {
             batch.insert(key(*seq).to_vec(), bytes);
         }
         self.kv.apply(batch, true)?;
+        self.last.store(head.seq, Ordering::Release);
         Ok(head)
     }
 }
