@@ -5,8 +5,9 @@ of reads, which the migrated copy must give again.
 
     python3 scripts/make_migrate_fixture.py BINARY [OUT_DIR]
 
-BINARY is a vbc-server build of that release (or a later one: it is run with
-VBC_STORE_ENGINE=sled and the engine records are removed afterwards). OUT_DIR defaults to
+BINARY is a vbc-server build of that release (or a later one up to commit bdda077, the last
+that serves sled: it is run with VBC_STORE_ENGINE=sled and the engine records are removed
+afterwards). OUT_DIR defaults to
 tests/data/migrate.
 """
 import json

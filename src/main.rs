@@ -6,7 +6,7 @@ use vbc_server::config::ServeConfig;
 use vbc_server::server;
 
 /// mimalloc instead of glibc malloc: the server allocates heavily from many threads (JSON trees,
-/// sled nodes), where glibc's arena locks and consolidation cost about a third of ingest CPU.
+/// engine blocks), where glibc's arena locks and consolidation cost about a third of ingest CPU.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -38,8 +38,8 @@ enum Command {
     CheckIndex(vbc_server::maintenance::MaintenanceConfig),
     /// Verify the audit trail's hash chain of a stopped server (exit status 1 at a broken link).
     AuditVerify(vbc_server::maintenance::AuditVerifyConfig),
-    /// Copy a stopped server's data directory onto another store engine (every version, the
-    /// index and the audit trail), then check the copy.
+    /// Copy a stopped server's data directory onto fjall (from sled, which no longer serves;
+    /// every version, the index and the audit trail), then check the copy.
     Migrate(vbc_server::migrate_command::MigrateConfig),
     /// Time authenticated reads and searches against the same without auth.
     BenchAuth(vbc_server::bench::auth::AuthBenchConfig),

@@ -1,8 +1,9 @@
-//! `vbc-server migrate --from OLD --to NEW`: copy a stopped server's data directory onto another
-//! store engine (by default fjall, from a directory that sled holds): the resources with every
-//! version and both histories, the search index, the audit trail, and the server's other files
-//! (the audit chain's head, keys). The copy is then checked as `check-index` and `audit-verify`
-//! check a data directory; the original is left as it was.
+//! `vbc-server migrate --from OLD --to NEW`: copy a stopped server's data directory onto fjall,
+//! the engine that serves (from a directory that sled holds, which this release no longer
+//! serves, or from fjall itself): the resources with every version and both histories, the
+//! search index, the audit trail, and the server's other files (the audit chain's head, keys).
+//! The copy is then checked as `check-index` and `audit-verify` check a data directory; the
+//! original is left as it was.
 
 use std::path::{Path, PathBuf};
 
@@ -16,15 +17,12 @@ use crate::store::IndexReport;
 /// Options of `migrate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MigrateConfig {
-    /// Data directory of a stopped server (on any engine).
+    /// Data directory of a stopped server (on sled or fjall).
     #[arg(long)]
     pub from: PathBuf,
-    /// The new data directory (must not exist, or be empty).
+    /// The new data directory on fjall (must not exist, or be empty).
     #[arg(long)]
     pub to: PathBuf,
-    /// Engine of the new directory (`fjall` or `sled`).
-    #[arg(long, default_value = "fjall")]
-    pub engine: String,
     /// The server's base URL, if it runs with one (for the index check).
     #[arg(long, env = "VBC_BASE_URL")]
     pub base_url: Option<String>,
@@ -47,12 +45,7 @@ pub struct Migrated {
 
 /// Copy the directory, then check the copy; an error leaves the new directory for inspection.
 pub fn migrate(cfg: &MigrateConfig) -> Result<Migrated> {
-    let engine = Engine::of(&cfg.engine).ok_or_else(|| {
-        FhirError::BadRequest(format!(
-            "'{}' is no store engine (fjall or sled)",
-            cfg.engine
-        ))
-    })?;
+    let engine = Engine::Fjall;
     if let Ok(mut entries) = std::fs::read_dir(&cfg.to) {
         if entries.next().is_some() {
             return Err(FhirError::BadRequest(format!(

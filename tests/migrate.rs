@@ -90,15 +90,26 @@ fn a_sled_directory_of_the_earlier_release_moves_to_fjall_with_every_version() {
     )
     .expect("expected.json is JSON");
 
-    // refused: a target that is not empty, an engine that does not exist
+    let before = file_bytes(&old);
+    // sled no longer serves: the server and the maintenance commands name the way over
+    let (ok, text) = vbc(&[
+        "serve",
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &old_s,
+    ]);
+    assert!(!ok && text.contains("vbc-server migrate --from"), "{text}");
+    let (ok, text) = vbc(&["check-index", "--data-dir", &old_s]);
+    assert!(!ok && text.contains("vbc-server migrate --from"), "{text}");
+    // the unconverted trail of the earlier release still verifies where it lies
+    let (ok, text) = vbc(&["audit-verify", "--data-dir", &old_s]);
+    assert!(ok && text.contains("audit chain intact"), "{text}");
+    // refused: a target that is not empty
     let (ok, text) = vbc(&["migrate", "--from", &old_s, "--to", &old_s]);
     assert!(!ok && text.contains("is not empty"), "{text}");
-    let (ok, text) = vbc(&[
-        "migrate", "--from", &old_s, "--to", &new_s, "--engine", "lmdb",
-    ]);
-    assert!(!ok && text.contains("no store engine"), "{text}");
 
-    let before = file_bytes(&old);
     let (ok, text) = vbc(&["migrate", "--from", &old_s, "--to", &new_s]);
     assert!(ok, "migrate failed: {text}");
     assert!(text.contains("migrated sled to fjall"), "{text}");

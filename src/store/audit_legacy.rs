@@ -14,9 +14,8 @@ use sha2::{Digest, Sha256};
 use super::audit_log::{
     hex, link_in_json, read_head, unhex, AuditLog, Body, ChainCheck, Entry, Verified,
 };
-use super::kv::Engine;
-use super::kv_store::KvStore;
-use super::Store;
+use super::kv::{Engine, Kv};
+use super::kv_store::{open_engine, visit_current};
 use crate::error::{FhirError, Result};
 
 /// Canonical JSON: object keys sorted, no whitespace; `meta` (set by the store) left out at the
@@ -70,58 +69,48 @@ type Link = Option<(u64, String)>;
 /// from the id, entry, the link its JSON names, why it cannot be trusted as stored when it
 /// cannot).
 fn entries(
-    store: &KvStore,
+    db: &dyn Kv,
     visit: &mut dyn FnMut(u64, Entry, Link, Option<String>) -> Result<bool>,
 ) -> Result<()> {
-    let mut after: Option<String> = None;
     let mut last_ms = i64::MIN;
-    loop {
-        let page = store.list("AuditEvent", after.as_deref(), 1000)?;
-        let Some(last) = page.last() else {
-            return Ok(());
+    visit_current(db, "AuditEvent", None, &mut |rec| {
+        let seq = rec
+            .id
+            .strip_prefix("ae-")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let event = crate::fhir::number_text::parse(rec.resource.as_deref().unwrap_or(&[]))
+            .map_err(|e| FhirError::Storage(format!("corrupt audit event: {e}")))?;
+        let link = link_in_json(&event);
+        let previous = link
+            .as_ref()
+            .and_then(|(_, p)| unhex(p))
+            .unwrap_or([0xff; 32]);
+        let recorded = event["recorded"]
+            .as_str()
+            .and_then(crate::clock::parse_instant_ms)
+            .unwrap_or(last_ms);
+        last_ms = last_ms.max(recorded);
+        let doubt = (rec.version != 1).then(|| {
+            format!(
+                "AuditEvent/{} was rewritten (version {})",
+                rec.id, rec.version
+            )
+        });
+        let entry = Entry {
+            previous,
+            recorded_ms: last_ms,
+            body: Body::Legacy(canonical_json(&event)),
         };
-        after = Some(last.id.clone());
-        for rec in &page {
-            let seq = rec
-                .id
-                .strip_prefix("ae-")
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-            let event = crate::fhir::number_text::parse(rec.resource.as_deref().unwrap_or(&[]))
-                .map_err(|e| FhirError::Storage(format!("corrupt audit event: {e}")))?;
-            let link = link_in_json(&event);
-            let previous = link
-                .as_ref()
-                .and_then(|(_, p)| unhex(p))
-                .unwrap_or([0xff; 32]);
-            let recorded = event["recorded"]
-                .as_str()
-                .and_then(crate::clock::parse_instant_ms)
-                .unwrap_or(last_ms);
-            last_ms = last_ms.max(recorded);
-            let doubt = (rec.version != 1).then(|| {
-                format!(
-                    "AuditEvent/{} was rewritten (version {})",
-                    rec.id, rec.version
-                )
-            });
-            let entry = Entry {
-                previous,
-                recorded_ms: last_ms,
-                body: Body::Legacy(canonical_json(&event)),
-            };
-            if !visit(seq, entry, link, doubt)? {
-                return Ok(());
-            }
-        }
-    }
+        visit(seq, entry, link, doubt)
+    })
 }
 
 /// Run the chain check over a legacy trail's entries, handing each on to `keep`.
-fn check(store: &KvStore, keep: &mut dyn FnMut(u64, Entry) -> Result<()>) -> Result<ChainCheck> {
+fn check(db: &dyn Kv, keep: &mut dyn FnMut(u64, Entry) -> Result<()>) -> Result<ChainCheck> {
     let mut check = ChainCheck::new();
     let mut intact = true;
-    entries(store, &mut |seq, entry, link, doubt| {
+    entries(db, &mut |seq, entry, link, doubt| {
         if intact {
             let Body::Legacy(json) = &entry.body else {
                 return Ok(false);
@@ -141,11 +130,16 @@ fn check(store: &KvStore, keep: &mut dyn FnMut(u64, Entry) -> Result<()>) -> Res
     Ok(check)
 }
 
+/// Open a legacy trail's engine to read it (on the engine it records; nothing is written to it).
+fn open_legacy(dir: &Path) -> Result<std::sync::Arc<dyn Kv>> {
+    open_engine(dir, Engine::for_dir(dir)?, 64 * 1024 * 1024)
+}
+
 /// Verify a stopped server's unconverted trail in `dir` against its head file.
 pub fn verify(dir: &Path, head_file: &Path) -> Result<Verified> {
-    let store = KvStore::open_named(dir, 64 * 1024 * 1024, "audit")?;
-    let check = check(&store, &mut |_, _| Ok(()))?;
-    store.shutdown()?;
+    let db = open_legacy(dir)?;
+    let check = check(&*db, &mut |_, _| Ok(()))?;
+    drop(db);
     Ok(check.finish(read_head(head_file)))
 }
 
@@ -166,11 +160,11 @@ pub fn convert(legacy: &Path, target: &Path, head_file: &Path) -> Result<Option<
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(e, &tmp))?;
     }
-    let store = KvStore::open_named(legacy, 64 * 1024 * 1024, "audit")?;
+    let db = open_legacy(legacy)?;
     let log = AuditLog::open_read_only(&tmp, head_file.to_path_buf())?;
     let mut page: Vec<(u64, Entry)> = Vec::new();
     let mut n = 0u64;
-    let check = check(&store, &mut |seq, entry| {
+    let check = check(&*db, &mut |seq, entry| {
         page.push((seq, entry));
         n += 1;
         if page.len() >= 1000 {
@@ -188,8 +182,7 @@ pub fn convert(legacy: &Path, target: &Path, head_file: &Path) -> Result<Option<
     }
     log.shutdown()?;
     drop(log);
-    store.shutdown()?;
-    drop(store);
+    drop(db);
     std::fs::rename(&tmp, target).map_err(|e| io(e, &tmp))?;
     std::fs::remove_dir_all(legacy).map_err(|e| io(e, legacy))?;
     tracing::info!(events = n, "audit trail converted to the compact form");

@@ -1,8 +1,9 @@
 //! The key-value layer under the store: ordered byte keys, reads, range scans and atomic batches
 //! that are durable when applied with `sync`. The store's key layout and write path
-//! ([`super::kv_store`]) sit on this trait alone, so the embedded engine is a choice made when a
-//! data directory is created (`VBC_STORE_ENGINE`), recorded in the directory, and measured
-//! side by side with the project's own `bench`.
+//! ([`super::kv_store`]) sit on this trait alone, so the embedded engine is recorded in the data
+//! directory when it is created. fjall serves; sled, the engine of directories written before
+//! fjall was chosen (by measurement, README "Storage engine"), is only read, by `vbc-server
+//! migrate`, which copies such a directory onto fjall.
 
 use std::path::Path;
 
@@ -79,8 +80,8 @@ pub trait Kv: Send + Sync + 'static {
 /// The embedded engines a data directory can be created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// sled 0.34: a B-tree of pages (the engine of every directory created before fjall was the
-    /// default; still opened and written as such).
+    /// sled 0.34: a B-tree of pages, the engine of every directory created before fjall. Read
+    /// only, to migrate such a directory ([`Engine::check_served`]).
     Sled,
     /// fjall 3: a log-structured merge tree with LZ4-compressed blocks (the default).
     Fjall,
@@ -114,7 +115,8 @@ impl Engine {
 
     /// The engine for a directory: the one it records, else sled's when sled files are there
     /// (directories created before the choice existed), else the one `VBC_STORE_ENGINE` names
-    /// (fjall when unset). A name that is no engine is refused.
+    /// (fjall when unset; no other engine serves a new directory). A name that is no engine is
+    /// refused.
     pub fn for_dir(dir: &Path) -> Result<Engine> {
         if let Ok(text) = std::fs::read_to_string(dir.join(ENGINE_FILE)) {
             return Engine::of(&text).ok_or_else(|| {
@@ -129,12 +131,28 @@ impl Engine {
             return Ok(Engine::Sled);
         }
         match std::env::var("VBC_STORE_ENGINE") {
-            Ok(name) if !name.trim().is_empty() => Engine::of(&name).ok_or_else(|| {
-                FhirError::BadRequest(format!(
-                    "VBC_STORE_ENGINE='{name}' is no store engine (sled or fjall)"
-                ))
-            }),
+            Ok(name) if !name.trim().is_empty() => match Engine::of(&name) {
+                Some(Engine::Fjall) => Ok(Engine::Fjall),
+                _ => Err(FhirError::BadRequest(format!(
+                    "VBC_STORE_ENGINE='{name}': new data directories are created on fjall only"
+                ))),
+            },
             _ => Ok(Engine::Fjall),
+        }
+    }
+
+    /// Refuse to serve a directory on an engine that is only read to migrate (sled), naming the
+    /// command that copies it onto the serving engine.
+    pub fn check_served(self, dir: &Path) -> Result<()> {
+        match self {
+            Engine::Fjall => Ok(()),
+            Engine::Sled => Err(FhirError::Storage(format!(
+                "{dir} was written on sled, which this release no longer serves (fjall is faster \
+                 and smaller on disk): copy it, with every version, onto fjall with \
+                 `vbc-server migrate --from {dir} --to NEW_DIR`, then use NEW_DIR (the original \
+                 is left as it was)",
+                dir = dir.display()
+            ))),
         }
     }
 

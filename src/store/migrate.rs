@@ -126,9 +126,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_sled_store_copied_to_fjall_keeps_every_version_and_its_index() {
-        let old = tempfile::tempdir().expect("temp dir");
-        Engine::Sled.record(old.path()).expect("record");
-        let store = KvStore::open(old.path()).expect("open sled");
+        // written on fjall, then laid onto sled pair by pair as a directory of an earlier
+        // release holds it (sled no longer serves)
+        let staging = tempfile::tempdir().expect("temp dir");
+        let store = KvStore::open(staging.path()).expect("open");
         for w in [
             put("a", 1, Method::Create),
             put("a", 2, Method::Update),
@@ -140,6 +141,23 @@ mod tests {
         }
         store.shutdown().expect("close");
         drop(store);
+        let old = tempfile::tempdir().expect("temp dir");
+        {
+            let written = open_engine(staging.path(), Engine::Fjall, 1 << 20).expect("fjall");
+            let sled = open_engine(old.path(), Engine::Sled, 1 << 20).expect("sled");
+            let mut batch = Batch::default();
+            for pair in written.scan(b"", None, false) {
+                let (k, v) = pair.expect("pair");
+                batch.insert(k, v);
+            }
+            sled.apply(batch, true).expect("laid onto sled");
+        }
+        Engine::Sled.record(old.path()).expect("record");
+        let refused = KvStore::open(old.path()).err().expect("sled is not served");
+        assert!(
+            refused.to_string().contains("vbc-server migrate --from"),
+            "{refused}"
+        );
         let new = tempfile::tempdir().expect("temp dir");
         let to = new.path().join("copy");
         let mut seen = Vec::new();

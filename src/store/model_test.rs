@@ -1,6 +1,6 @@
 //! A model-based test of the store: seeded random creates, updates (plain and if-match),
 //! deletes, conditional creates, multi-write transactions that sometimes fail, and concurrent
-//! jobs folded into one commit group, run against [`KvStore`] on both engines and mirrored in a
+//! jobs folded into one commit group, run against [`KvStore`] on the serving engine and mirrored in a
 //! plain in-memory model. After every step (and after every close and reopen) the store's reads
 //! agree with the model: current and every version, instance and type history, index entries and
 //! index scans, live ids and listings. It proves that a job's writes are all kept or all dropped,
@@ -573,11 +573,6 @@ async fn store_agrees_with_the_model(engine: Engine) {
     for seed in SEEDS {
         run_seed(engine, seed).await;
     }
-}
-
-#[tokio::test]
-async fn sled_store_agrees_with_the_model() {
-    store_agrees_with_the_model(Engine::Sled).await;
 }
 
 #[tokio::test]
