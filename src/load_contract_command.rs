@@ -52,6 +52,7 @@ pub async fn run(cfg: &LoadContractConfig) -> Result<()> {
             )),
             e => e,
         })?;
+        crate::search::engine()?.upgrade_index(&opened)?;
         Some(Arc::new(opened))
     };
     let mut failed = 0usize;

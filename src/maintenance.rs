@@ -53,6 +53,7 @@ pub fn reindex(cfg: &MaintenanceConfig) -> Result<usize> {
 pub fn check_index(cfg: &MaintenanceConfig) -> Result<IndexReport> {
     let store = open(cfg)?;
     let engine = crate::search::engine()?;
+    engine.upgrade_index(&store)?;
     let report = store.check_index(&|t, b| engine.index_entries_of_bytes(t, b))?;
     store.shutdown()?;
     Ok(report)

@@ -205,6 +205,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         FhirError::Storage(format!("cannot create {}: {e}", cfg.data_dir.display()))
     })?;
     let main = KvStore::open_with_cache(&cfg.data_dir, cfg.cache_mb.saturating_mul(1024 * 1024))?;
+    crate::search::init(Some(&cfg.own_base()))?.upgrade_index(&main)?;
     // a trail in the earlier form becomes the compact trail (once)
     let head_file = cfg.data_dir.join(AUDIT_HEAD);
     let audit_dir = cfg.data_dir.join(AUDIT_LOG_DIR);

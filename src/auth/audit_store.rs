@@ -106,19 +106,27 @@ impl Store for AuditStore {
         _param: &str,
         _lo: &[u8],
         _hi: Option<&[u8]>,
-        _visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        _visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()> {
         Err(unsupported(
             "index scans (AuditEvent search runs on the trail)",
         ))
     }
 
-    fn index_of(&self, _rtype: &str, _id: &str) -> Result<Option<Vec<IndexEntry>>> {
+    fn index_of(&self, _rtype: &str, _docno: u32) -> Result<Option<Vec<IndexEntry>>> {
         Err(unsupported("index reads"))
     }
 
-    fn live_ids(&self, _rtype: &str, _visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
-        Err(unsupported("listing ids"))
+    fn live_docnos(&self, _rtype: &str, _visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+        Err(unsupported("listing resources"))
+    }
+
+    fn docno_of(&self, _rtype: &str, _id: &str) -> Result<Option<u32>> {
+        Err(unsupported("index reads"))
+    }
+
+    fn id_of(&self, _rtype: &str, _docno: u32) -> Result<Option<String>> {
+        Err(unsupported("index reads"))
     }
 
     fn reindex(&self, _extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<usize> {

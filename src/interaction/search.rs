@@ -37,7 +37,7 @@ pub struct SearchScope {
 /// One match or include on its way into the Bundle.
 struct Item {
     rtype: String,
-    id: String,
+    docno: u32,
     key: Vec<u8>,
 }
 
@@ -55,22 +55,23 @@ fn min_max(values: impl Iterator<Item = Vec<u8>>, descending: bool) -> Option<Ve
 }
 
 /// The sort position of one resource: each key as presence byte + value (inverted when
-/// descending; missing values last either way), then the resource's `Type/id`.
+/// descending; missing values last either way), then the resource's type (when several are
+/// searched) and number: without `_sort`, matches come in the order they were first created.
 fn sort_key(
     exec: &mut Executor,
     rtype: &str,
-    id: &str,
+    docno: u32,
     keys: &[SortKey],
     multi_type: bool,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for k in keys {
         let value: Option<Vec<u8>> = if k.param == "_id" {
-            let mut v = id.as_bytes().to_vec();
+            let mut v = exec.id(rtype, docno)?.unwrap_or_default().into_bytes();
             v.push(0);
             Some(v)
         } else {
-            let entries = exec.entries(rtype, id)?.unwrap_or_default();
+            let entries = exec.entries_at(rtype, docno)?.unwrap_or_default();
             match k.kind {
                 Some(ParamType::Date) => {
                     // ascending by the earliest start, descending by the latest end
@@ -122,7 +123,7 @@ fn sort_key(
         out.extend_from_slice(rtype.as_bytes());
         out.push(b'/');
     }
-    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&docno.to_be_bytes());
     Ok(out)
 }
 
@@ -351,9 +352,9 @@ impl Services {
             let mut ids = exec.matching(t, &criteria)?;
             if filtered {
                 let mut kept = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if self.match_visible(t, &id)? {
-                        kept.push(id);
+                for n in ids {
+                    if self.match_visible(&mut exec, t, n)? {
+                        kept.push(n);
                     }
                 }
                 ids = kept;
@@ -362,11 +363,11 @@ impl Services {
             if counting {
                 continue;
             }
-            for id in ids {
-                let key = sort_key(&mut exec, t, &id, &parsed.sort, multi)?;
+            for docno in ids {
+                let key = sort_key(&mut exec, t, docno, &parsed.sort, multi)?;
                 items.push(Item {
                     rtype: t.clone(),
-                    id,
+                    docno,
                     key,
                 });
             }
@@ -455,30 +456,24 @@ impl Services {
         }
         let mut entries = Vec::new();
         if s.summary != Summary::Count {
-            let mut seen: HashSet<(String, String)> = page
-                .iter()
-                .map(|i| (i.rtype.clone(), i.id.clone()))
-                .collect();
+            // the page's ids (the index names resources by number)
+            let mut matches: Vec<(String, String)> = Vec::with_capacity(page.len());
             for i in page {
-                if let Some(r) = self.live_resource(&i.rtype, &i.id)? {
-                    let r = shape(
-                        &engine.registry,
-                        &i.rtype,
-                        r,
-                        s.summary,
-                        s.elements.as_deref(),
-                    );
+                if let Some(id) = exec.id(&i.rtype, i.docno)? {
+                    matches.push((i.rtype.clone(), id));
+                }
+            }
+            let mut seen: HashSet<(String, String)> = matches.iter().cloned().collect();
+            for (rtype, id) in &matches {
+                if let Some(r) = self.live_resource(rtype, id)? {
+                    let r = shape(&engine.registry, rtype, r, s.summary, s.elements.as_deref());
                     entries.push(json!({
-                        "fullUrl": format!("{base}/{}/{}", i.rtype, i.id),
+                        "fullUrl": format!("{base}/{rtype}/{id}"),
                         "resource": r,
                         "search": {"mode": "match"}
                     }));
                 }
             }
-            let matches: Vec<(String, String)> = page
-                .iter()
-                .map(|i| (i.rtype.clone(), i.id.clone()))
-                .collect();
             for (t, id) in self.includes(exec, s, &matches, &mut seen)? {
                 if self.access.allow(Act::Read, &t).is_err() {
                     continue;
@@ -524,15 +519,18 @@ impl Services {
 
     /// Whether a match is the caller's to see: judged from its stored index entries where the
     /// access rules allow (so a count loads no resource), else from the resource.
-    fn match_visible(&self, rtype: &str, id: &str) -> Result<bool> {
-        let Some(entries) = self.store.index_of(rtype, id)? else {
+    fn match_visible(&self, exec: &mut Executor, rtype: &str, docno: u32) -> Result<bool> {
+        let Some(entries) = exec.entries_at(rtype, docno)? else {
             return Ok(false); // deleted meanwhile
         };
-        if let Some(seen) = self.access.sees_indexed(Act::Search, rtype, id, &entries) {
+        let Some(id) = exec.id(rtype, docno)? else {
+            return Ok(false);
+        };
+        if let Some(seen) = self.access.sees_indexed(Act::Search, rtype, &id, &entries) {
             return Ok(seen);
         }
         Ok(self
-            .live_resource(rtype, id)?
+            .live_resource(rtype, &id)?
             .is_some_and(|r| self.access.sees(Act::Search, rtype, &r)))
     }
 
@@ -657,12 +655,15 @@ impl Services {
                             for target in &targets {
                                 let mut hi = target.clone();
                                 hi.push(1);
-                                let mut ids = Vec::new();
-                                exec.reader()
-                                    .scan(src, p, target, Some(&hi), &mut |_, rid| {
-                                        ids.push(rid.to_string());
-                                        true
-                                    })?;
+                                let mut docnos = Vec::new();
+                                exec.reader().scan(src, p, target, Some(&hi), &mut |_, n| {
+                                    docnos.push(n);
+                                    true
+                                })?;
+                                let mut ids = Vec::with_capacity(docnos.len());
+                                for n in docnos {
+                                    ids.extend(exec.id(src, n)?);
+                                }
                                 // a bare url also indexes references that name another version
                                 let bare = urls.contains(target) && !target.contains(&b'|');
                                 for rid in ids {
@@ -808,13 +809,16 @@ fn canonical_targets(
     hi.push(1);
     let mut out = Vec::new();
     for t in types {
-        let mut ids = Vec::new();
-        exec.reader()
-            .scan(&t, "url", &lo, Some(&hi), &mut |_, id| {
-                ids.push(id.to_string());
-                true
-            })?;
-        out.extend(ids.into_iter().map(|id| (t.clone(), id)));
+        let mut docnos = Vec::new();
+        exec.reader().scan(&t, "url", &lo, Some(&hi), &mut |_, n| {
+            docnos.push(n);
+            true
+        })?;
+        for n in docnos {
+            if let Some(id) = exec.id(&t, n)? {
+                out.push((t.clone(), id));
+            }
+        }
     }
     Ok(out)
 }

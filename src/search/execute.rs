@@ -6,38 +6,46 @@
 //! tested on each candidate's own index entries, with the same tests the scans use. Chains and
 //! `_has` are resolved first by searching their targets. Writes not yet committed (inside a
 //! transaction) are applied last from the reader's pending list.
+//!
+//! The index names resources by number ([`crate::store::Store::id_of`]): sets of matches are
+//! roaring bitmaps of numbers, and ids are looked up only for what a caller returns.
 
 use std::collections::{HashMap, HashSet};
+
+use roaring::RoaringBitmap;
 
 use super::matcher::{Matcher, Test};
 use super::query::Criterion;
 use super::values::{clean, enc_token};
 use crate::error::Result;
 use crate::fhir::definitions::Definitions;
-use crate::store::IndexEntry;
+use crate::store::{IndexEntry, Pending};
 
-/// A set of resource ids (foldhash: several times faster than SipHash on short strings, and
-/// seeded per process, so stored ids cannot be chosen to collide).
-type IdSet = foldhash::HashSet<String>;
+/// A set of resource numbers.
+type Set = RoaringBitmap;
 
 /// Read access to the search index.
 pub trait IndexReader {
-    /// Visit entries of (`rtype`, `param`) with values in `[lo, hi)` in key order; the visitor
-    /// returns false to stop.
+    /// Visit entries of (`rtype`, `param`) with values in `[lo, hi)` in key order as (value,
+    /// resource number); the visitor returns false to stop.
     fn scan(
         &mut self,
         rtype: &str,
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()>;
     /// The index entries of a live resource (None when it does not exist or is deleted).
-    fn entries(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>>;
-    /// Visit the ids of all live resources of a type; the visitor returns false to stop.
-    fn ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()>;
-    /// Uncommitted writes of `rtype` this reader must see: (id, entries, or None when deleted).
-    fn pending(&self, rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)>;
+    fn entries(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>>;
+    /// Visit the numbers of all live resources of a type; the visitor returns false to stop.
+    fn docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()>;
+    /// The number of a resource (None when it has none).
+    fn docno(&mut self, rtype: &str, id: &str) -> Result<Option<u32>>;
+    /// The id of a resource number.
+    fn id(&mut self, rtype: &str, docno: u32) -> Result<Option<String>>;
+    /// Uncommitted writes of `rtype` this reader must see.
+    fn pending(&self, rtype: &str) -> Vec<Pending>;
     /// The current JSON of a live resource.
     fn resource(&mut self, rtype: &str, id: &str) -> Result<Option<serde_json::Value>>;
 
@@ -71,11 +79,15 @@ pub trait IndexReader {
         let key = super::values::clean(url);
         let mut hi = key.clone();
         hi.push(1);
-        let mut ids = Vec::new();
-        self.scan(rtype, "url", &key, Some(&hi), &mut |_, id| {
-            ids.push(id.to_string());
+        let mut docnos = Vec::new();
+        self.scan(rtype, "url", &key, Some(&hi), &mut |_, n| {
+            docnos.push(n);
             true
         })?;
+        let mut ids = Vec::with_capacity(docnos.len());
+        for n in docnos {
+            ids.extend(self.id(rtype, n)?);
+        }
         Ok(ids)
     }
 }
@@ -94,10 +106,10 @@ const SCAN_PER_CANDIDATE: usize = 16;
 enum Resolved {
     Any(Vec<Matcher>),
     NoneOf(Vec<Matcher>),
-    Ids(IdSet, bool),
+    Ids(Set, bool),
 }
 
-fn passes(r: &Resolved, id: &str, entries: &[IndexEntry]) -> bool {
+fn passes(r: &Resolved, docno: u32, entries: &[IndexEntry]) -> bool {
     let any = |ms: &[Matcher]| {
         entries
             .iter()
@@ -106,7 +118,7 @@ fn passes(r: &Resolved, id: &str, entries: &[IndexEntry]) -> bool {
     match r {
         Resolved::Any(ms) => any(ms),
         Resolved::NoneOf(ms) => !any(ms),
-        Resolved::Ids(set, all) => *all || set.contains(id),
+        Resolved::Ids(set, all) => *all || set.contains(docno),
     }
 }
 
@@ -114,11 +126,11 @@ fn passes(r: &Resolved, id: &str, entries: &[IndexEntry]) -> bool {
 pub struct Executor<'a> {
     defs: &'a Definitions,
     reader: &'a mut dyn IndexReader,
-    cache: HashMap<(String, String), Option<Vec<IndexEntry>>>,
+    cache: HashMap<(String, u32), Option<Vec<IndexEntry>>>,
 }
 
 enum Probe {
-    Done(IdSet),
+    Done(Set),
     TooMany,
 }
 
@@ -137,15 +149,39 @@ impl<'a> Executor<'a> {
         self.reader
     }
 
-    /// A resource's entries, cached for this search.
+    /// A live resource's entries by id, cached for this search.
     pub fn entries(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        let k = (rtype.to_string(), id.to_string());
+        match self.reader.docno(rtype, id)? {
+            Some(n) => self.entries_at(rtype, n),
+            None => Ok(None),
+        }
+    }
+
+    /// A live resource's entries by number, cached for this search.
+    pub fn entries_at(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
+        let k = (rtype.to_string(), docno);
         if let Some(e) = self.cache.get(&k) {
             return Ok(e.clone());
         }
-        let e = self.reader.entries(rtype, id)?;
+        let e = self.reader.entries(rtype, docno)?;
         self.cache.insert(k, e.clone());
         Ok(e)
+    }
+
+    /// The id of a resource number.
+    pub fn id(&mut self, rtype: &str, docno: u32) -> Result<Option<String>> {
+        self.reader.id(rtype, docno)
+    }
+
+    /// The numbers of resources by id (ids without one are left out).
+    fn docnos_of<'i>(&mut self, rtype: &str, ids: impl Iterator<Item = &'i str>) -> Result<Set> {
+        let mut set = Set::new();
+        for id in ids {
+            if let Some(n) = self.reader.docno(rtype, id)? {
+                set.insert(n);
+            }
+        }
+        Ok(set)
     }
 
     fn resolve(&mut self, rtype: &str, c: &Criterion) -> Result<Resolved> {
@@ -153,7 +189,7 @@ impl<'a> Executor<'a> {
             Criterion::Any(ms) => Resolved::Any(ms.clone()),
             Criterion::NoneOf(ms) => Resolved::NoneOf(ms.clone()),
             Criterion::Ids(ids) => Resolved::Ids(
-                ids.iter().filter(|i| *i != "*").cloned().collect(),
+                self.docnos_of(rtype, ids.iter().map(String::as_str).filter(|i| *i != "*"))?,
                 ids.iter().any(|i| i == "*"),
             ),
             Criterion::InValueSet { param, url, negate } => {
@@ -178,7 +214,7 @@ impl<'a> Executor<'a> {
             } => {
                 let mut ms = Vec::new();
                 for (t, crit) in types.iter().zip(inner) {
-                    for id in self.matching(t, crit)? {
+                    for id in self.matching_ids(t, crit)? {
                         ms.push(Matcher::new(
                             param.clone(),
                             Test::Exact(clean(&format!("{t}/{id}"))),
@@ -193,9 +229,9 @@ impl<'a> Executor<'a> {
                 inner,
             } => {
                 let prefix = format!("{rtype}/");
-                let mut ids = IdSet::default();
-                for sid in self.matching(source, inner)? {
-                    for e in self.entries(source, &sid)?.unwrap_or_default() {
+                let mut ids: HashSet<String> = HashSet::new();
+                for sn in self.matching(source, inner)? {
+                    for e in self.entries_at(source, sn)?.unwrap_or_default() {
                         if &e.param == param {
                             if let Some(id) = std::str::from_utf8(&e.value)
                                 .ok()
@@ -206,7 +242,10 @@ impl<'a> Executor<'a> {
                         }
                     }
                 }
-                Resolved::Ids(ids, false)
+                Resolved::Ids(
+                    self.docnos_of(rtype, ids.iter().map(String::as_str))?,
+                    false,
+                )
             }
         })
     }
@@ -219,32 +258,32 @@ impl<'a> Executor<'a> {
         rtype: &str,
         r: &Resolved,
         limits: Option<(usize, usize)>,
-        within: Option<&IdSet>,
+        within: Option<&Set>,
     ) -> Result<Probe> {
-        let kept = |id: &str| within.is_none_or(|w| w.contains(id));
+        let kept = |n: u32| within.is_none_or(|w| w.contains(n));
         match r {
             Resolved::Ids(set, false) => {
-                let mut live = IdSet::default();
-                for id in set {
-                    if kept(id) && self.entries(rtype, id)?.is_some() {
-                        live.insert(id.clone());
+                let mut live = Set::new();
+                for n in set {
+                    if kept(n) && self.entries_at(rtype, n)?.is_some() {
+                        live.insert(n);
                     }
                 }
                 Ok(Probe::Done(live))
             }
             Resolved::Any(ms) => {
-                let mut ids = IdSet::default();
+                let mut ids = Set::new();
                 let mut visits = 0usize;
                 let mut too_many = false;
                 for m in ms {
                     self.reader
-                        .scan(rtype, &m.param, &m.lo, m.hi.as_deref(), &mut |v, id| {
+                        .scan(rtype, &m.param, &m.lo, m.hi.as_deref(), &mut |v, n| {
                             visits += 1;
-                            if m.test.accepts(v) && kept(id) && !ids.contains(id) {
-                                ids.insert(id.to_string());
+                            if m.test.accepts(v) && kept(n) {
+                                ids.insert(n);
                             }
                             if let Some((max_ids, max_visits)) = limits {
-                                if ids.len() > max_ids || visits > max_visits {
+                                if ids.len() as usize > max_ids || visits > max_visits {
                                     too_many = true;
                                     return false;
                                 }
@@ -286,12 +325,22 @@ impl<'a> Executor<'a> {
     }
 
     /// Ids of live `rtype` resources matching all criteria, sorted.
-    pub fn matching(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<Vec<String>> {
+    pub fn matching_ids(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for n in self.matching(rtype, criteria)? {
+            ids.extend(self.reader.id(rtype, n)?);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Numbers of live `rtype` resources matching all criteria, in order.
+    pub fn matching(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<Vec<u32>> {
         let mut resolved = Vec::with_capacity(criteria.len());
         for c in criteria {
             resolved.push(self.resolve(rtype, c)?);
         }
-        let mut exact: Option<IdSet> = None;
+        let mut exact: Option<Set> = None;
         let mut filters: Vec<&Resolved> = Vec::new();
         // positive criteria that gave up, with whether they were probed within an exact set
         // (then a second scan within the candidates would give up alike)
@@ -306,14 +355,14 @@ impl<'a> Executor<'a> {
             // than testing the set's members one by one
             let limits = match &exact {
                 None => (PROBE_CAP, PROBE_VISITS),
-                Some(s) => (usize::MAX, s.len().max(1) * SCAN_PER_CANDIDATE),
+                Some(s) => (usize::MAX, (s.len() as usize).max(1) * SCAN_PER_CANDIDATE),
             };
             match self.probe(rtype, r, Some(limits), exact.as_ref())? {
                 Probe::Done(set) => exact = Some(set),
                 Probe::TooMany => pending_positive.push((r, exact.is_some())),
             }
         }
-        let mut candidates: IdSet = match exact {
+        let mut candidates: Set = match exact {
             Some(s) => s,
             None => match pending_positive.first() {
                 Some((first, _)) => {
@@ -321,13 +370,13 @@ impl<'a> Executor<'a> {
                     pending_positive.remove(0);
                     match self.probe(rtype, &first, None, None)? {
                         Probe::Done(s) => s,
-                        Probe::TooMany => IdSet::default(),
+                        Probe::TooMany => Set::new(),
                     }
                 }
                 None => {
-                    let mut all = IdSet::default();
-                    self.reader.ids(rtype, &mut |id| {
-                        all.insert(id.to_string());
+                    let mut all = Set::new();
+                    self.reader.docnos(rtype, &mut |n| {
+                        all.insert(n);
                         true
                     })?;
                     all
@@ -341,41 +390,36 @@ impl<'a> Executor<'a> {
                 filters.push(r);
                 continue;
             }
-            let visits = candidates.len().max(1) * SCAN_PER_CANDIDATE;
+            let visits = (candidates.len() as usize).max(1) * SCAN_PER_CANDIDATE;
             match self.probe(rtype, r, Some((usize::MAX, visits)), Some(&candidates))? {
                 Probe::Done(set) => candidates = set,
                 Probe::TooMany => filters.push(r),
             }
         }
-        let mut out = Vec::with_capacity(candidates.len());
-        if filters.is_empty() {
-            out.extend(candidates);
+        let mut out = if filters.is_empty() {
+            candidates
         } else {
-            for id in candidates {
-                let Some(entries) = self.entries(rtype, &id)? else {
+            let mut kept = Set::new();
+            for n in &candidates {
+                let Some(entries) = self.entries_at(rtype, n)? else {
                     continue;
                 };
-                if filters.iter().all(|f| passes(f, &id, &entries)) {
-                    out.push(id);
+                if filters.iter().all(|f| passes(f, n, &entries)) {
+                    kept.insert(n);
                 }
             }
-        }
+            kept
+        };
         // uncommitted writes (inside a transaction) override what the index said
-        let pending = self.reader.pending(rtype);
-        if !pending.is_empty() {
-            let touched: HashSet<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
-            out.retain(|id| !touched.contains(id.as_str()));
-            for (id, entries) in &pending {
-                if let Some(e) = entries {
-                    if resolved.iter().all(|r| passes(r, id, e)) {
-                        out.push(id.clone());
-                    }
+        for p in self.reader.pending(rtype) {
+            out.remove(p.docno);
+            if let Some(e) = &p.entries {
+                if resolved.iter().all(|r| passes(r, p.docno, e)) {
+                    out.insert(p.docno);
                 }
             }
         }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
+        Ok(out.into_iter().collect())
     }
 }
 
@@ -385,25 +429,27 @@ mod tests {
 
     use super::*;
 
-    /// An index held in memory: (param, value, id) in key order, and each id's entries.
+    /// An index held in memory: (param, value, number) in key order, each number's entries,
+    /// and each id's number (`r00007` is number 8).
     #[derive(Default)]
     struct MemIndex {
-        keys: BTreeSet<(String, Vec<u8>, String)>,
-        by_id: HashMap<String, Vec<IndexEntry>>,
+        keys: BTreeSet<(String, Vec<u8>, u32)>,
+        by_docno: HashMap<u32, Vec<IndexEntry>>,
+    }
+
+    fn docno(id: &str) -> Option<u32> {
+        id.strip_prefix('r')?.parse::<u32>().ok().map(|n| n + 1)
     }
 
     impl MemIndex {
         fn add(&mut self, id: &str, param: &str, value: &str) {
             let value = value.as_bytes().to_vec();
-            self.keys
-                .insert((param.to_string(), value.clone(), id.to_string()));
-            self.by_id
-                .entry(id.to_string())
-                .or_default()
-                .push(IndexEntry {
-                    param: param.to_string(),
-                    value,
-                });
+            let n = docno(id).expect("test id");
+            self.keys.insert((param.to_string(), value.clone(), n));
+            self.by_docno.entry(n).or_default().push(IndexEntry {
+                param: param.to_string(),
+                value,
+            });
         }
     }
 
@@ -414,34 +460,40 @@ mod tests {
             param: &str,
             lo: &[u8],
             hi: Option<&[u8]>,
-            visit: &mut dyn FnMut(&[u8], &str) -> bool,
+            visit: &mut dyn FnMut(&[u8], u32) -> bool,
         ) -> Result<()> {
-            for (p, v, id) in &self.keys {
-                // keys are `value \0 id` in the store: compare the same way
+            for (p, v, n) in &self.keys {
+                // keys are `value \0 number` in the store: compare the same way
                 let mut k = v.clone();
                 k.push(0);
-                k.extend_from_slice(id.as_bytes());
+                k.extend_from_slice(&n.to_be_bytes());
                 if p != param || k.as_slice() < lo || hi.is_some_and(|h| k.as_slice() >= h) {
                     continue;
                 }
-                if !visit(v, id) {
+                if !visit(v, *n) {
                     break;
                 }
             }
             Ok(())
         }
-        fn entries(&mut self, _rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-            Ok(self.by_id.get(id).cloned())
+        fn entries(&mut self, _rtype: &str, n: u32) -> Result<Option<Vec<IndexEntry>>> {
+            Ok(self.by_docno.get(&n).cloned())
         }
-        fn ids(&mut self, _rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
-            for id in self.by_id.keys() {
-                if !visit(id) {
+        fn docnos(&mut self, _rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+            for n in self.by_docno.keys() {
+                if !visit(*n) {
                     break;
                 }
             }
             Ok(())
         }
-        fn pending(&self, _rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)> {
+        fn docno(&mut self, _rtype: &str, id: &str) -> Result<Option<u32>> {
+            Ok(docno(id).filter(|n| self.by_docno.contains_key(n)))
+        }
+        fn id(&mut self, _rtype: &str, n: u32) -> Result<Option<String>> {
+            Ok(Some(format!("r{:05}", n - 1)))
+        }
+        fn pending(&self, _rtype: &str) -> Vec<Pending> {
             Vec::new()
         }
         fn resource(&mut self, _rtype: &str, _id: &str) -> Result<Option<serde_json::Value>> {
@@ -506,19 +558,19 @@ mod tests {
         let mut exec = Executor::new(&defs.defs, &mut idx);
         // two large criteria (6,667 and ~3,000 matches): both beyond a probe's cap
         let got = exec
-            .matching("Observation", &[exact("code", "c1"), prefix("month", "m0")])
+            .matching_ids("Observation", &[exact("code", "c1"), prefix("month", "m0")])
             .expect("runs");
         let want = expect(&truth, |c, _, m| c == 1 && m.iter().any(|m| *m < 10));
         assert_eq!(got.len(), want.len());
         assert_eq!(got, want);
         // the same, in the other order
         let got = exec
-            .matching("Observation", &[prefix("month", "m0"), exact("code", "c1")])
+            .matching_ids("Observation", &[prefix("month", "m0"), exact("code", "c1")])
             .expect("runs");
         assert_eq!(got, want);
         // a small exact set first, then a large criterion, then a negation
         let got = exec
-            .matching(
+            .matching_ids(
                 "Observation",
                 &[
                     exact("patient", "p17"),
@@ -532,7 +584,7 @@ mod tests {
         assert_eq!(got, want);
         // three large criteria, one matching nothing in the others' intersection
         let got = exec
-            .matching(
+            .matching_ids(
                 "Observation",
                 &[
                     exact("code", "c0"),
@@ -549,7 +601,7 @@ mod tests {
         assert_eq!(got, want);
         // a criterion alone: every match, sorted, and counted alike without collecting them
         let got = exec
-            .matching("Observation", &[exact("code", "c0")])
+            .matching_ids("Observation", &[exact("code", "c0")])
             .expect("runs");
         assert_eq!(got, expect(&truth, |c, _, _| c == 0));
         for criteria in [
@@ -560,7 +612,7 @@ mod tests {
             vec![prefix("month", "m0")],
             vec![exact("code", "c1"), prefix("month", "m0")],
         ] {
-            let ids = exec.matching("Observation", &criteria).expect("runs");
+            let ids = exec.matching_ids("Observation", &criteria).expect("runs");
             assert_eq!(
                 exec.count("Observation", &criteria).expect("counts"),
                 ids.len()

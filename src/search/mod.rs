@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::fhir::definitions::Definitions;
-use crate::store::{IndexEntry, Store, WriteTxn};
+use crate::store::{IndexEntry, Pending, Store, WriteTxn};
 pub use execute::{Executor, IndexReader};
 pub use params::Registry;
 pub use query::{parse, Criterion, PageLimits, Search};
@@ -65,6 +65,25 @@ impl Engine {
         }
     }
 
+    /// Rebuild the store's index when it has the key layout of an earlier release (once, before
+    /// the store serves or is written); logs what it did.
+    pub fn upgrade_index(&self, store: &dyn Store) -> Result<()> {
+        if !store.needs_reindex() {
+            return Ok(());
+        }
+        tracing::warn!(
+            "the store's search index has the layout of an earlier release: rebuilding it (once)"
+        );
+        let started = std::time::Instant::now();
+        let n = store.reindex(&|t, b| self.index_entries_of_bytes(t, b))?;
+        tracing::info!(
+            resources = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "search index rebuilt"
+        );
+        Ok(())
+    }
+
     /// Parse a query for one type, strictly (unknown parameters are errors): for conditional
     /// interactions, where ignoring a criterion would change what is written.
     pub fn parse_conditional(&self, rtype: &str, query: &str) -> Result<Search> {
@@ -99,7 +118,7 @@ impl Engine {
         criteria: &[Criterion],
     ) -> Result<Vec<String>> {
         let mut reader = TxnReader { txn };
-        Executor::new(&self.defs, &mut reader).matching(rtype, criteria)
+        Executor::new(&self.defs, &mut reader).matching_ids(rtype, criteria)
     }
 }
 
@@ -116,20 +135,28 @@ impl IndexReader for StoreReader<'_> {
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()> {
         self.store.scan_index(rtype, param, lo, hi, visit)
     }
 
-    fn entries(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        self.store.index_of(rtype, id)
+    fn entries(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
+        self.store.index_of(rtype, docno)
     }
 
-    fn ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
-        self.store.live_ids(rtype, visit)
+    fn docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+        self.store.live_docnos(rtype, visit)
     }
 
-    fn pending(&self, _rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)> {
+    fn docno(&mut self, rtype: &str, id: &str) -> Result<Option<u32>> {
+        self.store.docno_of(rtype, id)
+    }
+
+    fn id(&mut self, rtype: &str, docno: u32) -> Result<Option<String>> {
+        self.store.id_of(rtype, docno)
+    }
+
+    fn pending(&self, _rtype: &str) -> Vec<Pending> {
         Vec::new()
     }
 
@@ -155,20 +182,28 @@ impl IndexReader for TxnReader<'_> {
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()> {
         self.txn.scan_index(rtype, param, lo, hi, visit)
     }
 
-    fn entries(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        self.txn.index_of(rtype, id)
+    fn entries(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
+        self.txn.index_of(rtype, docno)
     }
 
-    fn ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
-        self.txn.live_ids(rtype, visit)
+    fn docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+        self.txn.live_docnos(rtype, visit)
     }
 
-    fn pending(&self, rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)> {
+    fn docno(&mut self, rtype: &str, id: &str) -> Result<Option<u32>> {
+        self.txn.docno_of(rtype, id)
+    }
+
+    fn id(&mut self, rtype: &str, docno: u32) -> Result<Option<String>> {
+        self.txn.id_of(rtype, docno)
+    }
+
+    fn pending(&self, rtype: &str) -> Vec<Pending> {
         self.txn.pending(rtype)
     }
 

@@ -1,14 +1,19 @@
 //! The store on an ordered key-value engine ([`Kv`]: fjall; sled directories are only read, to
 //! migrate them), one writer thread with group commit.
 //!
-//! Key layout (all in one key space so that a commit group is one atomic batch):
-//! - `c\0type\0id` -> latest version (u64 BE) + deleted flag
+//! Key layout (all in one key space so that a commit group is one atomic batch; `T` is the
+//! two-byte [`type_code`] of the resource type, `N` a resource number, u32 big-endian):
+//! - `c\0type\0id` -> latest version (u64 BE) + deleted flag + resource number `N`
 //! - `v\0type\0id\0<version u64 BE>` -> version record ([`super::record::encode`])
 //! - `h<seq u64 BE>` -> `type\0id\0<version u64 BE>` (system history)
 //! - `t\0type\0<seq u64 BE>` -> `id\0<version u64 BE>` (type history)
-//! - `i<type u16><param hash u32>value\0id` -> empty (search index)
-//! - `x\0type\0id` -> the resource's index entries (to remove them on the next version)
-//! - `m\0seq` -> last sequence number
+//! - `n T N` -> id (resource numbers are given once per (type, id), from 1, never reused)
+//! - `j T <param hash u32> value \0 N` -> empty (search index)
+//! - `y T N` -> the live resource's index entries (to remove them on the next version)
+//! - `m\0seq` -> last sequence number; `m\0format` -> [`FORMAT`]
+//!
+//! The search index names resources by number, not by id: its keys stay short whatever the ids,
+//! and a search collects numbers into bitmaps; only the page it returns is turned into ids.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,16 +27,22 @@ use super::feed::{Change, Feed, FeedPosition};
 use super::kv::{Batch, Engine, Kv};
 use super::record::{decode, encode, IndexEntry, Method, StagedWrite, VersionRecord};
 use super::{
-    CommitListener, Current, HistoryQuery, IndexReport, JobOutcome, Store, WriteJob, WriteTxn,
+    CommitListener, Current, HistoryQuery, IndexReport, JobOutcome, Pending, Store, WriteJob,
+    WriteTxn,
 };
 use crate::error::{FhirError, Result};
 
 /// Most jobs folded into one commit group.
 const MAX_GROUP: usize = 1024;
 const SEP: u8 = 0;
+/// The key layout this code writes. A store of an earlier layout (no format key: ids in index
+/// keys, types numbered by their position in a list) is rebuilt once by [`Store::reindex`]
+/// before it serves ([`Store::needs_reindex`]).
+pub const FORMAT: u8 = 2;
+const FORMAT_KEY: &[u8] = b"m\0format";
 
-/// A visitor of live resources: (type, id, resource JSON).
-type LiveVisitor<'a> = dyn FnMut(&str, &str, &[u8]) -> Result<()> + 'a;
+/// A visitor of live resources: (type, id, number, resource JSON).
+type LiveVisitor<'a> = dyn FnMut(&str, &str, u32, &[u8]) -> Result<()> + 'a;
 
 /// The [`Store`] on a [`Kv`] engine.
 pub struct KvStore {
@@ -67,36 +78,85 @@ fn version_key(rtype: &str, id: &str, version: u64) -> Vec<u8> {
     ])
 }
 
-/// `i type(2) param(4)`: the start of one parameter's index keys. The type is its position in
-/// the R4 type list and the parameter a 32-bit FNV-1a hash of its name: fixed-width codes keep
-/// the many index keys short (they dominate the store's size and write cost).
-fn param_prefix(rtype: &str, param: &str) -> Vec<u8> {
-    let t = crate::fhir::resource_types::RESOURCE_TYPES
-        .iter()
-        .position(|x| *x == rtype)
-        .unwrap_or(u16::MAX as usize) as u16;
+/// 32-bit FNV-1a of a name.
+fn fnv32(name: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
-    for b in param.bytes() {
+    for b in name.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
-    let mut k = Vec::with_capacity(64);
-    k.push(b'i');
-    k.extend_from_slice(&t.to_be_bytes());
-    k.extend_from_slice(&h.to_be_bytes());
+    h
+}
+
+/// The two-byte code of a resource type in keys: its name's FNV-1a hash folded to 16 bits (no
+/// two R4 types share one, checked by a test), so the code never depends on the position of a
+/// type in a list that a later release might reorder.
+pub fn type_code(rtype: &str) -> [u8; 2] {
+    let h = fnv32(rtype);
+    (((h >> 16) ^ (h & 0xffff)) as u16).to_be_bytes()
+}
+
+/// `tag T N`: a key of one resource number.
+fn numbered_key(tag: u8, rtype: &str, docno: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(7);
+    k.push(tag);
+    k.extend_from_slice(&type_code(rtype));
+    k.extend_from_slice(&docno.to_be_bytes());
     k
 }
 
-/// The index key of one entry: `i\0type\0param\0value\0id`.
-fn index_key(rtype: &str, e: &IndexEntry, id: &str) -> Vec<u8> {
+/// `tag T`: the start of a type's numbered keys.
+fn numbered_prefix(tag: u8, rtype: &str) -> Vec<u8> {
+    let mut k = vec![tag];
+    k.extend_from_slice(&type_code(rtype));
+    k
+}
+
+/// `j T param(4)`: the start of one parameter's index keys. The parameter is a 32-bit FNV-1a
+/// hash of its name: fixed-width codes keep the many index keys short (they dominate the
+/// store's size and write cost).
+fn param_prefix(rtype: &str, param: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.push(b'j');
+    k.extend_from_slice(&type_code(rtype));
+    k.extend_from_slice(&fnv32(param).to_be_bytes());
+    k
+}
+
+/// The index key of one entry: `j T param value \0 N`.
+fn index_key(rtype: &str, e: &IndexEntry, docno: u32) -> Vec<u8> {
     let mut k = param_prefix(rtype, &e.param);
     k.extend_from_slice(&e.value);
     k.push(SEP);
-    k.extend_from_slice(id.as_bytes());
+    k.extend_from_slice(&docno.to_be_bytes());
     k
 }
 
-fn reverse_index_key(rtype: &str, id: &str) -> Vec<u8> {
-    key(&[b"x", rtype.as_bytes(), id.as_bytes()])
+fn reverse_index_key(rtype: &str, docno: u32) -> Vec<u8> {
+    numbered_key(b'y', rtype, docno)
+}
+
+fn docno_key(rtype: &str, docno: u32) -> Vec<u8> {
+    numbered_key(b'n', rtype, docno)
+}
+
+/// The resource number in a `c` record (None in a record of the earlier layout).
+fn docno_in_current(c: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(c.get(9..13)?.try_into().ok()?))
+}
+
+/// A `c` record: version, deleted flag, resource number.
+fn current_record(version: u64, deleted: bool, docno: u32) -> Vec<u8> {
+    let mut c = Vec::with_capacity(13);
+    c.extend_from_slice(&version.to_be_bytes());
+    c.push(u8::from(deleted));
+    c.extend_from_slice(&docno.to_be_bytes());
+    c
+}
+
+/// The number of the last 4 bytes of a numbered key.
+fn docno_suffix(k: &[u8]) -> Option<u32> {
+    let at = k.len().checked_sub(4)?;
+    Some(u32::from_be_bytes(k[at..].try_into().ok()?))
 }
 
 /// Visit committed index entries of (`rtype`, `param`) with keys from `lo` to `hi`.
@@ -106,7 +166,7 @@ fn scan_index(
     param: &str,
     lo: &[u8],
     hi: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], &str) -> bool,
+    visit: &mut dyn FnMut(&[u8], u32) -> bool,
 ) -> Result<()> {
     let prefix = param_prefix(rtype, param);
     let mut start = prefix.clone();
@@ -127,34 +187,53 @@ fn scan_index(
     }
     db.visit(&start, Some(&end), &mut |k, _| {
         let rest = &k[prefix.len()..];
-        let Some(split) = rest.iter().rposition(|&b| b == SEP) else {
-            return true;
-        };
-        let id = std::str::from_utf8(&rest[split + 1..]).unwrap_or("");
-        visit(&rest[..split], id)
+        match (rest.len().checked_sub(5), docno_suffix(rest)) {
+            (Some(split), Some(docno)) if rest[split] == SEP => visit(&rest[..split], docno),
+            _ => true,
+        }
     })
 }
 
 /// Committed index entries of a live resource.
-fn committed_entries(db: &dyn Kv, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
+fn committed_entries(db: &dyn Kv, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
     Ok(db
-        .get(&reverse_index_key(rtype, id))?
+        .get(&reverse_index_key(rtype, docno))?
         .map(|b| decode_entries(&b)))
 }
 
-/// Visit the ids of committed live resources of a type.
-fn live_ids(db: &dyn Kv, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
-    let mut prefix = key(&[b"c", rtype.as_bytes()]);
-    prefix.push(SEP);
+/// Visit the numbers of committed live resources of a type, in order.
+fn live_docnos(db: &dyn Kv, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+    let prefix = numbered_prefix(b'y', rtype);
     let Some(end) = super::prefix_end(&prefix) else {
         return Ok(());
     };
-    db.visit(&prefix, Some(&end), &mut |k, c| {
-        if c.get(8) == Some(&1) {
-            return true;
-        }
-        visit(std::str::from_utf8(&k[prefix.len()..]).unwrap_or(""))
+    db.visit(&prefix, Some(&end), &mut |k, _| match docno_suffix(k) {
+        Some(n) if k.len() == prefix.len() + 4 => visit(n),
+        _ => true,
     })
+}
+
+/// The number of a resource (live or deleted), None when it never existed.
+fn committed_docno(db: &dyn Kv, rtype: &str, id: &str) -> Result<Option<u32>> {
+    Ok(db
+        .get(&current_key(rtype, id))?
+        .and_then(|c| docno_in_current(&c)))
+}
+
+/// The id of a resource number.
+fn committed_id(db: &dyn Kv, rtype: &str, docno: u32) -> Result<Option<String>> {
+    Ok(db
+        .get(&docno_key(rtype, docno))?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// The next free number of a type (1 for a type without resources).
+fn next_docno(db: &dyn Kv, rtype: &str) -> Result<u32> {
+    let prefix = numbered_prefix(b'n', rtype);
+    match prefixed(db, &prefix, true).next().transpose()? {
+        Some((k, _)) => Ok(docno_suffix(&k).unwrap_or(0).saturating_add(1)),
+        None => Ok(1),
+    }
 }
 
 /// Visit the current versions of live resources of a type in id order, from the first id after
@@ -295,6 +374,12 @@ impl KvStore {
     pub fn open_named(dir: &Path, cache_bytes: u64, name: &'static str) -> Result<Self> {
         let db = open_kv(dir, cache_bytes)?;
         super::owner::record(dir);
+        let empty = db.get(b"m\0seq")?.is_none() && prefixed(&*db, b"c\0", false).next().is_none();
+        if empty && db.get(FORMAT_KEY)?.is_none() {
+            let mut batch = Batch::default();
+            batch.insert(FORMAT_KEY, vec![FORMAT]);
+            db.apply(batch, true)?;
+        }
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let open = Arc::new(AtomicBool::new(true));
         let writer_db = db.clone();
@@ -322,8 +407,8 @@ impl KvStore {
         self.db.engine()
     }
 
-    /// Visit every live resource as (type, id, resource JSON), one at a time (the store may be
-    /// larger than memory).
+    /// Visit every live resource as (type, id, number, resource JSON), one at a time (the store
+    /// may be larger than memory).
     fn for_each_live(&self, visit: &mut LiveVisitor) -> Result<()> {
         for item in prefixed(&*self.db, b"c\0", false) {
             let (k, c) = item?;
@@ -339,9 +424,10 @@ impl KvStore {
                 String::from_utf8_lossy(id).into_owned(),
             );
             let Some(v) = u64_from(&c) else { continue };
+            let docno = docno_in_current(&c).unwrap_or(0);
             if let Some(rec) = self.read_version(&t, &id, v)? {
                 if let Some(r) = rec.resource {
-                    visit(&t, &id, &r)?;
+                    visit(&t, &id, docno, &r)?;
                 }
             }
         }
@@ -444,17 +530,29 @@ impl Store for KvStore {
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()> {
         scan_index(&*self.db, rtype, param, lo, hi, visit)
     }
 
-    fn index_of(&self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        committed_entries(&*self.db, rtype, id)
+    fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
+        committed_entries(&*self.db, rtype, docno)
     }
 
-    fn live_ids(&self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
-        live_ids(&*self.db, rtype, visit)
+    fn live_docnos(&self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+        live_docnos(&*self.db, rtype, visit)
+    }
+
+    fn docno_of(&self, rtype: &str, id: &str) -> Result<Option<u32>> {
+        committed_docno(&*self.db, rtype, id)
+    }
+
+    fn id_of(&self, rtype: &str, docno: u32) -> Result<Option<String>> {
+        committed_id(&*self.db, rtype, docno)
+    }
+
+    fn needs_reindex(&self) -> bool {
+        self.db.get(FORMAT_KEY).ok().flatten().as_deref() != Some(&[FORMAT][..])
     }
 
     fn list(&self, rtype: &str, after: Option<&str>, limit: usize) -> Result<Vec<VersionRecord>> {
@@ -467,82 +565,114 @@ impl Store for KvStore {
     }
 
     fn reindex(&self, extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<usize> {
-        // drop every index key, then write the entries of each live resource again
+        // drop every index key and resource number (of this layout and the earlier one: `i`
+        // and `x\0` keys), number every resource again (per type, in id order), then write the
+        // entries of each live resource
         let mut batch = Batch::default();
         let mut pending = 0usize;
-        for prefix in [&b"i"[..], &b"x\0"[..]] {
+        let flush = |batch: &mut Batch, pending: &mut usize, force: bool| -> Result<()> {
+            if force || *pending >= 10_000 {
+                self.db.apply(std::mem::take(batch), false)?;
+                *pending = 0;
+            }
+            Ok(())
+        };
+        for prefix in [&b"i"[..], &b"x\0"[..], &b"j"[..], &b"y"[..], &b"n"[..]] {
             for item in prefixed(&*self.db, prefix, false) {
                 let (k, _) = item?;
                 batch.remove(k);
                 pending += 1;
-                if pending >= 10_000 {
-                    self.db.apply(std::mem::take(&mut batch), false)?;
-                    pending = 0;
-                }
+                flush(&mut batch, &mut pending, false)?;
             }
         }
-        self.db.apply(std::mem::take(&mut batch), false)?;
-        pending = 0;
+        flush(&mut batch, &mut pending, true)?;
+        let mut next: HashMap<String, u32> = HashMap::new();
         let mut count = 0usize;
-        self.for_each_live(&mut |rtype, id, rec| {
-            let mut entries = extract(rtype, rec);
-            entries.sort();
-            entries.dedup();
-            for e in &entries {
-                batch.insert(index_key(rtype, e, id), &[][..]);
+        for item in prefixed(&*self.db, b"c\0", false) {
+            let (k, c) = item?;
+            let parts: Vec<&[u8]> = k.splitn(3, |&b| b == SEP).collect();
+            let [_, t, id] = parts.as_slice() else {
+                continue;
+            };
+            let (t, id) = (
+                String::from_utf8_lossy(t).into_owned(),
+                String::from_utf8_lossy(id).into_owned(),
+            );
+            let Some(version) = u64_from(&c) else {
+                continue;
+            };
+            let deleted = c.get(8) == Some(&1);
+            let n = next.entry(t.clone()).or_insert(1);
+            let docno = *n;
+            *n += 1;
+            batch.insert(k.clone(), current_record(version, deleted, docno));
+            batch.insert(docno_key(&t, docno), id.as_bytes().to_vec());
+            pending += 2;
+            if !deleted {
+                if let Some(r) = self
+                    .read_version(&t, &id, version)?
+                    .and_then(|r| r.resource)
+                {
+                    let mut entries = extract(&t, &r);
+                    entries.sort();
+                    entries.dedup();
+                    for e in &entries {
+                        batch.insert(index_key(&t, e, docno), &[][..]);
+                    }
+                    batch.insert(reverse_index_key(&t, docno), encode_entries(&entries));
+                    pending += entries.len() + 1;
+                    count += 1;
+                }
             }
-            batch.insert(reverse_index_key(rtype, id), encode_entries(&entries));
-            pending += entries.len() + 1;
-            count += 1;
-            if pending >= 10_000 {
-                self.db.apply(std::mem::take(&mut batch), false)?;
-                pending = 0;
-            }
-            Ok(())
-        })?;
+            flush(&mut batch, &mut pending, false)?;
+        }
+        batch.insert(FORMAT_KEY, vec![FORMAT]);
         self.db.apply(batch, false)?;
         self.db.flush()?;
         Ok(count)
     }
 
     fn check_index(&self, extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<IndexReport> {
+        if self.needs_reindex() {
+            return Err(FhirError::Storage(
+                "the store's index has the layout of an earlier release: start the server once \
+                 (or run `vbc-server reindex`) to rebuild it"
+                    .into(),
+            ));
+        }
         let mut report = IndexReport::default();
         let mut expected: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        self.for_each_live(&mut |rtype, id, rec| {
+        let mut numbered: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        self.for_each_live(&mut |rtype, id, docno, rec| {
             report.resources += 1;
             let mut entries = extract(rtype, rec);
             entries.sort();
             entries.dedup();
-            let stored = committed_entries(&*self.db, rtype, id)?.unwrap_or_default();
-            if stored != entries {
+            let stored = committed_entries(&*self.db, rtype, docno)?.unwrap_or_default();
+            if stored != entries || committed_id(&*self.db, rtype, docno)?.as_deref() != Some(id) {
                 report.missing += 1;
             }
             for e in &entries {
-                let k = index_key(rtype, e, id);
+                let k = index_key(rtype, e, docno);
                 if self.db.get(&k)?.is_none() {
                     report.missing += 1;
                 }
                 expected.insert(k);
             }
+            numbered.insert(reverse_index_key(rtype, docno));
             Ok(())
         })?;
-        for item in prefixed(&*self.db, b"i", false) {
+        for item in prefixed(&*self.db, b"j", false) {
             let (k, _) = item?;
             report.keys += 1;
             if !expected.contains(&k) {
                 report.orphaned += 1;
             }
         }
-        for item in prefixed(&*self.db, b"x\0", false) {
+        for item in prefixed(&*self.db, b"y", false) {
             let (k, _) = item?;
-            let parts: Vec<&[u8]> = k.splitn(3, |&b| b == SEP).collect();
-            if let [_, t, id] = parts.as_slice() {
-                let t = String::from_utf8_lossy(t);
-                let id = String::from_utf8_lossy(id);
-                let live = self.current(&t, &id)?.is_some_and(|r| !r.deleted());
-                if !live {
-                    report.orphaned += 1;
-                }
+            if !numbered.contains(&k) {
+                report.orphaned += 1;
             }
         }
         Ok(report)
@@ -618,11 +748,14 @@ struct Overlay {
     current: HashMap<(String, String), Current>,
     /// Index entries of each written resource (None once deleted).
     entries: HashMap<(String, String), Option<Vec<IndexEntry>>>,
+    /// The number of each written resource, and back.
+    docnos: HashMap<(String, String), u32>,
+    ids: HashMap<(String, u32), String>,
 }
 
 impl Overlay {
     /// Record a committed-in-this-group write (moved in: no copies on the hot path).
-    fn apply(&mut self, w: StagedWrite, now_ms: i64) {
+    fn apply(&mut self, w: StagedWrite, now_ms: i64, docno: u32) {
         let k = (w.rtype, w.id);
         let live = w.method != Method::Delete;
         self.current.insert(
@@ -634,22 +767,34 @@ impl Overlay {
                 last_updated_ms: now_ms,
             },
         );
+        self.ids.insert((k.0.clone(), docno), k.1.clone());
+        self.docnos.insert(k.clone(), docno);
         self.entries.insert(k, live.then_some(w.index));
     }
 
     /// Pending writes of a type.
-    fn pending(&self, rtype: &str, out: &mut HashMap<String, Option<Vec<IndexEntry>>>) {
+    fn pending(&self, rtype: &str, out: &mut HashMap<String, (u32, Option<Vec<IndexEntry>>)>) {
         for ((t, id), e) in &self.entries {
             if t == rtype {
-                out.insert(id.clone(), e.clone());
+                let docno = self.docnos.get(&(t.clone(), id.clone())).copied();
+                out.insert(id.clone(), (docno.unwrap_or(0), e.clone()));
             }
         }
     }
 }
 
+/// Resource numbers handed out by the writer: the next free one per type (kept across groups)
+/// and those given in this group to resources that have no record yet.
+#[derive(Default)]
+struct Numbers {
+    next: HashMap<String, u32>,
+    given: HashMap<(String, String), u32>,
+}
+
 struct Group<'a> {
     db: &'a dyn Kv,
     overlay: Overlay,
+    numbers: std::cell::RefCell<Numbers>,
     batch: Batch,
     now_ms: i64,
     seq: u64,
@@ -686,6 +831,48 @@ impl Group<'_> {
         self.committed_current(rtype, id)
     }
 
+    /// The number of a resource this group knows (written or committed), None when it has none.
+    fn known_docno(&self, rtype: &str, id: &str) -> Result<Option<u32>> {
+        let k = (rtype.to_string(), id.to_string());
+        if let Some(n) = self.overlay.docnos.get(&k) {
+            return Ok(Some(*n));
+        }
+        if let Some(n) = self.numbers.borrow().given.get(&k) {
+            return Ok(Some(*n));
+        }
+        committed_docno(self.db, rtype, id)
+    }
+
+    /// The number of a resource, given now when it has none.
+    fn docno(&self, rtype: &str, id: &str) -> Result<u32> {
+        if let Some(n) = self.known_docno(rtype, id)? {
+            return Ok(n);
+        }
+        let mut numbers = self.numbers.borrow_mut();
+        let next = match numbers.next.get(rtype) {
+            Some(n) => *n,
+            None => next_docno(self.db, rtype)?,
+        };
+        if next == u32::MAX {
+            return Err(FhirError::Storage(format!(
+                "no resource numbers left for {rtype}"
+            )));
+        }
+        numbers.next.insert(rtype.to_string(), next + 1);
+        numbers
+            .given
+            .insert((rtype.to_string(), id.to_string()), next);
+        Ok(next)
+    }
+
+    /// The id of a resource number this group knows.
+    fn id_of(&self, rtype: &str, docno: u32) -> Result<Option<String>> {
+        if let Some(id) = self.overlay.ids.get(&(rtype.to_string(), docno)) {
+            return Ok(Some(id.clone()));
+        }
+        committed_id(self.db, rtype, docno)
+    }
+
     fn entries(&self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
         match self
             .overlay
@@ -693,7 +880,10 @@ impl Group<'_> {
             .get(&(rtype.to_string(), id.to_string()))
         {
             Some(e) => Ok(e.clone()),
-            None => committed_entries(self.db, rtype, id),
+            None => match committed_docno(self.db, rtype, id)? {
+                Some(n) => committed_entries(self.db, rtype, n),
+                None => Ok(None),
+            },
         }
     }
 
@@ -702,6 +892,7 @@ impl Group<'_> {
         self.seq += 1;
         let seq = self.seq;
         let deleted = w.method == Method::Delete;
+        let docno = self.docno(&w.rtype, &w.id)?;
         let known = self
             .overlay
             .entries
@@ -720,25 +911,30 @@ impl Group<'_> {
         let new_entries: &[IndexEntry] = &w.index;
         for e in &old_entries {
             if new_entries.binary_search(e).is_err() {
-                self.batch.remove(index_key(&w.rtype, e, &w.id));
+                self.batch.remove(index_key(&w.rtype, e, docno));
             }
         }
         for e in new_entries {
             if old_entries.binary_search(e).is_err() {
-                self.batch.insert(index_key(&w.rtype, e, &w.id), &[][..]);
+                self.batch.insert(index_key(&w.rtype, e, docno), &[][..]);
             }
         }
         if deleted {
-            self.batch.remove(reverse_index_key(&w.rtype, &w.id));
+            self.batch.remove(reverse_index_key(&w.rtype, docno));
         } else {
             self.batch.insert(
-                reverse_index_key(&w.rtype, &w.id),
+                reverse_index_key(&w.rtype, docno),
                 encode_entries(new_entries),
             );
         }
-        let mut cur = w.version.to_be_bytes().to_vec();
-        cur.push(u8::from(deleted));
-        self.batch.insert(current_key(&w.rtype, &w.id), cur);
+        if w.version == 1 {
+            self.batch
+                .insert(docno_key(&w.rtype, docno), w.id.as_bytes().to_vec());
+        }
+        self.batch.insert(
+            current_key(&w.rtype, &w.id),
+            current_record(w.version, deleted, docno),
+        );
         self.batch.insert(
             version_key(&w.rtype, &w.id, w.version),
             encode(w.method, w.version, self.now_ms, seq, w.resource.as_deref()),
@@ -752,7 +948,7 @@ impl Group<'_> {
         t.push(SEP);
         t.extend_from_slice(&seq.to_be_bytes());
         self.batch.insert(t, key(&[w.id.as_bytes(), &vbytes]));
-        self.overlay.apply(w, self.now_ms);
+        self.overlay.apply(w, self.now_ms, docno);
         Ok(())
     }
 }
@@ -762,6 +958,9 @@ struct JobTxn<'g, 'a> {
     group: &'g Group<'a>,
     staged: Vec<StagedWrite>,
     latest: HashMap<(String, String), usize>,
+    /// The number of each resource the job wrote, and back.
+    docnos: HashMap<(String, String), u32>,
+    ids: HashMap<(String, u32), String>,
 }
 
 impl JobTxn<'_, '_> {
@@ -791,36 +990,64 @@ impl WriteTxn for JobTxn<'_, '_> {
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()> {
         scan_index(self.group.db, rtype, param, lo, hi, visit)
     }
 
-    fn index_of(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        match self.own(rtype, id) {
+    fn index_of(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
+        let id = match self.ids.get(&(rtype.to_string(), docno)) {
+            Some(id) => id.clone(),
+            None => match self.group.id_of(rtype, docno)? {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+        };
+        match self.own(rtype, &id) {
             Some(w) => Ok((w.method != Method::Delete).then(|| w.index.clone())),
-            None => self.group.entries(rtype, id),
+            None => self.group.entries(rtype, &id),
         }
     }
 
-    fn live_ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()> {
-        live_ids(self.group.db, rtype, visit)
+    fn live_docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+        live_docnos(self.group.db, rtype, visit)
     }
 
-    fn pending(&self, rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)> {
+    fn docno_of(&mut self, rtype: &str, id: &str) -> Result<Option<u32>> {
+        if let Some(n) = self.docnos.get(&(rtype.to_string(), id.to_string())) {
+            return Ok(Some(*n));
+        }
+        self.group.known_docno(rtype, id)
+    }
+
+    fn id_of(&mut self, rtype: &str, docno: u32) -> Result<Option<String>> {
+        if let Some(id) = self.ids.get(&(rtype.to_string(), docno)) {
+            return Ok(Some(id.clone()));
+        }
+        self.group.id_of(rtype, docno)
+    }
+
+    fn pending(&self, rtype: &str) -> Vec<Pending> {
         let mut all = HashMap::new();
         self.group.overlay.pending(rtype, &mut all);
         for ((t, id), i) in &self.latest {
             if t == rtype {
                 if let Some(w) = self.staged.get(*i) {
+                    let docno = self
+                        .docnos
+                        .get(&(t.clone(), id.clone()))
+                        .copied()
+                        .unwrap_or(0);
                     all.insert(
                         id.clone(),
-                        (w.method != Method::Delete).then(|| w.index.clone()),
+                        (docno, (w.method != Method::Delete).then(|| w.index.clone())),
                     );
                 }
             }
         }
-        all.into_iter().collect()
+        all.into_iter()
+            .map(|(id, (docno, entries))| Pending { id, docno, entries })
+            .collect()
     }
 
     fn now_ms(&self) -> i64 {
@@ -828,6 +1055,11 @@ impl WriteTxn for JobTxn<'_, '_> {
     }
 
     fn put(&mut self, write: StagedWrite) -> Result<()> {
+        let docno = self.group.docno(&write.rtype, &write.id)?;
+        self.docnos
+            .insert((write.rtype.clone(), write.id.clone()), docno);
+        self.ids
+            .insert((write.rtype.clone(), docno), write.id.clone());
         self.latest
             .insert((write.rtype.clone(), write.id.clone()), self.staged.len());
         self.staged.push(write);
@@ -866,6 +1098,7 @@ fn changes(overlay: Overlay) -> Vec<Change> {
 fn writer_loop(db: Arc<dyn Kv>, rx: Receiver<WriteJob>, feed: &Feed, name: &'static str) {
     let mut seq = last_seq(&*db);
     let mut last_ms = i64::MIN;
+    let mut next_numbers: HashMap<String, u32> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -879,6 +1112,10 @@ fn writer_loop(db: Arc<dyn Kv>, rx: Receiver<WriteJob>, feed: &Feed, name: &'sta
         let mut group = Group {
             db: &*db,
             overlay: Overlay::default(),
+            numbers: std::cell::RefCell::new(Numbers {
+                next: std::mem::take(&mut next_numbers),
+                given: HashMap::new(),
+            }),
             batch: Batch::default(),
             now_ms: ts,
             seq,
@@ -892,6 +1129,8 @@ fn writer_loop(db: Arc<dyn Kv>, rx: Receiver<WriteJob>, feed: &Feed, name: &'sta
                 group: &group,
                 staged: Vec::new(),
                 latest: HashMap::new(),
+                docnos: HashMap::new(),
+                ids: HashMap::new(),
             };
             // a panicking job must not take the writer down: it fails alone (its caller gets
             // "writer stopped" from the dropped reply channel) and its staged writes are dropped
@@ -923,8 +1162,10 @@ fn writer_loop(db: Arc<dyn Kv>, rx: Receiver<WriteJob>, feed: &Feed, name: &'sta
                     batch,
                     seq: new_seq,
                     overlay,
+                    numbers,
                     ..
                 } = group;
+                next_numbers = numbers.into_inner().next;
                 let fsync = Instant::now();
                 let durable = db.apply(batch, true);
                 metrics::histogram!("vbc_store_fsync_seconds", "store" => name)
@@ -990,13 +1231,15 @@ mod tests {
                 "identifier",
                 value.as_bytes(),
                 Some(&[value.as_bytes(), &[1]].concat()),
-                &mut |_, id| {
-                    ids.push(id.to_string());
+                &mut |_, n| {
+                    ids.push(n);
                     true
                 },
             )
             .expect("scan");
-        ids
+        ids.into_iter()
+            .map(|n| store.id_of("Patient", n).expect("id").expect("numbered"))
+            .collect()
     }
 
     async fn writes_are_versioned_indexed_and_reopenable(engine: Engine) {
@@ -1086,11 +1329,12 @@ mod tests {
             let l: Vec<String> = t
                 .pending("Patient")
                 .into_iter()
-                .filter(|(_, e)| {
-                    e.as_ref()
+                .filter(|p| {
+                    p.entries
+                        .as_ref()
                         .is_some_and(|e| e.iter().any(|x| x.value == b"x"))
                 })
-                .map(|(id, _)| id)
+                .map(|p| p.id)
                 .collect();
             Ok((c, l))
         })
@@ -1130,7 +1374,7 @@ mod tests {
                                     param: "identifier".into(),
                                     value: b"z".to_vec(),
                                 },
-                                "gone",
+                                99,
                             ),
                             Some(Vec::new()),
                         ),
@@ -1141,7 +1385,10 @@ mod tests {
                                     param: "identifier".into(),
                                     value: b"y".to_vec(),
                                 },
-                                "b",
+                                store
+                                    .docno_of("Patient", "b")
+                                    .expect("read")
+                                    .expect("numbered"),
                             ),
                             None,
                         ),
@@ -1155,6 +1402,17 @@ mod tests {
         assert_eq!(store.reindex(&extract).expect("reindex"), 2);
         assert!(store.check_index(&extract).expect("check").consistent());
         assert_eq!(lookup(&store, "y"), vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn no_two_resource_types_share_a_key_code() {
+        let mut codes = std::collections::HashMap::new();
+        for t in crate::fhir::resource_types::RESOURCE_TYPES {
+            if let Some(other) = codes.insert(type_code(t), *t) {
+                panic!("{t} and {other} share the key code {:?}", type_code(t));
+            }
+        }
+        assert!(codes.len() > 140);
     }
 
     /// Each store test once per serving engine.

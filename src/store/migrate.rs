@@ -203,11 +203,15 @@ mod tests {
         assert_eq!(all.len(), 5);
         let mut found = Vec::new();
         store
-            .scan_index("Patient", "identifier", b"", None, &mut |v, id| {
-                found.push((String::from_utf8_lossy(v).into_owned(), id.to_string()));
+            .scan_index("Patient", "identifier", b"", None, &mut |v, n| {
+                found.push((String::from_utf8_lossy(v).into_owned(), n));
                 true
             })
             .expect("scan");
+        let found: Vec<(String, String)> = found
+            .into_iter()
+            .map(|(v, n)| (v, store.id_of("Patient", n).expect("id").expect("numbered")))
+            .collect();
         assert_eq!(found, vec![("a-3".to_string(), "a".to_string())]);
         // the sequence goes on where the original stopped
         write(&store, move |txn| txn.put(put("c", 1, Method::Create)))

@@ -1,6 +1,10 @@
 //! Storage: the trait the server writes and reads through, the records it keeps, and its one
-//! implementation ([`kv_store`]) on an ordered key-value engine ([`kv`]: [`sled_kv`] or
-//! [`fjall_kv`], chosen when a data directory is created).
+//! implementation ([`kv_store`]) on an ordered key-value engine ([`kv`]: [`fjall_kv`]; sled
+//! directories of earlier releases are read by [`sled_kv`] to migrate them).
+//!
+//! The search index names resources by number (a `u32` per type, given once per id and never
+//! reused): index reads visit numbers, which a search gathers into bitmaps, and only the page a
+//! search returns is turned into ids ([`Store::id_of`]).
 //!
 //! Writes go through [`write`]: a closure runs against a [`WriteTxn`] on the engine's single
 //! writer, sees earlier writes of its commit group, and its result is returned only once the whole
@@ -40,6 +44,17 @@ pub struct Current {
     pub last_updated_ms: i64,
 }
 
+/// A write of a commit group not yet on disk, as a search inside the group sees it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Logical id.
+    pub id: String,
+    /// Resource number.
+    pub docno: u32,
+    /// Index entries of the written version (None for a delete).
+    pub entries: Option<Vec<IndexEntry>>,
+}
+
 /// What a write closure can see and do. Reads include earlier writes of the same commit group.
 pub trait WriteTxn {
     /// Latest state of a resource, or None if it never existed.
@@ -52,15 +67,18 @@ pub trait WriteTxn {
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()>;
     /// Index entries of a live resource as this job sees it (None when absent or deleted).
-    fn index_of(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>>;
-    /// Visit committed live ids of a type.
-    fn live_ids(&mut self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()>;
-    /// Writes of `rtype` staged in this commit group and not yet on disk: (id, entries, or None
-    /// when deleted).
-    fn pending(&self, rtype: &str) -> Vec<(String, Option<Vec<IndexEntry>>)>;
+    fn index_of(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>>;
+    /// Visit the numbers of committed live resources of a type.
+    fn live_docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()>;
+    /// The number of a resource as this job sees it (None when it has none yet).
+    fn docno_of(&mut self, rtype: &str, id: &str) -> Result<Option<u32>>;
+    /// The id of a resource number as this job sees it.
+    fn id_of(&mut self, rtype: &str, docno: u32) -> Result<Option<String>>;
+    /// Writes of `rtype` staged in this commit group and not yet on disk.
+    fn pending(&self, rtype: &str) -> Vec<Pending>;
     /// The commit group's timestamp (milliseconds since the epoch; strictly increasing per group).
     fn now_ms(&self) -> i64;
     /// Stage a new version. It becomes visible to later reads in this group at once and durable
@@ -148,22 +166,33 @@ pub trait Store: Send + Sync + 'static {
     /// Versions of all resources (of one type when `rtype` is given), newest first.
     fn history(&self, rtype: Option<&str>, q: HistoryQuery) -> Result<Vec<VersionRecord>>;
     /// Visit index entries of (`rtype`, `param`) whose keys lie from `lo` (inclusive) to `hi`
-    /// (exclusive; None for the end of the parameter), in key order, as (value, id); the visitor
-    /// returns false to stop. Keys are `value \0 id`, so a bound is compared with that.
+    /// (exclusive; None for the end of the parameter), in key order, as (value, resource
+    /// number); the visitor returns false to stop. Keys are `value \0 number`, so a bound is
+    /// compared with that.
     fn scan_index(
         &self,
         rtype: &str,
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &str) -> bool,
+        visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()>;
     /// The index entries of a live resource (None when absent or deleted).
-    fn index_of(&self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>>;
-    /// Visit the ids of live resources of a type in id order; the visitor returns false to stop.
-    fn live_ids(&self, rtype: &str, visit: &mut dyn FnMut(&str) -> bool) -> Result<()>;
-    /// Rebuild every index entry from the stored resources with `extract` (offline; the writer
-    /// must be idle). Returns the number of resources indexed.
+    fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>>;
+    /// Visit the numbers of live resources of a type in order; the visitor returns false to
+    /// stop.
+    fn live_docnos(&self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()>;
+    /// The number of a resource (live or deleted; None when it never existed).
+    fn docno_of(&self, rtype: &str, id: &str) -> Result<Option<u32>>;
+    /// The id of a resource number.
+    fn id_of(&self, rtype: &str, docno: u32) -> Result<Option<String>>;
+    /// True when the index must be rebuilt ([`Store::reindex`]) before the store serves: it was
+    /// written in an earlier key layout.
+    fn needs_reindex(&self) -> bool {
+        false
+    }
+    /// Rebuild every index entry and resource number from the stored resources with `extract`
+    /// (offline; the writer must be idle). Returns the number of resources indexed.
     fn reindex(&self, extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<usize>;
     /// Compare the stored index with what `extract` gives for every live resource, and look for
     /// index keys without a live resource.

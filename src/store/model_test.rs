@@ -187,16 +187,16 @@ fn txn_matches(txn: &mut dyn WriteTxn, rtype: &str, ident: &str) -> Result<bool>
     let pending = txn.pending(rtype);
     if pending
         .iter()
-        .any(|(_, e)| e.as_deref().is_some_and(|e| has_ident(e, ident)))
+        .any(|p| p.entries.as_deref().is_some_and(|e| has_ident(e, ident)))
     {
         return Ok(true);
     }
-    let overridden: HashSet<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
+    let overridden: HashSet<u32> = pending.iter().map(|p| p.docno).collect();
     let value = ident.as_bytes();
     let hi = [value, &[1]].concat();
     let mut found = false;
-    txn.scan_index(rtype, "identifier", value, Some(&hi), &mut |v, id| {
-        found = v == value && !overridden.contains(id);
+    txn.scan_index(rtype, "identifier", value, Some(&hi), &mut |v, n| {
+        found = v == value && !overridden.contains(&n);
         !found
     })?;
     Ok(found)
@@ -207,15 +207,15 @@ fn check_own_write(txn: &mut dyn WriteTxn, w: &StagedWrite) -> Result<()> {
     let live = w.method != Method::Delete;
     let entries = live.then_some(w.index.as_slice());
     let current = txn.current(&w.rtype, &w.id)?;
-    let index = txn.index_of(&w.rtype, &w.id)?;
-    let pending = txn
-        .pending(&w.rtype)
-        .into_iter()
-        .find(|(id, _)| *id == w.id);
+    let index = match txn.docno_of(&w.rtype, &w.id)? {
+        Some(n) => txn.index_of(&w.rtype, n)?,
+        None => None,
+    };
+    let pending = txn.pending(&w.rtype).into_iter().find(|p| p.id == w.id);
     let seen = (
         current.map(|c| (c.version, c.deleted, c.resource)),
         index.as_deref(),
-        pending.as_ref().map(|(_, e)| e.as_deref()),
+        pending.as_ref().map(|p| p.entries.as_deref()),
     );
     let want = (
         Some((w.version, !live, w.resource.clone())),
@@ -471,7 +471,19 @@ fn check_resource(store: &KvStore, model: &Model, rtype: &str, id: &str, ctx: &s
         .map(|v| (v.version, v.method))
         .collect();
     assert_eq!(got, want, "{ctx}: instance history of {rtype}/{id}");
-    let got = store.index_of(rtype, id).expect("index_of reads");
+    let docno = store.docno_of(rtype, id).expect("docno_of reads");
+    if let Some(n) = docno {
+        let back = store.id_of(rtype, n).expect("id_of reads");
+        assert_eq!(
+            back.as_deref(),
+            Some(id),
+            "{ctx}: number {n} of {rtype}/{id}"
+        );
+    }
+    let got = match docno {
+        Some(n) => store.index_of(rtype, n).expect("index_of reads"),
+        None => None,
+    };
     let want = latest
         .filter(|v| v.method != Method::Delete)
         .map(|v| &v.index);
@@ -486,25 +498,49 @@ fn check(store: &KvStore, model: &Model, ctx: &str) {
             check_resource(store, model, rtype, &id_of(i), ctx);
         }
         let live = model.live_ids(rtype);
-        let mut ids = Vec::new();
-        let visit = &mut |id: &str| {
-            ids.push(id.to_string());
+        let mut docnos = Vec::new();
+        let visit = &mut |n: u32| {
+            docnos.push(n);
             true
         };
-        store.live_ids(rtype, visit).expect("live ids read");
+        store.live_docnos(rtype, visit).expect("live numbers read");
+        let mut ids: Vec<String> = docnos
+            .iter()
+            .map(|n| {
+                store
+                    .id_of(rtype, *n)
+                    .expect("id_of reads")
+                    .unwrap_or_default()
+            })
+            .collect();
+        ids.sort();
         assert_eq!(ids, live, "{ctx}: live ids of {rtype}");
         let listed = store.list(rtype, None, 1000).expect("list reads");
         let listed: Vec<String> = listed.into_iter().map(|r| r.id).collect();
         assert_eq!(listed, live, "{ctx}: list of {rtype}");
         for param in ["identifier", "tag"] {
-            let mut pairs = Vec::new();
+            let mut numbered = Vec::new();
             store
-                .scan_index(rtype, param, b"", None, &mut |v, id| {
-                    pairs.push((v.to_vec(), id.to_string()));
+                .scan_index(rtype, param, b"", None, &mut |v, n| {
+                    numbered.push((v.to_vec(), n));
                     true
                 })
                 .expect("index scans");
-            let want = model.index_pairs(rtype, param);
+            let mut pairs: Vec<(Vec<u8>, String)> = numbered
+                .into_iter()
+                .map(|(v, n)| {
+                    (
+                        v,
+                        store
+                            .id_of(rtype, n)
+                            .expect("id_of reads")
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            pairs.sort();
+            let mut want = model.index_pairs(rtype, param);
+            want.sort();
             assert_eq!(pairs, want, "{ctx}: index of {rtype}.{param}");
         }
         let hist = store.history(Some(rtype), page(100_000));
