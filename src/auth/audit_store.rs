@@ -9,7 +9,8 @@ use super::audit::{event_id, render, seq_of_id};
 use crate::error::{FhirError, Result};
 use crate::store::audit_log::{AuditLog, Entry};
 use crate::store::{
-    CommitListener, HistoryQuery, IndexEntry, IndexReport, Method, Store, VersionRecord, WriteJob,
+    CommitListener, HistoryQuery, IndexEntry, IndexRead, IndexReport, Method, Store, VersionRecord,
+    WriteJob,
 };
 
 /// The trail behind [`Store`].
@@ -48,6 +49,41 @@ fn version_record(seq: u64, entry: &Entry) -> Result<VersionRecord> {
 
 fn unsupported(what: &str) -> FhirError {
     FhirError::NotImplemented(format!("the audit trail does not support {what}"))
+}
+
+impl IndexRead for AuditStore {
+    fn scan_index(
+        &self,
+        _rtype: &str,
+        _param: &str,
+        _lo: &[u8],
+        _hi: Option<&[u8]>,
+        _visit: &mut dyn FnMut(&[u8], u32) -> bool,
+    ) -> Result<()> {
+        Err(unsupported(
+            "index scans (AuditEvent search runs on the trail)",
+        ))
+    }
+
+    fn index_of(&self, _rtype: &str, _docno: u32) -> Result<Option<Vec<IndexEntry>>> {
+        Err(unsupported("index reads"))
+    }
+
+    fn live_docnos(&self, _rtype: &str, _visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+        Err(unsupported("listing resources"))
+    }
+
+    fn docno_of(&self, _rtype: &str, _id: &str) -> Result<Option<u32>> {
+        Err(unsupported("index reads"))
+    }
+
+    fn id_of(&self, _rtype: &str, _docno: u32) -> Result<Option<String>> {
+        Err(unsupported("index reads"))
+    }
+
+    fn live_json(&self, _rtype: &str, _id: &str) -> Result<Option<Vec<u8>>> {
+        Err(unsupported("index reads"))
+    }
 }
 
 impl Store for AuditStore {
@@ -98,35 +134,6 @@ impl Store for AuditStore {
             Ok(q.admit(version_record(seq, &entry)?, &mut page))
         })?;
         Ok(page)
-    }
-
-    fn scan_index(
-        &self,
-        _rtype: &str,
-        _param: &str,
-        _lo: &[u8],
-        _hi: Option<&[u8]>,
-        _visit: &mut dyn FnMut(&[u8], u32) -> bool,
-    ) -> Result<()> {
-        Err(unsupported(
-            "index scans (AuditEvent search runs on the trail)",
-        ))
-    }
-
-    fn index_of(&self, _rtype: &str, _docno: u32) -> Result<Option<Vec<IndexEntry>>> {
-        Err(unsupported("index reads"))
-    }
-
-    fn live_docnos(&self, _rtype: &str, _visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
-        Err(unsupported("listing resources"))
-    }
-
-    fn docno_of(&self, _rtype: &str, _id: &str) -> Result<Option<u32>> {
-        Err(unsupported("index reads"))
-    }
-
-    fn id_of(&self, _rtype: &str, _docno: u32) -> Result<Option<String>> {
-        Err(unsupported("index reads"))
     }
 
     fn reindex(&self, _extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<usize> {

@@ -16,7 +16,8 @@ use crate::search::matcher::{quantity_sort_value, Matcher, Test};
 use crate::search::params::ParamType;
 use crate::search::query::{Criterion, Include, Search, SortKey, Summary, Total};
 use crate::search::values::{clean, dec_i64, enc_i128};
-use crate::search::{self, Executor, PageLimits, StoreReader};
+use crate::search::{self, Executor, PageLimits};
+use crate::store::IndexRead;
 
 /// Most resources `_include`/`_revinclude` add to one page.
 pub const MAX_INCLUDES: usize = 1000;
@@ -327,10 +328,8 @@ impl Services {
                 self.access.allow(Act::Read, &inc.source)?;
             }
         }
-        let mut reader = StoreReader {
-            store: self.store.as_ref(),
-        };
-        let mut exec = Executor::new(&engine.defs, &mut reader);
+        let reader: &dyn IndexRead = self.store.as_ref();
+        let mut exec = Executor::new(&engine.defs, reader);
         let multi = scope.types.len() > 1;
         // `_summary=count` needs only the number: no sort positions
         let counting = parsed.summary == Summary::Count;
@@ -656,10 +655,16 @@ impl Services {
                                 let mut hi = target.clone();
                                 hi.push(1);
                                 let mut docnos = Vec::new();
-                                exec.reader().scan(src, p, target, Some(&hi), &mut |_, n| {
-                                    docnos.push(n);
-                                    true
-                                })?;
+                                exec.reader().scan_index(
+                                    src,
+                                    p,
+                                    target,
+                                    Some(&hi),
+                                    &mut |_, n| {
+                                        docnos.push(n);
+                                        true
+                                    },
+                                )?;
                                 let mut ids = Vec::with_capacity(docnos.len());
                                 for n in docnos {
                                     ids.extend(exec.id(src, n)?);
@@ -810,10 +815,11 @@ fn canonical_targets(
     let mut out = Vec::new();
     for t in types {
         let mut docnos = Vec::new();
-        exec.reader().scan(&t, "url", &lo, Some(&hi), &mut |_, n| {
-            docnos.push(n);
-            true
-        })?;
+        exec.reader()
+            .scan_index(&t, "url", &lo, Some(&hi), &mut |_, n| {
+                docnos.push(n);
+                true
+            })?;
         for n in docnos {
             if let Some(id) = exec.id(&t, n)? {
                 out.push((t.clone(), id));

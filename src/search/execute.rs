@@ -19,78 +19,10 @@ use super::query::Criterion;
 use super::values::{clean, enc_token};
 use crate::error::Result;
 use crate::fhir::definitions::Definitions;
-use crate::store::{IndexEntry, Pending};
+use crate::store::{IndexEntry, IndexRead};
 
 /// A set of resource numbers.
 type Set = RoaringBitmap;
-
-/// Read access to the search index.
-pub trait IndexReader {
-    /// Visit entries of (`rtype`, `param`) with values in `[lo, hi)` in key order as (value,
-    /// resource number); the visitor returns false to stop.
-    fn scan(
-        &mut self,
-        rtype: &str,
-        param: &str,
-        lo: &[u8],
-        hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], u32) -> bool,
-    ) -> Result<()>;
-    /// The index entries of a live resource (None when it does not exist or is deleted).
-    fn entries(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>>;
-    /// Visit the numbers of all live resources of a type; the visitor returns false to stop.
-    fn docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()>;
-    /// The number of a resource (None when it has none).
-    fn docno(&mut self, rtype: &str, id: &str) -> Result<Option<u32>>;
-    /// The id of a resource number.
-    fn id(&mut self, rtype: &str, docno: u32) -> Result<Option<String>>;
-    /// Uncommitted writes of `rtype` this reader must see.
-    fn pending(&self, rtype: &str) -> Vec<Pending>;
-    /// The current JSON of a live resource.
-    fn resource(&mut self, rtype: &str, id: &str) -> Result<Option<serde_json::Value>>;
-
-    /// Codes of a stored ValueSet (`url` or `url|version`), expanded from its compose (with
-    /// whole CodeSystems looked up by url) or its expansion; None when no ValueSet has that url.
-    fn valueset_codes(&mut self, url: &str) -> Result<Option<HashSet<(String, String)>>> {
-        let (url, version) = match url.split_once('|') {
-            Some((u, v)) => (u, Some(v)),
-            None => (url, None),
-        };
-        for id in self.by_url("ValueSet", url)? {
-            let Some(vs) = self.resource("ValueSet", &id)? else {
-                continue;
-            };
-            if version.is_some_and(|v| vs["version"].as_str() != Some(v)) {
-                continue;
-            }
-            let mut codesystem = |system: &str| -> Result<Option<serde_json::Value>> {
-                match self.by_url("CodeSystem", system)?.first() {
-                    Some(id) => self.resource("CodeSystem", id),
-                    None => Ok(None),
-                }
-            };
-            return Ok(Some(super::valueset::expand(&vs, &mut codesystem)?));
-        }
-        Ok(None)
-    }
-
-    /// Ids of live resources of `rtype` whose `url` is exactly `url`.
-    fn by_url(&mut self, rtype: &str, url: &str) -> Result<Vec<String>> {
-        let key = super::values::clean(url);
-        let mut hi = key.clone();
-        hi.push(1);
-        let mut docnos = Vec::new();
-        self.scan(rtype, "url", &key, Some(&hi), &mut |_, n| {
-            docnos.push(n);
-            true
-        })?;
-        let mut ids = Vec::with_capacity(docnos.len());
-        for n in docnos {
-            ids.extend(self.id(rtype, n)?);
-        }
-        Ok(ids)
-    }
-}
 
 /// Most ids a probe collects before giving up on a criterion as a driver.
 const PROBE_CAP: usize = 4096;
@@ -125,7 +57,7 @@ fn passes(r: &Resolved, docno: u32, entries: &[IndexEntry]) -> bool {
 /// Runs searches over one reader.
 pub struct Executor<'a> {
     defs: &'a Definitions,
-    reader: &'a mut dyn IndexReader,
+    reader: &'a dyn IndexRead,
     cache: HashMap<(String, u32), Option<Vec<IndexEntry>>>,
 }
 
@@ -136,7 +68,7 @@ enum Probe {
 
 impl<'a> Executor<'a> {
     /// An executor over a reader.
-    pub fn new(defs: &'a Definitions, reader: &'a mut dyn IndexReader) -> Self {
+    pub fn new(defs: &'a Definitions, reader: &'a dyn IndexRead) -> Self {
         Executor {
             defs,
             reader,
@@ -144,14 +76,65 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// The reader (for includes and lookups by the caller).
-    pub fn reader(&mut self) -> &mut dyn IndexReader {
+    /// The index (for includes and lookups by the caller).
+    pub fn reader(&self) -> &'a dyn IndexRead {
         self.reader
+    }
+
+    /// The current JSON of a live resource.
+    fn resource(&self, rtype: &str, id: &str) -> Result<Option<serde_json::Value>> {
+        Ok(self
+            .reader
+            .live_json(rtype, id)?
+            .and_then(|b| crate::fhir::number_text::parse(&b).ok()))
+    }
+
+    /// Codes of a stored ValueSet (`url` or `url|version`), expanded from its compose (with
+    /// whole CodeSystems looked up by url) or its expansion; None when no ValueSet has that url.
+    fn valueset_codes(&self, url: &str) -> Result<Option<HashSet<(String, String)>>> {
+        let (url, version) = match url.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (url, None),
+        };
+        for id in self.by_url("ValueSet", url)? {
+            let Some(vs) = self.resource("ValueSet", &id)? else {
+                continue;
+            };
+            if version.is_some_and(|v| vs["version"].as_str() != Some(v)) {
+                continue;
+            }
+            let mut codesystem = |system: &str| -> Result<Option<serde_json::Value>> {
+                match self.by_url("CodeSystem", system)?.first() {
+                    Some(id) => self.resource("CodeSystem", id),
+                    None => Ok(None),
+                }
+            };
+            return Ok(Some(super::valueset::expand(&vs, &mut codesystem)?));
+        }
+        Ok(None)
+    }
+
+    /// Ids of live resources of `rtype` whose `url` is exactly `url`.
+    fn by_url(&self, rtype: &str, url: &str) -> Result<Vec<String>> {
+        let key = super::values::clean(url);
+        let mut hi = key.clone();
+        hi.push(1);
+        let mut docnos = Vec::new();
+        self.reader
+            .scan_index(rtype, "url", &key, Some(&hi), &mut |_, n| {
+                docnos.push(n);
+                true
+            })?;
+        let mut ids = Vec::with_capacity(docnos.len());
+        for n in docnos {
+            ids.extend(self.reader.id_of(rtype, n)?);
+        }
+        Ok(ids)
     }
 
     /// A live resource's entries by id, cached for this search.
     pub fn entries(&mut self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
-        match self.reader.docno(rtype, id)? {
+        match self.reader.docno_of(rtype, id)? {
             Some(n) => self.entries_at(rtype, n),
             None => Ok(None),
         }
@@ -163,21 +146,21 @@ impl<'a> Executor<'a> {
         if let Some(e) = self.cache.get(&k) {
             return Ok(e.clone());
         }
-        let e = self.reader.entries(rtype, docno)?;
+        let e = self.reader.index_of(rtype, docno)?;
         self.cache.insert(k, e.clone());
         Ok(e)
     }
 
     /// The id of a resource number.
     pub fn id(&mut self, rtype: &str, docno: u32) -> Result<Option<String>> {
-        self.reader.id(rtype, docno)
+        self.reader.id_of(rtype, docno)
     }
 
     /// The numbers of resources by id (ids without one are left out).
     fn docnos_of<'i>(&mut self, rtype: &str, ids: impl Iterator<Item = &'i str>) -> Result<Set> {
         let mut set = Set::new();
         for id in ids {
-            if let Some(n) = self.reader.docno(rtype, id)? {
+            if let Some(n) = self.reader.docno_of(rtype, id)? {
                 set.insert(n);
             }
         }
@@ -193,7 +176,7 @@ impl<'a> Executor<'a> {
                 ids.iter().any(|i| i == "*"),
             ),
             Criterion::InValueSet { param, url, negate } => {
-                let codes = match self.reader.valueset_codes(url)? {
+                let codes = match self.valueset_codes(url)? {
                     Some(c) => c,
                     None => self.defs.valueset(url).cloned().unwrap_or_default(),
                 };
@@ -276,8 +259,12 @@ impl<'a> Executor<'a> {
                 let mut visits = 0usize;
                 let mut too_many = false;
                 for m in ms {
-                    self.reader
-                        .scan(rtype, &m.param, &m.lo, m.hi.as_deref(), &mut |v, n| {
+                    self.reader.scan_index(
+                        rtype,
+                        &m.param,
+                        &m.lo,
+                        m.hi.as_deref(),
+                        &mut |v, n| {
                             visits += 1;
                             if m.test.accepts(v) && kept(n) {
                                 ids.insert(n);
@@ -289,7 +276,8 @@ impl<'a> Executor<'a> {
                                 }
                             }
                             true
-                        })?;
+                        },
+                    )?;
                     if too_many {
                         return Ok(Probe::TooMany);
                     }
@@ -312,11 +300,16 @@ impl<'a> Executor<'a> {
             {
                 if self.reader.pending(rtype).is_empty() {
                     let mut n = 0usize;
-                    self.reader
-                        .scan(rtype, &m.param, &m.lo, m.hi.as_deref(), &mut |v, _| {
+                    self.reader.scan_index(
+                        rtype,
+                        &m.param,
+                        &m.lo,
+                        m.hi.as_deref(),
+                        &mut |v, _| {
                             n += usize::from(m.test.accepts(v));
                             true
-                        })?;
+                        },
+                    )?;
                     return Ok(n);
                 }
             }
@@ -328,7 +321,7 @@ impl<'a> Executor<'a> {
     pub fn matching_ids(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         for n in self.matching(rtype, criteria)? {
-            ids.extend(self.reader.id(rtype, n)?);
+            ids.extend(self.reader.id_of(rtype, n)?);
         }
         ids.sort_unstable();
         Ok(ids)
@@ -375,7 +368,7 @@ impl<'a> Executor<'a> {
                 }
                 None => {
                     let mut all = Set::new();
-                    self.reader.docnos(rtype, &mut |n| {
+                    self.reader.live_docnos(rtype, &mut |n| {
                         all.insert(n);
                         true
                     })?;
@@ -453,9 +446,9 @@ mod tests {
         }
     }
 
-    impl IndexReader for MemIndex {
-        fn scan(
-            &mut self,
+    impl IndexRead for MemIndex {
+        fn scan_index(
+            &self,
             _rtype: &str,
             param: &str,
             lo: &[u8],
@@ -476,10 +469,10 @@ mod tests {
             }
             Ok(())
         }
-        fn entries(&mut self, _rtype: &str, n: u32) -> Result<Option<Vec<IndexEntry>>> {
+        fn index_of(&self, _rtype: &str, n: u32) -> Result<Option<Vec<IndexEntry>>> {
             Ok(self.by_docno.get(&n).cloned())
         }
-        fn docnos(&mut self, _rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+        fn live_docnos(&self, _rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
             for n in self.by_docno.keys() {
                 if !visit(*n) {
                     break;
@@ -487,16 +480,13 @@ mod tests {
             }
             Ok(())
         }
-        fn docno(&mut self, _rtype: &str, id: &str) -> Result<Option<u32>> {
+        fn docno_of(&self, _rtype: &str, id: &str) -> Result<Option<u32>> {
             Ok(docno(id).filter(|n| self.by_docno.contains_key(n)))
         }
-        fn id(&mut self, _rtype: &str, n: u32) -> Result<Option<String>> {
+        fn id_of(&self, _rtype: &str, n: u32) -> Result<Option<String>> {
             Ok(Some(format!("r{:05}", n - 1)))
         }
-        fn pending(&self, _rtype: &str) -> Vec<Pending> {
-            Vec::new()
-        }
-        fn resource(&mut self, _rtype: &str, _id: &str) -> Result<Option<serde_json::Value>> {
+        fn live_json(&self, _rtype: &str, _id: &str) -> Result<Option<Vec<u8>>> {
             Ok(None)
         }
     }
@@ -554,8 +544,8 @@ mod tests {
     #[test]
     fn large_and_small_criteria_intersect_exactly_whichever_plan_runs() {
         let defs = crate::search::engine().expect("definitions");
-        let (mut idx, truth) = index();
-        let mut exec = Executor::new(&defs.defs, &mut idx);
+        let (idx, truth) = index();
+        let mut exec = Executor::new(&defs.defs, &idx);
         // two large criteria (6,667 and ~3,000 matches): both beyond a probe's cap
         let got = exec
             .matching_ids("Observation", &[exact("code", "c1"), prefix("month", "m0")])

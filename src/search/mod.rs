@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::fhir::definitions::Definitions;
-use crate::store::{IndexEntry, Pending, Store, WriteTxn};
-pub use execute::{Executor, IndexReader};
+use crate::store::{IndexEntry, IndexRead, Store, WriteTxn};
+pub use execute::Executor;
 pub use params::Registry;
 pub use query::{parse, Criterion, PageLimits, Search};
 
@@ -117,102 +117,8 @@ impl Engine {
         rtype: &str,
         criteria: &[Criterion],
     ) -> Result<Vec<String>> {
-        let mut reader = TxnReader { txn };
-        Executor::new(&self.defs, &mut reader).matching_ids(rtype, criteria)
-    }
-}
-
-/// The committed store as an index reader.
-pub struct StoreReader<'a> {
-    /// The store.
-    pub store: &'a dyn Store,
-}
-
-impl IndexReader for StoreReader<'_> {
-    fn scan(
-        &mut self,
-        rtype: &str,
-        param: &str,
-        lo: &[u8],
-        hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], u32) -> bool,
-    ) -> Result<()> {
-        self.store.scan_index(rtype, param, lo, hi, visit)
-    }
-
-    fn entries(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
-        self.store.index_of(rtype, docno)
-    }
-
-    fn docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
-        self.store.live_docnos(rtype, visit)
-    }
-
-    fn docno(&mut self, rtype: &str, id: &str) -> Result<Option<u32>> {
-        self.store.docno_of(rtype, id)
-    }
-
-    fn id(&mut self, rtype: &str, docno: u32) -> Result<Option<String>> {
-        self.store.id_of(rtype, docno)
-    }
-
-    fn pending(&self, _rtype: &str) -> Vec<Pending> {
-        Vec::new()
-    }
-
-    fn resource(&mut self, rtype: &str, id: &str) -> Result<Option<Value>> {
-        Ok(self
-            .store
-            .current(rtype, id)?
-            .and_then(|r| r.resource)
-            .and_then(|b| crate::fhir::number_text::parse(&b).ok()))
-    }
-}
-
-/// A write job's view as an index reader.
-pub struct TxnReader<'a> {
-    /// The job's transaction.
-    pub txn: &'a mut dyn WriteTxn,
-}
-
-impl IndexReader for TxnReader<'_> {
-    fn scan(
-        &mut self,
-        rtype: &str,
-        param: &str,
-        lo: &[u8],
-        hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], u32) -> bool,
-    ) -> Result<()> {
-        self.txn.scan_index(rtype, param, lo, hi, visit)
-    }
-
-    fn entries(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
-        self.txn.index_of(rtype, docno)
-    }
-
-    fn docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
-        self.txn.live_docnos(rtype, visit)
-    }
-
-    fn docno(&mut self, rtype: &str, id: &str) -> Result<Option<u32>> {
-        self.txn.docno_of(rtype, id)
-    }
-
-    fn id(&mut self, rtype: &str, docno: u32) -> Result<Option<String>> {
-        self.txn.id_of(rtype, docno)
-    }
-
-    fn pending(&self, rtype: &str) -> Vec<Pending> {
-        self.txn.pending(rtype)
-    }
-
-    fn resource(&mut self, rtype: &str, id: &str) -> Result<Option<Value>> {
-        Ok(self
-            .txn
-            .current(rtype, id)?
-            .and_then(|c| c.resource)
-            .and_then(|b| crate::fhir::number_text::parse(&b).ok()))
+        let reader: &dyn IndexRead = txn;
+        Executor::new(&self.defs, reader).matching_ids(rtype, criteria)
     }
 }
 

@@ -27,8 +27,8 @@ use super::feed::{Change, Feed, FeedPosition};
 use super::kv::{Batch, Engine, Kv};
 use super::record::{decode, encode, IndexEntry, Method, StagedWrite, VersionRecord};
 use super::{
-    CommitListener, Current, HistoryQuery, IndexReport, JobOutcome, Pending, Store, WriteJob,
-    WriteTxn,
+    CommitListener, Current, HistoryQuery, IndexRead, IndexReport, JobOutcome, Pending, Store,
+    WriteJob, WriteTxn,
 };
 use crate::error::{FhirError, Result};
 
@@ -442,6 +442,39 @@ impl KvStore {
     }
 }
 
+impl IndexRead for KvStore {
+    fn scan_index(
+        &self,
+        rtype: &str,
+        param: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], u32) -> bool,
+    ) -> Result<()> {
+        scan_index(&*self.db, rtype, param, lo, hi, visit)
+    }
+
+    fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
+        committed_entries(&*self.db, rtype, docno)
+    }
+
+    fn live_docnos(&self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+        live_docnos(&*self.db, rtype, visit)
+    }
+
+    fn docno_of(&self, rtype: &str, id: &str) -> Result<Option<u32>> {
+        committed_docno(&*self.db, rtype, id)
+    }
+
+    fn id_of(&self, rtype: &str, docno: u32) -> Result<Option<String>> {
+        committed_id(&*self.db, rtype, docno)
+    }
+
+    fn live_json(&self, rtype: &str, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.current(rtype, id)?.and_then(|r| r.resource))
+    }
+}
+
 impl Store for KvStore {
     fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>> {
         match self.db.get(&current_key(rtype, id))? {
@@ -522,33 +555,6 @@ impl Store for KvStore {
             }
         }
         Ok(out)
-    }
-
-    fn scan_index(
-        &self,
-        rtype: &str,
-        param: &str,
-        lo: &[u8],
-        hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], u32) -> bool,
-    ) -> Result<()> {
-        scan_index(&*self.db, rtype, param, lo, hi, visit)
-    }
-
-    fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
-        committed_entries(&*self.db, rtype, docno)
-    }
-
-    fn live_docnos(&self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
-        live_docnos(&*self.db, rtype, visit)
-    }
-
-    fn docno_of(&self, rtype: &str, id: &str) -> Result<Option<u32>> {
-        committed_docno(&*self.db, rtype, id)
-    }
-
-    fn id_of(&self, rtype: &str, docno: u32) -> Result<Option<String>> {
-        committed_id(&*self.db, rtype, docno)
     }
 
     fn needs_reindex(&self) -> bool {
@@ -972,7 +978,7 @@ impl JobTxn<'_, '_> {
 }
 
 impl WriteTxn for JobTxn<'_, '_> {
-    fn current(&mut self, rtype: &str, id: &str) -> Result<Option<Current>> {
+    fn current(&self, rtype: &str, id: &str) -> Result<Option<Current>> {
         if let Some(w) = self.own(rtype, id) {
             return Ok(Some(Current {
                 version: w.version,
@@ -984,8 +990,26 @@ impl WriteTxn for JobTxn<'_, '_> {
         self.group.current(rtype, id)
     }
 
+    fn now_ms(&self) -> i64 {
+        self.group.now_ms
+    }
+
+    fn put(&mut self, write: StagedWrite) -> Result<()> {
+        let docno = self.group.docno(&write.rtype, &write.id)?;
+        self.docnos
+            .insert((write.rtype.clone(), write.id.clone()), docno);
+        self.ids
+            .insert((write.rtype.clone(), docno), write.id.clone());
+        self.latest
+            .insert((write.rtype.clone(), write.id.clone()), self.staged.len());
+        self.staged.push(write);
+        Ok(())
+    }
+}
+
+impl IndexRead for JobTxn<'_, '_> {
     fn scan_index(
-        &mut self,
+        &self,
         rtype: &str,
         param: &str,
         lo: &[u8],
@@ -995,7 +1019,7 @@ impl WriteTxn for JobTxn<'_, '_> {
         scan_index(self.group.db, rtype, param, lo, hi, visit)
     }
 
-    fn index_of(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
+    fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
         let id = match self.ids.get(&(rtype.to_string(), docno)) {
             Some(id) => id.clone(),
             None => match self.group.id_of(rtype, docno)? {
@@ -1009,18 +1033,18 @@ impl WriteTxn for JobTxn<'_, '_> {
         }
     }
 
-    fn live_docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
+    fn live_docnos(&self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
         live_docnos(self.group.db, rtype, visit)
     }
 
-    fn docno_of(&mut self, rtype: &str, id: &str) -> Result<Option<u32>> {
+    fn docno_of(&self, rtype: &str, id: &str) -> Result<Option<u32>> {
         if let Some(n) = self.docnos.get(&(rtype.to_string(), id.to_string())) {
             return Ok(Some(*n));
         }
         self.group.known_docno(rtype, id)
     }
 
-    fn id_of(&mut self, rtype: &str, docno: u32) -> Result<Option<String>> {
+    fn id_of(&self, rtype: &str, docno: u32) -> Result<Option<String>> {
         if let Some(id) = self.ids.get(&(rtype.to_string(), docno)) {
             return Ok(Some(id.clone()));
         }
@@ -1050,20 +1074,10 @@ impl WriteTxn for JobTxn<'_, '_> {
             .collect()
     }
 
-    fn now_ms(&self) -> i64 {
-        self.group.now_ms
-    }
-
-    fn put(&mut self, write: StagedWrite) -> Result<()> {
-        let docno = self.group.docno(&write.rtype, &write.id)?;
-        self.docnos
-            .insert((write.rtype.clone(), write.id.clone()), docno);
-        self.ids
-            .insert((write.rtype.clone(), docno), write.id.clone());
-        self.latest
-            .insert((write.rtype.clone(), write.id.clone()), self.staged.len());
-        self.staged.push(write);
-        Ok(())
+    fn live_json(&self, rtype: &str, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(WriteTxn::current(self, rtype, id)?
+            .filter(|c| !c.deleted)
+            .and_then(|c| c.resource))
     }
 }
 

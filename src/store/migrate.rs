@@ -103,7 +103,7 @@ fn verify(src: &dyn Kv, dst: &dyn Kv, copied: u64) -> Result<()> {
 mod tests {
     use super::*;
     use crate::store::kv_store::KvStore;
-    use crate::store::{write, HistoryQuery, IndexEntry, Method, StagedWrite, Store};
+    use crate::store::{write, HistoryQuery, IndexEntry, IndexRead, Method, StagedWrite, Store};
 
     fn put(id: &str, version: u64, method: Method) -> StagedWrite {
         StagedWrite {

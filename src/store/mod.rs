@@ -55,30 +55,43 @@ pub struct Pending {
     pub entries: Option<Vec<IndexEntry>>,
 }
 
-/// What a write closure can see and do. Reads include earlier writes of the same commit group.
-pub trait WriteTxn {
-    /// Latest state of a resource, or None if it never existed.
-    fn current(&mut self, rtype: &str, id: &str) -> Result<Option<Current>>;
-    /// Visit committed index entries of (`rtype`, `param`) with values in `[lo, hi)` (see
-    /// [`Store::scan_index`]); this commit group's writes are in [`WriteTxn::pending`].
+/// Reads of the search index, one trait for every view of it: the committed store
+/// ([`Store`]) and a write job inside its commit group ([`WriteTxn`], which also sees the
+/// group's writes not yet on disk through [`IndexRead::pending`]). Search runs on it alone.
+pub trait IndexRead {
+    /// Visit index entries of (`rtype`, `param`) whose keys lie from `lo` (inclusive) to `hi`
+    /// (exclusive; None for the end of the parameter), in key order, as (value, resource
+    /// number); the visitor returns false to stop. Keys are `value \0 number`, so a bound is
+    /// compared with that. Only committed entries: a job's and its group's are in `pending`.
     fn scan_index(
-        &mut self,
+        &self,
         rtype: &str,
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<()>;
-    /// Index entries of a live resource as this job sees it (None when absent or deleted).
-    fn index_of(&mut self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>>;
-    /// Visit the numbers of committed live resources of a type.
-    fn live_docnos(&mut self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()>;
-    /// The number of a resource as this job sees it (None when it has none yet).
-    fn docno_of(&mut self, rtype: &str, id: &str) -> Result<Option<u32>>;
-    /// The id of a resource number as this job sees it.
-    fn id_of(&mut self, rtype: &str, docno: u32) -> Result<Option<String>>;
-    /// Writes of `rtype` staged in this commit group and not yet on disk.
-    fn pending(&self, rtype: &str) -> Vec<Pending>;
+    /// The index entries of a live resource (None when absent or deleted).
+    fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>>;
+    /// Visit the numbers of committed live resources of a type in order; the visitor returns
+    /// false to stop.
+    fn live_docnos(&self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()>;
+    /// The number of a resource (live or deleted; None when it has none).
+    fn docno_of(&self, rtype: &str, id: &str) -> Result<Option<u32>>;
+    /// The id of a resource number.
+    fn id_of(&self, rtype: &str, docno: u32) -> Result<Option<String>>;
+    /// Writes of `rtype` not yet on disk that this view must see (none for the store).
+    fn pending(&self, _rtype: &str) -> Vec<Pending> {
+        Vec::new()
+    }
+    /// The JSON of a live resource (None when absent or deleted).
+    fn live_json(&self, rtype: &str, id: &str) -> Result<Option<Vec<u8>>>;
+}
+
+/// What a write closure can see and do. Reads include earlier writes of the same commit group.
+pub trait WriteTxn: IndexRead {
+    /// Latest state of a resource, or None if it never existed.
+    fn current(&self, rtype: &str, id: &str) -> Result<Option<Current>>;
     /// The commit group's timestamp (milliseconds since the epoch; strictly increasing per group).
     fn now_ms(&self) -> i64;
     /// Stage a new version. It becomes visible to later reads in this group at once and durable
@@ -151,7 +164,7 @@ pub trait CommitListener: Send + Sync {
 }
 
 /// A storage engine.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: IndexRead + Send + Sync + 'static {
     /// Latest version of a resource (including tombstones).
     fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>>;
     /// One specific version.
@@ -165,27 +178,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<VersionRecord>>;
     /// Versions of all resources (of one type when `rtype` is given), newest first.
     fn history(&self, rtype: Option<&str>, q: HistoryQuery) -> Result<Vec<VersionRecord>>;
-    /// Visit index entries of (`rtype`, `param`) whose keys lie from `lo` (inclusive) to `hi`
-    /// (exclusive; None for the end of the parameter), in key order, as (value, resource
-    /// number); the visitor returns false to stop. Keys are `value \0 number`, so a bound is
-    /// compared with that.
-    fn scan_index(
-        &self,
-        rtype: &str,
-        param: &str,
-        lo: &[u8],
-        hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], u32) -> bool,
-    ) -> Result<()>;
-    /// The index entries of a live resource (None when absent or deleted).
-    fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>>;
-    /// Visit the numbers of live resources of a type in order; the visitor returns false to
-    /// stop.
-    fn live_docnos(&self, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()>;
-    /// The number of a resource (live or deleted; None when it never existed).
-    fn docno_of(&self, rtype: &str, id: &str) -> Result<Option<u32>>;
-    /// The id of a resource number.
-    fn id_of(&self, rtype: &str, docno: u32) -> Result<Option<String>>;
     /// True when the index must be rebuilt ([`Store::reindex`]) before the store serves: it was
     /// written in an earlier key layout.
     fn needs_reindex(&self) -> bool {

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use super::kv::Engine;
 use super::kv_store::KvStore;
-use super::{write, HistoryQuery, IndexEntry, Method, StagedWrite, Store, WriteTxn};
+use super::{write, HistoryQuery, IndexEntry, IndexRead, Method, StagedWrite, Store, WriteTxn};
 use crate::error::{FhirError, Result};
 
 const TYPES: [&str; 2] = ["Patient", "Observation"];
