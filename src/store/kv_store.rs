@@ -41,6 +41,12 @@ const SEP: u8 = 0;
 pub const FORMAT: u8 = 2;
 const FORMAT_KEY: &[u8] = b"m\0format";
 
+/// A visitor of `c` records: (type, id, record).
+type RecordVisitor<'a> = dyn FnMut(&str, &str, &[u8]) -> Result<()> + 'a;
+
+/// A written resource's number and index entries (None once deleted).
+type Numbered = (u32, Option<Vec<IndexEntry>>);
+
 /// A visitor of live resources: (type, id, number, resource JSON).
 type LiveVisitor<'a> = dyn FnMut(&str, &str, u32, &[u8]) -> Result<()> + 'a;
 
@@ -271,6 +277,22 @@ pub fn visit_current(
     Ok(())
 }
 
+/// Visit every `c` record, deleted ones included, as (type, id, record), in key order.
+fn visit_current_records(db: &dyn Kv, visit: &mut RecordVisitor) -> Result<()> {
+    for item in prefixed(db, b"c\0", false) {
+        let (k, c) = item?;
+        let parts: Vec<&[u8]> = k.splitn(3, |&b| b == SEP).collect();
+        if let [_, t, id] = parts.as_slice() {
+            visit(
+                &String::from_utf8_lossy(t),
+                &String::from_utf8_lossy(id),
+                &c,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn u64_from(bytes: &[u8]) -> Option<u64> {
     let b: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(u64::from_be_bytes(b))
@@ -410,28 +432,16 @@ impl KvStore {
     /// Visit every live resource as (type, id, number, resource JSON), one at a time (the store
     /// may be larger than memory).
     fn for_each_live(&self, visit: &mut LiveVisitor) -> Result<()> {
-        for item in prefixed(&*self.db, b"c\0", false) {
-            let (k, c) = item?;
-            if c.get(8) == Some(&1) {
-                continue;
-            }
-            let parts: Vec<&[u8]> = k.splitn(3, |&b| b == SEP).collect();
-            let [_, t, id] = parts.as_slice() else {
-                continue;
+        visit_current_records(&*self.db, &mut |t, id, c| {
+            let (Some(v), false) = (u64_from(c), c.get(8) == Some(&1)) else {
+                return Ok(());
             };
-            let (t, id) = (
-                String::from_utf8_lossy(t).into_owned(),
-                String::from_utf8_lossy(id).into_owned(),
-            );
-            let Some(v) = u64_from(&c) else { continue };
-            let docno = docno_in_current(&c).unwrap_or(0);
-            if let Some(rec) = self.read_version(&t, &id, v)? {
-                if let Some(r) = rec.resource {
-                    visit(&t, &id, docno, &r)?;
-                }
+            let docno = docno_in_current(c).unwrap_or(0);
+            if let Some(r) = self.read_version(t, id, v)?.and_then(|rec| rec.resource) {
+                visit(t, id, docno, &r)?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn read_version(&self, rtype: &str, id: &str, version: u64) -> Result<Option<VersionRecord>> {
@@ -594,44 +604,32 @@ impl Store for KvStore {
         flush(&mut batch, &mut pending, true)?;
         let mut next: HashMap<String, u32> = HashMap::new();
         let mut count = 0usize;
-        for item in prefixed(&*self.db, b"c\0", false) {
-            let (k, c) = item?;
-            let parts: Vec<&[u8]> = k.splitn(3, |&b| b == SEP).collect();
-            let [_, t, id] = parts.as_slice() else {
-                continue;
-            };
-            let (t, id) = (
-                String::from_utf8_lossy(t).into_owned(),
-                String::from_utf8_lossy(id).into_owned(),
-            );
-            let Some(version) = u64_from(&c) else {
-                continue;
+        visit_current_records(&*self.db, &mut |t, id, c| {
+            let Some(version) = u64_from(c) else {
+                return Ok(());
             };
             let deleted = c.get(8) == Some(&1);
-            let n = next.entry(t.clone()).or_insert(1);
+            let n = next.entry(t.to_string()).or_insert(1);
             let docno = *n;
             *n += 1;
-            batch.insert(k.clone(), current_record(version, deleted, docno));
-            batch.insert(docno_key(&t, docno), id.as_bytes().to_vec());
+            batch.insert(current_key(t, id), current_record(version, deleted, docno));
+            batch.insert(docno_key(t, docno), id.as_bytes().to_vec());
             pending += 2;
             if !deleted {
-                if let Some(r) = self
-                    .read_version(&t, &id, version)?
-                    .and_then(|r| r.resource)
-                {
-                    let mut entries = extract(&t, &r);
+                if let Some(r) = self.read_version(t, id, version)?.and_then(|r| r.resource) {
+                    let mut entries = extract(t, &r);
                     entries.sort();
                     entries.dedup();
                     for e in &entries {
-                        batch.insert(index_key(&t, e, docno), &[][..]);
+                        batch.insert(index_key(t, e, docno), &[][..]);
                     }
-                    batch.insert(reverse_index_key(&t, docno), encode_entries(&entries));
+                    batch.insert(reverse_index_key(t, docno), encode_entries(&entries));
                     pending += entries.len() + 1;
                     count += 1;
                 }
             }
-            flush(&mut batch, &mut pending, false)?;
-        }
+            flush(&mut batch, &mut pending, false)
+        })?;
         batch.insert(FORMAT_KEY, vec![FORMAT]);
         self.db.apply(batch, false)?;
         self.db.flush()?;
@@ -752,10 +750,9 @@ impl Store for KvStore {
 #[derive(Default)]
 struct Overlay {
     current: HashMap<(String, String), Current>,
-    /// Index entries of each written resource (None once deleted).
-    entries: HashMap<(String, String), Option<Vec<IndexEntry>>>,
-    /// The number of each written resource, and back.
-    docnos: HashMap<(String, String), u32>,
+    /// The number and index entries of each written resource (None once deleted).
+    entries: HashMap<(String, String), Numbered>,
+    /// The id of each written resource's number.
     ids: HashMap<(String, u32), String>,
 }
 
@@ -774,16 +771,14 @@ impl Overlay {
             },
         );
         self.ids.insert((k.0.clone(), docno), k.1.clone());
-        self.docnos.insert(k.clone(), docno);
-        self.entries.insert(k, live.then_some(w.index));
+        self.entries.insert(k, (docno, live.then_some(w.index)));
     }
 
     /// Pending writes of a type.
-    fn pending(&self, rtype: &str, out: &mut HashMap<String, (u32, Option<Vec<IndexEntry>>)>) {
+    fn pending(&self, rtype: &str, out: &mut HashMap<String, Numbered>) {
         for ((t, id), e) in &self.entries {
             if t == rtype {
-                let docno = self.docnos.get(&(t.clone(), id.clone())).copied();
-                out.insert(id.clone(), (docno.unwrap_or(0), e.clone()));
+                out.insert(id.clone(), e.clone());
             }
         }
     }
@@ -840,7 +835,7 @@ impl Group<'_> {
     /// The number of a resource this group knows (written or committed), None when it has none.
     fn known_docno(&self, rtype: &str, id: &str) -> Result<Option<u32>> {
         let k = (rtype.to_string(), id.to_string());
-        if let Some(n) = self.overlay.docnos.get(&k) {
+        if let Some((n, _)) = self.overlay.entries.get(&k) {
             return Ok(Some(*n));
         }
         if let Some(n) = self.numbers.borrow().given.get(&k) {
@@ -879,17 +874,16 @@ impl Group<'_> {
         committed_id(self.db, rtype, docno)
     }
 
-    fn entries(&self, rtype: &str, id: &str) -> Result<Option<Vec<IndexEntry>>> {
+    /// The index entries of a resource whose number the caller knows: this group's write,
+    /// else the committed ones.
+    fn entries(&self, rtype: &str, id: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
         match self
             .overlay
             .entries
             .get(&(rtype.to_string(), id.to_string()))
         {
-            Some(e) => Ok(e.clone()),
-            None => match committed_docno(self.db, rtype, id)? {
-                Some(n) => committed_entries(self.db, rtype, n),
-                None => Ok(None),
-            },
+            Some((_, e)) => Ok(e.clone()),
+            None => committed_entries(self.db, rtype, docno),
         }
     }
 
@@ -907,7 +901,7 @@ impl Group<'_> {
         let old_entries = if w.version == 1 && !known {
             Vec::new()
         } else {
-            self.entries(&w.rtype, &w.id)?.unwrap_or_default()
+            self.entries(&w.rtype, &w.id, docno)?.unwrap_or_default()
         };
         if deleted {
             w.index.clear();
@@ -963,9 +957,9 @@ impl Group<'_> {
 struct JobTxn<'g, 'a> {
     group: &'g Group<'a>,
     staged: Vec<StagedWrite>,
-    latest: HashMap<(String, String), usize>,
-    /// The number of each resource the job wrote, and back.
-    docnos: HashMap<(String, String), u32>,
+    /// The position of each resource's latest staged write, and its number.
+    latest: HashMap<(String, String), (usize, u32)>,
+    /// The id of each staged resource's number.
     ids: HashMap<(String, u32), String>,
 }
 
@@ -973,7 +967,7 @@ impl JobTxn<'_, '_> {
     fn own(&self, rtype: &str, id: &str) -> Option<&StagedWrite> {
         self.latest
             .get(&(rtype.to_string(), id.to_string()))
-            .and_then(|i| self.staged.get(*i))
+            .and_then(|(i, _)| self.staged.get(*i))
     }
 }
 
@@ -996,12 +990,12 @@ impl WriteTxn for JobTxn<'_, '_> {
 
     fn put(&mut self, write: StagedWrite) -> Result<()> {
         let docno = self.group.docno(&write.rtype, &write.id)?;
-        self.docnos
-            .insert((write.rtype.clone(), write.id.clone()), docno);
         self.ids
             .insert((write.rtype.clone(), docno), write.id.clone());
-        self.latest
-            .insert((write.rtype.clone(), write.id.clone()), self.staged.len());
+        self.latest.insert(
+            (write.rtype.clone(), write.id.clone()),
+            (self.staged.len(), docno),
+        );
         self.staged.push(write);
         Ok(())
     }
@@ -1029,7 +1023,7 @@ impl IndexRead for JobTxn<'_, '_> {
         };
         match self.own(rtype, &id) {
             Some(w) => Ok((w.method != Method::Delete).then(|| w.index.clone())),
-            None => self.group.entries(rtype, &id),
+            None => self.group.entries(rtype, &id, docno),
         }
     }
 
@@ -1038,7 +1032,7 @@ impl IndexRead for JobTxn<'_, '_> {
     }
 
     fn docno_of(&self, rtype: &str, id: &str) -> Result<Option<u32>> {
-        if let Some(n) = self.docnos.get(&(rtype.to_string(), id.to_string())) {
+        if let Some((_, n)) = self.latest.get(&(rtype.to_string(), id.to_string())) {
             return Ok(Some(*n));
         }
         self.group.known_docno(rtype, id)
@@ -1054,17 +1048,15 @@ impl IndexRead for JobTxn<'_, '_> {
     fn pending(&self, rtype: &str) -> Vec<Pending> {
         let mut all = HashMap::new();
         self.group.overlay.pending(rtype, &mut all);
-        for ((t, id), i) in &self.latest {
+        for ((t, id), (i, docno)) in &self.latest {
             if t == rtype {
                 if let Some(w) = self.staged.get(*i) {
-                    let docno = self
-                        .docnos
-                        .get(&(t.clone(), id.clone()))
-                        .copied()
-                        .unwrap_or(0);
                     all.insert(
                         id.clone(),
-                        (docno, (w.method != Method::Delete).then(|| w.index.clone())),
+                        (
+                            *docno,
+                            (w.method != Method::Delete).then(|| w.index.clone()),
+                        ),
                     );
                 }
             }
@@ -1143,7 +1135,6 @@ fn writer_loop(db: Arc<dyn Kv>, rx: Receiver<WriteJob>, feed: &Feed, name: &'sta
                 group: &group,
                 staged: Vec::new(),
                 latest: HashMap::new(),
-                docnos: HashMap::new(),
                 ids: HashMap::new(),
             };
             // a panicking job must not take the writer down: it fails alone (its caller gets
