@@ -52,13 +52,13 @@ fn unsupported(what: &str) -> FhirError {
 }
 
 impl IndexRead for AuditStore {
-    fn scan_index(
+    fn postings(
         &self,
         _rtype: &str,
         _param: &str,
         _lo: &[u8],
         _hi: Option<&[u8]>,
-        _visit: &mut dyn FnMut(&[u8], u32) -> bool,
+        _visit: &mut dyn FnMut(&[u8], &roaring::RoaringBitmap) -> bool,
     ) -> Result<()> {
         Err(unsupported(
             "index scans (AuditEvent search runs on the trail)",

@@ -1,8 +1,10 @@
 //! Running criteria against the index.
 //!
-//! Plan: each positive criterion is probed with a bounded scan of its key ranges; the ones that
-//! finish give exact id sets, which are intersected into the candidates (the smallest one drives
-//! when all are large). Criteria that did not finish, negations and resolved chains are then
+//! Plan: each positive criterion is probed with a bounded scan of its key range: a value's posting
+//! list (the numbers carrying it) is one key, so a criterion over few distinct values (a code, a
+//! patient, a status) finishes at once however many resources it matches, and gives an exact set
+//! that is intersected into the candidates. Criteria over many distinct values (a date range over
+//! unique timestamps, a broad prefix) that did not finish, negations and resolved chains are then
 //! tested on each candidate's own index entries, with the same tests the scans use. Chains and
 //! `_has` are resolved first by searching their targets. Writes not yet committed (inside a
 //! transaction) are applied last from the reader's pending list.
@@ -24,14 +26,15 @@ use crate::store::{IndexEntry, IndexRead};
 /// A set of resource numbers.
 type Set = RoaringBitmap;
 
-/// Most ids a probe collects before giving up on a criterion as a driver.
-const PROBE_CAP: usize = 4096;
-/// Most entries a probe visits.
-const PROBE_VISITS: usize = 16_384;
-/// Index entries scanned per candidate before testing candidates one by one is cheaper (reading
-/// one candidate's entries costs a random read and a decode; a scanned entry, a step through a
-/// sorted block).
-const SCAN_PER_CANDIDATE: usize = 16;
+/// Most posting lists (distinct values, by chunk) a probe reads before giving up on a criterion
+/// as a driver.
+const PROBE_LISTS: usize = 16_384;
+/// Posting lists scanned per candidate before testing candidates one by one is cheaper (reading
+/// one candidate's entries costs a random read and a decode; a scanned list, a step through a
+/// sorted block and a small decode).
+const SCAN_PER_CANDIDATE: usize = 4;
+/// Lists at most this long are gathered as loose numbers and merged into a probe's set at once.
+const LOOSE_LIST: u64 = 64;
 
 /// A criterion in executable form (chains, `_has` and ValueSets resolved).
 #[derive(Debug, Clone)]
@@ -119,13 +122,13 @@ impl<'a> Executor<'a> {
         let key = super::values::clean(url);
         let mut hi = key.clone();
         hi.push(1);
-        let mut docnos = Vec::new();
+        let mut docnos = Set::new();
         self.reader
-            .scan_index(rtype, "url", &key, Some(&hi), &mut |_, n| {
-                docnos.push(n);
+            .postings(rtype, "url", &key, Some(&hi), &mut |_, set| {
+                docnos |= set;
                 true
             })?;
-        let mut ids = Vec::with_capacity(docnos.len());
+        let mut ids = Vec::with_capacity(docnos.len() as usize);
         for n in docnos {
             ids.extend(self.reader.id_of(rtype, n)?);
         }
@@ -233,22 +236,21 @@ impl<'a> Executor<'a> {
         })
     }
 
-    /// Collect the ids a positive criterion matches, kept only when in `within` (an earlier
-    /// criterion's exact set). Gives up (`TooMany`) past `max_ids` kept ids or `max_visits`
-    /// visited entries.
+    /// Collect the numbers a positive criterion matches, kept only when in `within` (an earlier
+    /// criterion's exact set). Gives up (`TooMany`) past `max_lists` posting lists read.
     fn probe(
         &mut self,
         rtype: &str,
         r: &Resolved,
-        limits: Option<(usize, usize)>,
+        max_lists: Option<usize>,
         within: Option<&Set>,
     ) -> Result<Probe> {
-        let kept = |n: u32| within.is_none_or(|w| w.contains(n));
         match r {
             Resolved::Ids(set, false) => {
                 let mut live = Set::new();
                 for n in set {
-                    if kept(n) && self.entries_at(rtype, n)?.is_some() {
+                    if within.is_none_or(|w| w.contains(n)) && self.entries_at(rtype, n)?.is_some()
+                    {
                         live.insert(n);
                     }
                 }
@@ -256,23 +258,28 @@ impl<'a> Executor<'a> {
             }
             Resolved::Any(ms) => {
                 let mut ids = Set::new();
-                let mut visits = 0usize;
+                // numbers of small lists, merged into `ids` once at the end: a union per list
+                // would copy the growing set each time
+                let mut loose: Vec<u32> = Vec::new();
+                let mut lists = 0usize;
                 let mut too_many = false;
                 for m in ms {
-                    self.reader.scan_index(
+                    self.reader.postings(
                         rtype,
                         &m.param,
                         &m.lo,
                         m.hi.as_deref(),
-                        &mut |v, n| {
-                            visits += 1;
-                            if m.test.accepts(v) && kept(n) {
-                                ids.insert(n);
+                        &mut |v, set| {
+                            lists += 1;
+                            if max_lists.is_some_and(|max| lists > max) {
+                                too_many = true;
+                                return false;
                             }
-                            if let Some((max_ids, max_visits)) = limits {
-                                if ids.len() as usize > max_ids || visits > max_visits {
-                                    too_many = true;
-                                    return false;
+                            if m.test.accepts(v) {
+                                if set.len() <= LOOSE_LIST {
+                                    loose.extend(set.iter());
+                                } else {
+                                    ids |= set;
                                 }
                             }
                             true
@@ -282,39 +289,23 @@ impl<'a> Executor<'a> {
                         return Ok(Probe::TooMany);
                     }
                 }
+                if !loose.is_empty() {
+                    loose.sort_unstable();
+                    loose.dedup();
+                    ids |= Set::from_sorted_iter(loose).unwrap_or_default();
+                }
+                if let Some(w) = within {
+                    ids &= w;
+                }
                 Ok(Probe::Done(ids))
             }
             _ => Ok(Probe::TooMany),
         }
     }
 
-    /// How many live `rtype` resources match all criteria. A lone one-value exact criterion
-    /// (`code=system|code`, `patient=Patient/1`) is counted from its index keys without
-    /// collecting ids: each key is one resource's, and a deleted resource has none.
+    /// How many live `rtype` resources match all criteria.
     pub fn count(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<usize> {
-        if let [Criterion::Any(ms)] = criteria {
-            if let [m @ Matcher {
-                test: Test::Exact(_),
-                ..
-            }] = ms.as_slice()
-            {
-                if self.reader.pending(rtype).is_empty() {
-                    let mut n = 0usize;
-                    self.reader.scan_index(
-                        rtype,
-                        &m.param,
-                        &m.lo,
-                        m.hi.as_deref(),
-                        &mut |v, _| {
-                            n += usize::from(m.test.accepts(v));
-                            true
-                        },
-                    )?;
-                    return Ok(n);
-                }
-            }
-        }
-        Ok(self.matching(rtype, criteria)?.len())
+        Ok(self.matching_set(rtype, criteria)?.len() as usize)
     }
 
     /// Ids of live `rtype` resources matching all criteria, sorted.
@@ -329,6 +320,11 @@ impl<'a> Executor<'a> {
 
     /// Numbers of live `rtype` resources matching all criteria, in order.
     pub fn matching(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<Vec<u32>> {
+        Ok(self.matching_set(rtype, criteria)?.into_iter().collect())
+    }
+
+    /// The set of numbers of live `rtype` resources matching all criteria.
+    fn matching_set(&mut self, rtype: &str, criteria: &[Criterion]) -> Result<Set> {
         let mut resolved = Vec::with_capacity(criteria.len());
         for c in criteria {
             resolved.push(self.resolve(rtype, c)?);
@@ -346,11 +342,11 @@ impl<'a> Executor<'a> {
             }
             // before any exact set: a bounded look; after one: a scan while it stays cheaper
             // than testing the set's members one by one
-            let limits = match &exact {
-                None => (PROBE_CAP, PROBE_VISITS),
-                Some(s) => (usize::MAX, (s.len() as usize).max(1) * SCAN_PER_CANDIDATE),
+            let limit = match &exact {
+                None => PROBE_LISTS,
+                Some(s) => (s.len() as usize).max(1) * SCAN_PER_CANDIDATE,
             };
-            match self.probe(rtype, r, Some(limits), exact.as_ref())? {
+            match self.probe(rtype, r, Some(limit), exact.as_ref())? {
                 Probe::Done(set) => exact = Some(set),
                 Probe::TooMany => pending_positive.push((r, exact.is_some())),
             }
@@ -383,8 +379,8 @@ impl<'a> Executor<'a> {
                 filters.push(r);
                 continue;
             }
-            let visits = (candidates.len() as usize).max(1) * SCAN_PER_CANDIDATE;
-            match self.probe(rtype, r, Some((usize::MAX, visits)), Some(&candidates))? {
+            let limit = (candidates.len() as usize).max(1) * SCAN_PER_CANDIDATE;
+            match self.probe(rtype, r, Some(limit), Some(&candidates))? {
                 Probe::Done(set) => candidates = set,
                 Probe::TooMany => filters.push(r),
             }
@@ -412,7 +408,7 @@ impl<'a> Executor<'a> {
                 }
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(out)
     }
 }
 
@@ -447,23 +443,31 @@ mod tests {
     }
 
     impl IndexRead for MemIndex {
-        fn scan_index(
+        fn postings(
             &self,
             _rtype: &str,
             param: &str,
             lo: &[u8],
             hi: Option<&[u8]>,
-            visit: &mut dyn FnMut(&[u8], u32) -> bool,
+            visit: &mut dyn FnMut(&[u8], &Set) -> bool,
         ) -> Result<()> {
+            // one list per value (in key order), keyed `value \0 chunk` as in the store
+            let mut lists: Vec<(Vec<u8>, Set)> = Vec::new();
             for (p, v, n) in &self.keys {
-                // keys are `value \0 number` in the store: compare the same way
                 let mut k = v.clone();
-                k.push(0);
-                k.extend_from_slice(&n.to_be_bytes());
+                k.extend_from_slice(&[0, 0, 0]);
                 if p != param || k.as_slice() < lo || hi.is_some_and(|h| k.as_slice() >= h) {
                     continue;
                 }
-                if !visit(v, *n) {
+                match lists.last_mut() {
+                    Some((last, set)) if last == v => {
+                        set.insert(*n);
+                    }
+                    _ => lists.push((v.clone(), std::iter::once(*n).collect())),
+                }
+            }
+            for (v, set) in &lists {
+                if !visit(v, set) {
                     break;
                 }
             }

@@ -8,7 +8,8 @@
 //! - `h<seq u64 BE>` -> `type\0id\0<version u64 BE>` (system history)
 //! - `t\0type\0<seq u64 BE>` -> `id\0<version u64 BE>` (type history)
 //! - `n T N` -> id (resource numbers are given once per (type, id), from 1, never reused)
-//! - `j T <param hash u32> value \0 N` -> empty (search index)
+//! - `p T <param hash u32> value \0 <chunk u16 BE>` -> the numbers of the resources with that
+//!   value among those of the chunk (N >> 16) ([`posting`]: a plain list or a roaring bitmap)
 //! - `y T N` -> the live resource's index entries (to remove them on the next version)
 //! - `m\0seq` -> last sequence number; `m\0format` -> [`FORMAT`]
 //!
@@ -23,8 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use roaring::RoaringBitmap;
+
 use super::feed::{Change, Feed, FeedPosition};
 use super::kv::{Batch, Engine, Kv};
+use super::posting::{self, Deltas};
 use super::record::{decode, encode, IndexEntry, Method, StagedWrite, VersionRecord};
 use super::{
     CommitListener, Current, HistoryQuery, IndexRead, IndexReport, JobOutcome, Pending, Store,
@@ -35,10 +39,10 @@ use crate::error::{FhirError, Result};
 /// Most jobs folded into one commit group.
 const MAX_GROUP: usize = 1024;
 const SEP: u8 = 0;
-/// The key layout this code writes. A store of an earlier layout (no format key: ids in index
-/// keys, types numbered by their position in a list) is rebuilt once by [`Store::reindex`]
-/// before it serves ([`Store::needs_reindex`]).
-pub const FORMAT: u8 = 2;
+/// The key layout this code writes. A store of an earlier layout (1: ids in index keys, types
+/// numbered by their position in a list; 2: one key per index entry instead of posting lists) is
+/// rebuilt once by [`Store::reindex`] before it serves ([`Store::needs_reindex`]).
+pub const FORMAT: u8 = 3;
 const FORMAT_KEY: &[u8] = b"m\0format";
 
 /// A visitor of `c` records: (type, id, record).
@@ -117,23 +121,22 @@ fn numbered_prefix(tag: u8, rtype: &str) -> Vec<u8> {
     k
 }
 
-/// `j T param(4)`: the start of one parameter's index keys. The parameter is a 32-bit FNV-1a
-/// hash of its name: fixed-width codes keep the many index keys short (they dominate the
-/// store's size and write cost).
-fn param_prefix(rtype: &str, param: &str) -> Vec<u8> {
+/// `p T param(4)`: the start of one parameter's posting lists. The parameter is a 32-bit FNV-1a
+/// hash of its name: fixed-width codes keep the many keys short.
+fn posting_prefix(rtype: &str, param: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(64);
-    k.push(b'j');
+    k.push(b'p');
     k.extend_from_slice(&type_code(rtype));
     k.extend_from_slice(&fnv32(param).to_be_bytes());
     k
 }
 
-/// The index key of one entry: `j T param value \0 N`.
-fn index_key(rtype: &str, e: &IndexEntry, docno: u32) -> Vec<u8> {
-    let mut k = param_prefix(rtype, &e.param);
+/// The key of one chunk of an entry's posting list: `p T param value \0 chunk`.
+fn posting_key(rtype: &str, e: &IndexEntry, docno: u32) -> Vec<u8> {
+    let mut k = posting_prefix(rtype, &e.param);
     k.extend_from_slice(&e.value);
     k.push(SEP);
-    k.extend_from_slice(&docno.to_be_bytes());
+    k.extend_from_slice(&posting::chunk_of(docno).to_be_bytes());
     k
 }
 
@@ -165,16 +168,16 @@ fn docno_suffix(k: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(k[at..].try_into().ok()?))
 }
 
-/// Visit committed index entries of (`rtype`, `param`) with keys from `lo` to `hi`.
-fn scan_index(
+/// Visit committed posting lists of (`rtype`, `param`) with keys from `lo` to `hi`.
+fn postings(
     db: &dyn Kv,
     rtype: &str,
     param: &str,
     lo: &[u8],
     hi: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], u32) -> bool,
+    visit: &mut dyn FnMut(&[u8], &RoaringBitmap) -> bool,
 ) -> Result<()> {
-    let prefix = param_prefix(rtype, param);
+    let prefix = posting_prefix(rtype, param);
     let mut start = prefix.clone();
     start.extend_from_slice(lo);
     let end = match hi {
@@ -191,13 +194,22 @@ fn scan_index(
     if start >= end {
         return Ok(());
     }
-    db.visit(&start, Some(&end), &mut |k, _| {
+    let mut failed = None;
+    db.visit(&start, Some(&end), &mut |k, v| {
         let rest = &k[prefix.len()..];
-        match (rest.len().checked_sub(5), docno_suffix(rest)) {
-            (Some(split), Some(docno)) if rest[split] == SEP => visit(&rest[..split], docno),
-            _ => true,
+        let Some(split) = rest.len().checked_sub(3).filter(|s| rest[*s] == SEP) else {
+            return true;
+        };
+        let chunk = u16::from_be_bytes([rest[split + 1], rest[split + 2]]);
+        match posting::decode(chunk, v) {
+            Ok(set) => visit(&rest[..split], &set),
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
         }
-    })
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 /// Committed index entries of a live resource.
@@ -453,15 +465,15 @@ impl KvStore {
 }
 
 impl IndexRead for KvStore {
-    fn scan_index(
+    fn postings(
         &self,
         rtype: &str,
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], u32) -> bool,
+        visit: &mut dyn FnMut(&[u8], &RoaringBitmap) -> bool,
     ) -> Result<()> {
-        scan_index(&*self.db, rtype, param, lo, hi, visit)
+        postings(&*self.db, rtype, param, lo, hi, visit)
     }
 
     fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
@@ -581,27 +593,41 @@ impl Store for KvStore {
     }
 
     fn reindex(&self, extract: &dyn Fn(&str, &[u8]) -> Vec<IndexEntry>) -> Result<usize> {
-        // drop every index key and resource number (of this layout and the earlier one: `i`
-        // and `x\0` keys), number every resource again (per type, in id order), then write the
-        // entries of each live resource
+        // drop every index key and resource number (of this layout and the earlier ones: `i`,
+        // `x\0` and `j` keys), number every resource again (per type, in id order), then write
+        // the entries of each live resource; posting lists gather many resources' changes
+        // before each write, so that a frequent value's list is rewritten once per flush
         let mut batch = Batch::default();
+        let mut postings = Deltas::default();
         let mut pending = 0usize;
-        let flush = |batch: &mut Batch, pending: &mut usize, force: bool| -> Result<()> {
-            if force || *pending >= 10_000 {
+        let flush = |batch: &mut Batch,
+                     postings: &mut Deltas,
+                     pending: &mut usize,
+                     force: bool|
+         -> Result<()> {
+            if force || *pending >= 500_000 {
+                std::mem::take(postings).write(&*self.db, batch)?;
                 self.db.apply(std::mem::take(batch), false)?;
                 *pending = 0;
             }
             Ok(())
         };
-        for prefix in [&b"i"[..], &b"x\0"[..], &b"j"[..], &b"y"[..], &b"n"[..]] {
+        for prefix in [
+            &b"i"[..],
+            &b"x\0"[..],
+            &b"j"[..],
+            &b"p"[..],
+            &b"y"[..],
+            &b"n"[..],
+        ] {
             for item in prefixed(&*self.db, prefix, false) {
                 let (k, _) = item?;
                 batch.remove(k);
                 pending += 1;
-                flush(&mut batch, &mut pending, false)?;
+                flush(&mut batch, &mut postings, &mut pending, false)?;
             }
         }
-        flush(&mut batch, &mut pending, true)?;
+        flush(&mut batch, &mut postings, &mut pending, true)?;
         let mut next: HashMap<String, u32> = HashMap::new();
         let mut count = 0usize;
         visit_current_records(&*self.db, &mut |t, id, c| {
@@ -621,15 +647,16 @@ impl Store for KvStore {
                     entries.sort();
                     entries.dedup();
                     for e in &entries {
-                        batch.insert(index_key(t, e, docno), &[][..]);
+                        postings.add(posting_key(t, e, docno), docno);
                     }
                     batch.insert(reverse_index_key(t, docno), encode_entries(&entries));
                     pending += entries.len() + 1;
                     count += 1;
                 }
             }
-            flush(&mut batch, &mut pending, false)
+            flush(&mut batch, &mut postings, &mut pending, false)
         })?;
+        postings.write(&*self.db, &mut batch)?;
         batch.insert(FORMAT_KEY, vec![FORMAT]);
         self.db.apply(batch, false)?;
         self.db.flush()?;
@@ -645,7 +672,8 @@ impl Store for KvStore {
             ));
         }
         let mut report = IndexReport::default();
-        let mut expected: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        // what each posting list chunk must hold, from the resources themselves
+        let mut expected: HashMap<Vec<u8>, RoaringBitmap> = HashMap::new();
         let mut numbered: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         self.for_each_live(&mut |rtype, id, docno, rec| {
             report.resources += 1;
@@ -657,22 +685,28 @@ impl Store for KvStore {
                 report.missing += 1;
             }
             for e in &entries {
-                let k = index_key(rtype, e, docno);
-                if self.db.get(&k)?.is_none() {
-                    report.missing += 1;
-                }
-                expected.insert(k);
+                expected
+                    .entry(posting_key(rtype, e, docno))
+                    .or_default()
+                    .insert(docno);
             }
             numbered.insert(reverse_index_key(rtype, docno));
             Ok(())
         })?;
-        for item in prefixed(&*self.db, b"j", false) {
-            let (k, _) = item?;
-            report.keys += 1;
-            if !expected.contains(&k) {
-                report.orphaned += 1;
-            }
+        // every listed number must be expected there, and every expected one listed
+        for item in prefixed(&*self.db, b"p", false) {
+            let (k, v) = item?;
+            let chunk = k
+                .len()
+                .checked_sub(2)
+                .map_or(0, |at| u16::from_be_bytes([k[at], k[at + 1]]));
+            let listed = posting::decode(chunk, &v)?;
+            report.keys += listed.len() as usize;
+            let want = expected.remove(&k).unwrap_or_default();
+            report.orphaned += (&listed - &want).len() as usize;
+            report.missing += (&want - &listed).len() as usize;
         }
+        report.missing += expected.values().map(|w| w.len() as usize).sum::<usize>();
         for item in prefixed(&*self.db, b"y", false) {
             let (k, _) = item?;
             if !numbered.contains(&k) {
@@ -797,6 +831,8 @@ struct Group<'a> {
     overlay: Overlay,
     numbers: std::cell::RefCell<Numbers>,
     batch: Batch,
+    /// Changes to posting lists, applied to the batch once the group's jobs have run.
+    postings: Deltas,
     now_ms: i64,
     seq: u64,
 }
@@ -911,12 +947,12 @@ impl Group<'_> {
         let new_entries: &[IndexEntry] = &w.index;
         for e in &old_entries {
             if new_entries.binary_search(e).is_err() {
-                self.batch.remove(index_key(&w.rtype, e, docno));
+                self.postings.remove(posting_key(&w.rtype, e, docno), docno);
             }
         }
         for e in new_entries {
             if old_entries.binary_search(e).is_err() {
-                self.batch.insert(index_key(&w.rtype, e, docno), &[][..]);
+                self.postings.add(posting_key(&w.rtype, e, docno), docno);
             }
         }
         if deleted {
@@ -1002,15 +1038,15 @@ impl WriteTxn for JobTxn<'_, '_> {
 }
 
 impl IndexRead for JobTxn<'_, '_> {
-    fn scan_index(
+    fn postings(
         &self,
         rtype: &str,
         param: &str,
         lo: &[u8],
         hi: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], u32) -> bool,
+        visit: &mut dyn FnMut(&[u8], &RoaringBitmap) -> bool,
     ) -> Result<()> {
-        scan_index(self.group.db, rtype, param, lo, hi, visit)
+        postings(self.group.db, rtype, param, lo, hi, visit)
     }
 
     fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>> {
@@ -1123,6 +1159,7 @@ fn writer_loop(db: Arc<dyn Kv>, rx: Receiver<WriteJob>, feed: &Feed, name: &'sta
                 given: HashMap::new(),
             }),
             batch: Batch::default(),
+            postings: Deltas::default(),
             now_ms: ts,
             seq,
         };
@@ -1156,6 +1193,12 @@ fn writer_loop(db: Arc<dyn Kv>, rx: Receiver<WriteJob>, feed: &Feed, name: &'sta
                 }
             }
             deliveries.push(outcome.deliver);
+        }
+        if failure.is_none() {
+            let postings = std::mem::take(&mut group.postings);
+            if let Err(e) = postings.write(&*db, &mut group.batch) {
+                failure = Some(e.to_string());
+            }
         }
         let result = match failure {
             Some(e) => Err(e),
@@ -1366,36 +1409,29 @@ mod tests {
             }]
         };
         assert!(store.check_index(&extract).expect("check").consistent());
-        // an orphan key and a missing one
+        // a list no resource belongs in, a missing list, and a list with one number too many
+        let entry = |v: &[u8]| IndexEntry {
+            param: "identifier".into(),
+            value: v.to_vec(),
+        };
+        let number = |id: &str| {
+            store
+                .docno_of("Patient", id)
+                .expect("read")
+                .expect("numbered")
+        };
+        let (a, b) = (number("a"), number("b"));
+        let list = |ns: &[u32]| posting::encode(ns.iter().copied().collect());
         store
             .db
             .apply(
                 Batch {
                     ops: vec![
+                        (posting_key("Patient", &entry(b"z"), 99), Some(list(&[99]))),
+                        (posting_key("Patient", &entry(b"y"), b), None),
                         (
-                            index_key(
-                                "Patient",
-                                &IndexEntry {
-                                    param: "identifier".into(),
-                                    value: b"z".to_vec(),
-                                },
-                                99,
-                            ),
-                            Some(Vec::new()),
-                        ),
-                        (
-                            index_key(
-                                "Patient",
-                                &IndexEntry {
-                                    param: "identifier".into(),
-                                    value: b"y".to_vec(),
-                                },
-                                store
-                                    .docno_of("Patient", "b")
-                                    .expect("read")
-                                    .expect("numbered"),
-                            ),
-                            None,
+                            posting_key("Patient", &entry(b"x"), a),
+                            Some(list(&[a, 77])),
                         ),
                     ],
                 },
@@ -1403,7 +1439,7 @@ mod tests {
             )
             .expect("damage");
         let r = store.check_index(&extract).expect("check");
-        assert_eq!((r.missing, r.orphaned), (1, 1), "{r:?}");
+        assert_eq!((r.missing, r.orphaned, r.keys), (1, 2, 3), "{r:?}");
         assert_eq!(store.reindex(&extract).expect("reindex"), 2);
         assert!(store.check_index(&extract).expect("check").consistent());
         assert_eq!(lookup(&store, "y"), vec!["b".to_string()]);

@@ -19,6 +19,7 @@ pub mod kv;
 pub mod kv_store;
 pub mod migrate;
 pub mod owner;
+pub mod posting;
 pub mod record;
 pub mod sled_kv;
 
@@ -26,6 +27,8 @@ pub mod sled_kv;
 mod model_test;
 
 use std::sync::Arc;
+
+use roaring::RoaringBitmap;
 
 pub use record::{IndexEntry, Method, StagedWrite, VersionRecord};
 
@@ -59,10 +62,22 @@ pub struct Pending {
 /// ([`Store`]) and a write job inside its commit group ([`WriteTxn`], which also sees the
 /// group's writes not yet on disk through [`IndexRead::pending`]). Search runs on it alone.
 pub trait IndexRead {
-    /// Visit index entries of (`rtype`, `param`) whose keys lie from `lo` (inclusive) to `hi`
-    /// (exclusive; None for the end of the parameter), in key order, as (value, resource
-    /// number); the visitor returns false to stop. Keys are `value \0 number`, so a bound is
-    /// compared with that. Only committed entries: a job's and its group's are in `pending`.
+    /// Visit the posting lists of (`rtype`, `param`) whose keys lie from `lo` (inclusive) to `hi`
+    /// (exclusive; None for the end of the parameter), in key order, as (value, numbers of the
+    /// resources carrying it); a value's list may come in several parts (chunks of 65,536
+    /// numbers), in order. The visitor returns false to stop. Keys are `value \0 chunk`, so a
+    /// bound is compared with that. Only committed entries: a job's and its group's are in
+    /// `pending`.
+    fn postings(
+        &self,
+        rtype: &str,
+        param: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &RoaringBitmap) -> bool,
+    ) -> Result<()>;
+    /// Visit index entries of (`rtype`, `param`) with keys from `lo` to `hi` one by one, as
+    /// (value, resource number), in key order ([`IndexRead::postings`] number by number).
     fn scan_index(
         &self,
         rtype: &str,
@@ -70,7 +85,18 @@ pub trait IndexRead {
         lo: &[u8],
         hi: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], u32) -> bool,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let mut go = true;
+        self.postings(rtype, param, lo, hi, &mut |v, set| {
+            for n in set {
+                if !visit(v, n) {
+                    go = false;
+                    break;
+                }
+            }
+            go
+        })
+    }
     /// The index entries of a live resource (None when absent or deleted).
     fn index_of(&self, rtype: &str, docno: u32) -> Result<Option<Vec<IndexEntry>>>;
     /// Visit the numbers of committed live resources of a type in order; the visitor returns
@@ -218,11 +244,11 @@ pub trait Store: IndexRead + Send + Sync + 'static {
 pub struct IndexReport {
     /// Live resources checked.
     pub resources: usize,
-    /// Index keys checked.
+    /// Index entries checked (resource numbers in posting lists).
     pub keys: usize,
     /// Entries a resource should have but the index lacks (or whose entry list differs).
     pub missing: usize,
-    /// Index keys with no live resource or not in its entry list.
+    /// Numbers in posting lists with no live resource or not in its entry list.
     pub orphaned: usize,
 }
 
