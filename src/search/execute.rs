@@ -385,6 +385,20 @@ impl<'a> Executor<'a> {
                 Probe::TooMany => filters.push(r),
             }
         }
+        // a negation over few values is the candidates less the resources that have one of
+        // them (the same sets a positive criterion reads), not a test of each candidate
+        let mut kept_filters = Vec::with_capacity(filters.len());
+        for f in filters {
+            if let Resolved::NoneOf(ms) = f {
+                let any = Resolved::Any(ms.clone());
+                if let Probe::Done(set) = self.probe(rtype, &any, Some(PROBE_LISTS), None)? {
+                    candidates -= set;
+                    continue;
+                }
+            }
+            kept_filters.push(f);
+        }
+        let filters = kept_filters;
         let mut out = if filters.is_empty() {
             candidates
         } else {
@@ -593,6 +607,18 @@ mod tests {
                 && p.is_some_and(|p| p.to_string().starts_with('9'))
         });
         assert_eq!(got, want);
+        // a negation alone, and beside a large criterion: the live resources less those with
+        // a matching entry
+        let not_may =
+            || Criterion::NoneOf(vec![Matcher::new("month", Test::Exact(b"m05".to_vec()))]);
+        let got = exec
+            .matching_ids("Observation", &[not_may()])
+            .expect("runs");
+        assert_eq!(got, expect(&truth, |_, _, m| !m.contains(&5)));
+        let got = exec
+            .matching_ids("Observation", &[exact("code", "c2"), not_may()])
+            .expect("runs");
+        assert_eq!(got, expect(&truth, |c, _, m| c == 2 && !m.contains(&5)));
         // a criterion alone: every match, sorted, and counted alike without collecting them
         let got = exec
             .matching_ids("Observation", &[exact("code", "c0")])

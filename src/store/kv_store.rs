@@ -10,6 +10,8 @@
 //! - `n T N` -> id (resource numbers are given once per (type, id), from 1, never reused)
 //! - `p T <param hash u32> value \0 <chunk u16 BE>` -> the numbers of the resources with that
 //!   value among those of the chunk (N >> 16) ([`posting`]: a plain list or a roaring bitmap)
+//! - `l T <chunk u16 BE>` -> the numbers of the type's live resources in the chunk (a posting
+//!   list, as `p` keys)
 //! - `y T N` -> the live resource's index entries (to remove them on the next version)
 //! - `m\0seq` -> last sequence number; `m\0format` -> [`FORMAT`]
 //!
@@ -40,9 +42,10 @@ use crate::error::{FhirError, Result};
 const MAX_GROUP: usize = 1024;
 const SEP: u8 = 0;
 /// The key layout this code writes. A store of an earlier layout (1: ids in index keys, types
-/// numbered by their position in a list; 2: one key per index entry instead of posting lists) is
-/// rebuilt once by [`Store::reindex`] before it serves ([`Store::needs_reindex`]).
-pub const FORMAT: u8 = 3;
+/// numbered by their position in a list; 2: one key per index entry instead of posting lists; 3:
+/// no list of live resources) is rebuilt once by [`Store::reindex`] before it serves
+/// ([`Store::needs_reindex`]).
+pub const FORMAT: u8 = 4;
 const FORMAT_KEY: &[u8] = b"m\0format";
 
 /// A visitor of `c` records: (type, id, record).
@@ -140,6 +143,13 @@ fn posting_key(rtype: &str, e: &IndexEntry, docno: u32) -> Vec<u8> {
     k
 }
 
+/// `l T chunk`: the chunk of a type's list of live resources that holds `docno`.
+fn live_key(rtype: &str, docno: u32) -> Vec<u8> {
+    let mut k = numbered_prefix(b'l', rtype);
+    k.extend_from_slice(&posting::chunk_of(docno).to_be_bytes());
+    k
+}
+
 fn reverse_index_key(rtype: &str, docno: u32) -> Vec<u8> {
     numbered_key(b'y', rtype, docno)
 }
@@ -221,14 +231,27 @@ fn committed_entries(db: &dyn Kv, rtype: &str, docno: u32) -> Result<Option<Vec<
 
 /// Visit the numbers of committed live resources of a type, in order.
 fn live_docnos(db: &dyn Kv, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> Result<()> {
-    let prefix = numbered_prefix(b'y', rtype);
+    let prefix = numbered_prefix(b'l', rtype);
     let Some(end) = super::prefix_end(&prefix) else {
         return Ok(());
     };
-    db.visit(&prefix, Some(&end), &mut |k, _| match docno_suffix(k) {
-        Some(n) if k.len() == prefix.len() + 4 => visit(n),
-        _ => true,
-    })
+    let mut failed = None;
+    db.visit(&prefix, Some(&end), &mut |k, v| {
+        let Some(chunk) = k
+            .get(prefix.len()..)
+            .and_then(|c| <[u8; 2]>::try_from(c).ok())
+        else {
+            return true;
+        };
+        match posting::decode(u16::from_be_bytes(chunk), v) {
+            Ok(set) => set.iter().all(&mut *visit),
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 /// The number of a resource (live or deleted), None when it never existed.
@@ -617,6 +640,7 @@ impl Store for KvStore {
             &b"x\0"[..],
             &b"j"[..],
             &b"p"[..],
+            &b"l"[..],
             &b"y"[..],
             &b"n"[..],
         ] {
@@ -649,6 +673,7 @@ impl Store for KvStore {
                     for e in &entries {
                         postings.add(posting_key(t, e, docno), docno);
                     }
+                    postings.add(live_key(t, docno), docno);
                     batch.insert(reverse_index_key(t, docno), encode_entries(&entries));
                     pending += entries.len() + 1;
                     count += 1;
@@ -690,11 +715,17 @@ impl Store for KvStore {
                     .or_default()
                     .insert(docno);
             }
+            expected
+                .entry(live_key(rtype, docno))
+                .or_default()
+                .insert(docno);
             numbered.insert(reverse_index_key(rtype, docno));
             Ok(())
         })?;
-        // every listed number must be expected there, and every expected one listed
-        for item in prefixed(&*self.db, b"p", false) {
+        // every listed number must be expected there, and every expected one listed (posting
+        // lists, then the lists of live resources)
+        let lists = prefixed(&*self.db, b"p", false).chain(prefixed(&*self.db, b"l", false));
+        for item in lists {
             let (k, v) = item?;
             let chunk = k
                 .len()
@@ -954,6 +985,11 @@ impl Group<'_> {
             if old_entries.binary_search(e).is_err() {
                 self.postings.add(posting_key(&w.rtype, e, docno), docno);
             }
+        }
+        if deleted {
+            self.postings.remove(live_key(&w.rtype, docno), docno);
+        } else {
+            self.postings.add(live_key(&w.rtype, docno), docno);
         }
         if deleted {
             self.batch.remove(reverse_index_key(&w.rtype, docno));
@@ -1410,6 +1446,7 @@ mod tests {
         };
         assert!(store.check_index(&extract).expect("check").consistent());
         // a list no resource belongs in, a missing list, and a list with one number too many
+        // (besides them, the list of live resources holds both)
         let entry = |v: &[u8]| IndexEntry {
             param: "identifier".into(),
             value: v.to_vec(),
@@ -1439,7 +1476,7 @@ mod tests {
             )
             .expect("damage");
         let r = store.check_index(&extract).expect("check");
-        assert_eq!((r.missing, r.orphaned, r.keys), (1, 2, 3), "{r:?}");
+        assert_eq!((r.missing, r.orphaned, r.keys), (1, 2, 5), "{r:?}");
         assert_eq!(store.reindex(&extract).expect("reindex"), 2);
         assert!(store.check_index(&extract).expect("check").consistent());
         assert_eq!(lookup(&store, "y"), vec!["b".to_string()]);
