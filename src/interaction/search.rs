@@ -37,7 +37,8 @@ pub struct SearchScope {
 
 /// One match or include on its way into the Bundle.
 struct Item {
-    rtype: String,
+    /// Shared by every item of its type (no string per match).
+    rtype: std::sync::Arc<str>,
     docno: u32,
     key: Vec<u8>,
 }
@@ -362,10 +363,12 @@ impl Services {
             if counting {
                 continue;
             }
+            let shared: std::sync::Arc<str> = std::sync::Arc::from(t.as_str());
+            items.reserve(ids.len());
             for docno in ids {
                 let key = sort_key(&mut exec, t, docno, &parsed.sort, multi)?;
                 items.push(Item {
-                    rtype: t.clone(),
+                    rtype: shared.clone(),
                     docno,
                     key,
                 });
@@ -459,7 +462,7 @@ impl Services {
             let mut matches: Vec<(String, String)> = Vec::with_capacity(page.len());
             for i in page {
                 if let Some(id) = exec.id(&i.rtype, i.docno)? {
-                    matches.push((i.rtype.clone(), id));
+                    matches.push((i.rtype.to_string(), id));
                 }
             }
             let mut seen: HashSet<(String, String)> = matches.iter().cloned().collect();

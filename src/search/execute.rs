@@ -277,7 +277,11 @@ impl<'a> Executor<'a> {
                             }
                             if m.test.accepts(v) {
                                 if set.len() <= LOOSE_LIST {
-                                    loose.extend(set.iter());
+                                    // only numbers that can stay (fewer to sort)
+                                    loose.extend(
+                                        set.iter()
+                                            .filter(|n| within.is_none_or(|w| w.contains(*n))),
+                                    );
                                 } else {
                                     ids |= set;
                                 }
