@@ -204,21 +204,35 @@ fn postings(
     if start >= end {
         return Ok(());
     }
-    let mut failed = None;
-    db.visit(&start, Some(&end), &mut |k, v| {
+    visit_lists(db, &start, &end, &mut |k, set| {
         let rest = &k[prefix.len()..];
-        let Some(split) = rest.len().checked_sub(3).filter(|s| rest[*s] == SEP) else {
-            return true;
-        };
-        let chunk = u16::from_be_bytes([rest[split + 1], rest[split + 2]]);
-        match posting::decode(chunk, v) {
-            Ok(set) => visit(&rest[..split], &set),
+        match rest.len().checked_sub(3).filter(|s| rest[*s] == SEP) {
+            Some(split) => visit(&rest[..split], set),
+            None => true,
+        }
+    })
+}
+
+/// Visit the posting lists with keys from `start` to `end` (exclusive), decoded, as (key, list);
+/// the visitor returns false to stop. A list that does not decode stops the scan with its error.
+fn visit_lists(
+    db: &dyn Kv,
+    start: &[u8],
+    end: &[u8],
+    visit: &mut dyn FnMut(&[u8], &RoaringBitmap) -> bool,
+) -> Result<()> {
+    let mut failed = None;
+    db.visit(
+        start,
+        Some(end),
+        &mut |k, v| match posting::decode_at(k, v) {
+            Ok(set) => visit(k, &set),
             Err(e) => {
                 failed = Some(e);
                 false
             }
-        }
-    })?;
+        },
+    )?;
     failed.map_or(Ok(()), Err)
 }
 
@@ -235,23 +249,9 @@ fn live_docnos(db: &dyn Kv, rtype: &str, visit: &mut dyn FnMut(u32) -> bool) -> 
     let Some(end) = super::prefix_end(&prefix) else {
         return Ok(());
     };
-    let mut failed = None;
-    db.visit(&prefix, Some(&end), &mut |k, v| {
-        let Some(chunk) = k
-            .get(prefix.len()..)
-            .and_then(|c| <[u8; 2]>::try_from(c).ok())
-        else {
-            return true;
-        };
-        match posting::decode(u16::from_be_bytes(chunk), v) {
-            Ok(set) => set.iter().all(&mut *visit),
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        }
-    })?;
-    failed.map_or(Ok(()), Err)
+    visit_lists(db, &prefix, &end, &mut |k, set| {
+        k.len() != prefix.len() + 2 || set.iter().all(&mut *visit)
+    })
 }
 
 /// The number of a resource (live or deleted), None when it never existed.
@@ -727,11 +727,7 @@ impl Store for KvStore {
         let lists = prefixed(&*self.db, b"p", false).chain(prefixed(&*self.db, b"l", false));
         for item in lists {
             let (k, v) = item?;
-            let chunk = k
-                .len()
-                .checked_sub(2)
-                .map_or(0, |at| u16::from_be_bytes([k[at], k[at + 1]]));
-            let listed = posting::decode(chunk, &v)?;
+            let listed = posting::decode_at(&k, &v)?;
             report.keys += listed.len() as usize;
             let want = expected.remove(&k).unwrap_or_default();
             report.orphaned += (&listed - &want).len() as usize;

@@ -61,6 +61,16 @@ pub fn decode(chunk: u16, bytes: &[u8]) -> Result<RoaringBitmap> {
     }
 }
 
+/// Decode the list stored at `key`, whose last two bytes are its chunk (as every posting-list
+/// key ends).
+pub fn decode_at(key: &[u8], bytes: &[u8]) -> Result<RoaringBitmap> {
+    let chunk = match key.len().checked_sub(2) {
+        Some(at) => u16::from_be_bytes([key[at], key[at + 1]]),
+        None => return Err(FhirError::Storage("corrupt posting list key".into())),
+    };
+    decode(chunk, bytes)
+}
+
 /// Changes to posting lists gathered over many writes: per key, the numbers added and removed,
 /// in order.
 #[derive(Default)]
@@ -72,7 +82,7 @@ pub struct Deltas {
 type Ops = Vec<(u32, bool)>;
 
 impl Deltas {
-    /// Add number `n` to the list chunk at `key` (a key of `n`'s chunk).
+    /// Add number `n` to the list chunk at `key` (a key ending in `n`'s chunk).
     pub fn add(&mut self, key: Vec<u8>, n: u32) {
         self.ops.entry(key).or_default().push((n, true));
     }
@@ -98,23 +108,15 @@ impl Deltas {
         let mut keys: Vec<(Vec<u8>, Ops)> = self.ops.into_iter().collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, ops) in keys {
-            let Some(&(first, _)) = ops.first() else {
-                continue;
-            };
-            let chunk = chunk_of(first);
             let mut set = match db.get(&key)? {
-                Some(bytes) => decode(chunk, &bytes)?,
+                Some(bytes) => decode_at(&key, &bytes)?,
                 None => RoaringBitmap::new(),
             };
-            let before = set.clone();
+            let mut changed = false;
             for (n, add) in ops {
-                if add {
-                    set.insert(n);
-                } else {
-                    set.remove(n);
-                }
+                changed |= if add { set.insert(n) } else { set.remove(n) };
             }
-            if set == before {
+            if !changed {
                 continue;
             }
             if set.is_empty() {
